@@ -1,0 +1,205 @@
+"""Cookies and DoS mitigation: mac1/mac2, cookie replies, load and rate limiting (WP 5.3, 5.4.4,
+5.4.7, 6.6; kernel cookie.c, ratelimiter.c, receive.c).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .constants import (
+    COOKIE_NONCE_LEN,
+    COOKIE_SECRET_LATENCY,
+    COOKIE_SECRET_MAX_AGE,
+    LABEL_COOKIE,
+    LABEL_MAC1,
+    RATELIMIT_BURST,
+    RATELIMIT_PACKETS_PER_SECOND,
+    UNDER_LOAD_AFTER_TIME,
+    UNDER_LOAD_THRESHOLD,
+)
+from .crypto import InvalidTag, hash_, mac, xaead_decrypt, xaead_encrypt
+from .errors import ProtocolError
+from .messages import CookieReply, mac1_offset
+
+Address = tuple[str, int]
+MAC_SIZE = 16
+
+
+def mac1_key(static_public: bytes) -> bytes:
+    """WP 5.4.4: the mac1 key is HASH(LABEL_MAC1 || receiver's static public key)."""
+    return hash_(LABEL_MAC1, static_public)
+
+
+def cookie_key(static_public: bytes) -> bytes:
+    """WP 5.4.7: the cookie encryption key is HASH(LABEL_COOKIE || sender's static public)."""
+    return hash_(LABEL_COOKIE, static_public)
+
+
+def source_bytes(source: Address) -> bytes:
+    """A, the source IP address and UDP port (WP 5.4.7), as the kernel encodes it
+    (cookie.c ``make_cookie``: the address bytes then the port in network byte order)."""
+    host = source[0].split("%", 1)[0]
+    return ipaddress.ip_address(host).packed + struct.pack(">H", source[1])
+
+
+def mac1_valid(message: bytes, key: bytes) -> bool:
+    offset = mac1_offset(message[0])
+    return mac(key, message[:offset]) == message[offset : offset + MAC_SIZE]
+
+
+@dataclass(slots=True)
+class CookieMaker:
+    """The sending side: adds mac1/mac2 to our handshake messages to one peer and keeps the
+    last cookie that peer sent us (WP 5.4.4, 5.4.7)."""
+
+    mac1_key: bytes
+    cookie_key: bytes
+    cookie: bytes | None = None
+    cookie_time: float = 0.0
+    last_mac1: bytes | None = None  # the mac1 a cookie reply must be bound to
+
+    @classmethod
+    def for_peer(cls, peer_static: bytes) -> CookieMaker:
+        return cls(mac1_key(peer_static), cookie_key(peer_static))
+
+    def add_macs(self, body: bytes, now: float) -> bytes:
+        """``body`` is a handshake message up to mac1; returns the whole message."""
+        mac1 = mac(self.mac1_key, body)
+        self.last_mac1 = mac1
+        # Kernel cookie.c: a cookie is used for COOKIE_SECRET_MAX_AGE - COOKIE_SECRET_LATENCY.
+        fresh = self.cookie is not None and (
+            now - self.cookie_time < COOKIE_SECRET_MAX_AGE - COOKIE_SECRET_LATENCY
+        )
+        mac2 = mac(self.cookie, body + mac1) if fresh and self.cookie else bytes(MAC_SIZE)
+        return body + mac1 + mac2
+
+    def consume_reply(self, reply: CookieReply, now: float) -> None:
+        """Store the cookie of a reply (WP 5.4.7). It is only used for the next handshake
+        message; nothing is resent now (WP 6.6). Raises :class:`ProtocolError`."""
+        if self.last_mac1 is None:
+            raise ProtocolError("unexpected-cookie", "no handshake message was sent")
+        try:
+            cookie = xaead_decrypt(
+                self.cookie_key, reply.nonce, reply.encrypted_cookie, self.last_mac1
+            )
+        except InvalidTag as exc:
+            raise ProtocolError("decrypt-failed", "cookie reply does not authenticate") from exc
+        self.cookie, self.cookie_time = cookie, now
+
+
+@dataclass(slots=True)
+class CookieChecker:
+    """The receiving side: checks mac1/mac2 of handshake messages addressed to our static key
+    and makes cookie replies. The secret R_m changes every two minutes (WP 5.4.7)."""
+
+    mac1_key: bytes
+    cookie_key: bytes
+    random_bytes: Callable[[int], bytes] = os.urandom
+    secret: bytes = b""
+    secret_time: float = float("-inf")
+
+    @classmethod
+    def for_static(
+        cls, static_public: bytes, random_bytes: Callable[[int], bytes] = os.urandom
+    ) -> CookieChecker:
+        return cls(mac1_key(static_public), cookie_key(static_public), random_bytes)
+
+    def check_mac1(self, message: bytes) -> bool:
+        return mac1_valid(message, self.mac1_key)
+
+    def _current_secret(self, now: float) -> bytes:
+        if now - self.secret_time >= COOKIE_SECRET_MAX_AGE:
+            self.secret, self.secret_time = self.random_bytes(32), now
+        return self.secret
+
+    def cookie_for(self, source: Address, now: float) -> bytes:
+        """tau = MAC(R_m, A) (WP 5.4.7)."""
+        return mac(self._current_secret(now), source_bytes(source))
+
+    def check_mac2(self, message: bytes, source: Address, now: float) -> bool:
+        offset = mac1_offset(message[0]) + MAC_SIZE
+        expected = mac(self.cookie_for(source, now), message[:offset])
+        return expected == message[offset : offset + MAC_SIZE]
+
+    def make_reply(self, message: bytes, source: Address, now: float) -> CookieReply:
+        """A cookie reply to ``message``: XAEAD(key, nonce, tau, mac1 of message) (WP 5.4.7)."""
+        kind = message[0]
+        receiver = struct.unpack_from("<I", message, 4)[0]  # the sender index of the message
+        offset = mac1_offset(kind)
+        msg_mac1 = message[offset : offset + MAC_SIZE]
+        nonce = self.random_bytes(COOKIE_NONCE_LEN)
+        encrypted = xaead_encrypt(self.cookie_key, nonce, self.cookie_for(source, now), msg_mac1)
+        return CookieReply(receiver, nonce, encrypted)
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    last: float
+
+
+@dataclass(slots=True)
+class RateLimiter:
+    """Per-source-IP token bucket for handshakes under load (kernel ratelimiter.c:
+    PACKETS_PER_SECOND = 20, PACKETS_BURSTABLE = 5)."""
+
+    rate: float = RATELIMIT_PACKETS_PER_SECOND
+    burst: float = RATELIMIT_BURST
+    buckets: dict[str, _Bucket] = field(default_factory=dict)
+    last_gc: float = 0.0
+
+    def allow(self, host: str, now: float) -> bool:
+        if now - self.last_gc >= 1.0:
+            self._collect(now)
+        bucket = self.buckets.get(host)
+        if bucket is None:
+            self.buckets[host] = _Bucket(self.burst - 1.0, now)
+            return True
+        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.last) * self.rate)
+        bucket.last = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return True
+        return False
+
+    def _collect(self, now: float) -> None:
+        # A bucket idle for a full refill is the same as no bucket (kernel: entries older
+        # than 1 s are freed by the gc work).
+        full = self.burst / self.rate
+        self.buckets = {h: b for h, b in self.buckets.items() if now - b.last < full}
+        self.last_gc = now
+
+
+@dataclass(slots=True)
+class LoadMonitor:
+    """Decides "under load" (WP 5.3). The kernel uses the depth of its handshake queue
+    (>= MAX_QUEUED_INCOMING_HANDSHAKES / 8, receive.c) and stays under load for 1 s after.
+
+    A sans-I/O core has no queue of its own, so two signals count: the backlog the I/O shell
+    reports (:meth:`report_backlog`), and the number of handshake messages seen within the
+    last second, which stands for the queue depth when the shell cannot see one.
+    """
+
+    threshold: int = UNDER_LOAD_THRESHOLD
+    window_start: float = float("-inf")
+    window_count: int = 0
+    backlog: int = 0
+    last_loaded: float = float("-inf")
+
+    def report_backlog(self, pending: int, now: float) -> None:
+        self.backlog = pending
+        if pending >= self.threshold:
+            self.last_loaded = now
+
+    def record_handshake(self, now: float) -> bool:
+        """Count one handshake message; returns whether we are under load now."""
+        if now - self.window_start >= 1.0:
+            self.window_start, self.window_count = now, 0
+        self.window_count += 1
+        if self.window_count >= self.threshold or self.backlog >= self.threshold:
+            self.last_loaded = now
+        return now - self.last_loaded < UNDER_LOAD_AFTER_TIME
