@@ -5,6 +5,7 @@ import gzip
 import json
 import logging
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -177,7 +178,7 @@ def test_write_pcap_rejects_mixed_families(tmp_path: Path) -> None:
         write_pcap(tmp_path / "x.pcap", [(0.0, ("192.0.2.1", 1), ("2001:db8::1", 2), b"")])
 
 
-def _frames(tmp_path: Path, linktype: int, frames: list[Packet]) -> Capture:
+def _frames(tmp_path: Path, linktype: int, frames: Sequence[Packet]) -> Capture:
     path = tmp_path / f"lt{linktype}.pcap"
     with PcapWriter(str(path), linktype=linktype) as writer:
         for pkt in frames:
@@ -190,14 +191,17 @@ def _udp(payload: bytes = b"wg") -> Packet:
 
 
 ENDS = (("192.0.2.1", 1), ("192.0.2.2", 2))
-MACS = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
+
+
+def eth(ethertype: int = 0x800) -> Packet:
+    return Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02", type=ethertype)
 
 
 @pytest.mark.parametrize(
     ("linktype", "frame"),
     [
         (0, Loopback(type=2) / _udp()),
-        (1, Ether(**MACS) / Dot1Q(vlan=7) / _udp()),
+        (1, eth(0x8100) / Dot1Q(vlan=7) / _udp()),
         (101, _udp()),
         (113, CookedLinux(proto=0x800) / _udp()),
         (228, _udp()),
@@ -212,17 +216,17 @@ def test_link_layers(tmp_path: Path, linktype: int, frame: Packet) -> None:
 def test_skips_and_exact_payloads(tmp_path: Path) -> None:
     v6 = IPv6(src="2001:db8::1", dst="2001:db8::2")
     frames = [
-        Ether(**MACS) / _udp(b"x"),  # padded to 60 bytes on the wire: trailer is not payload
-        Ether(**MACS) / IP(src="192.0.2.1", dst="192.0.2.2", flags="MF") / UDP() / b"frag",
-        Ether(**MACS) / IP(src="192.0.2.1", dst="192.0.2.2", frag=3) / b"tail",
-        Ether(**MACS) / IP(src="192.0.2.1", dst="192.0.2.2") / TCP() / b"tcp",
-        Ether(**MACS) / IP(src="192.0.2.2", dst="192.0.2.1") / ICMP(type=3, code=3) / _udp(),
-        Ether(**MACS) / v6 / IPv6ExtHdrHopByHop() / UDP(sport=5, dport=6) / b"v6 ext",
-        Ether(**MACS) / v6 / IPv6ExtHdrFragment(m=1) / UDP() / b"frag6",
-        Ether(**MACS) / ARP(),
-        Ether(**MACS) / IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=53, dport=53) / DNS(),
+        eth() / _udp(b"x"),  # padded to 60 bytes on the wire: trailer is not payload
+        eth() / IP(src="192.0.2.1", dst="192.0.2.2", flags="MF") / UDP() / b"frag",
+        eth() / IP(src="192.0.2.1", dst="192.0.2.2", frag=3) / b"tail",
+        eth() / IP(src="192.0.2.1", dst="192.0.2.2") / TCP() / b"tcp",
+        eth() / IP(src="192.0.2.2", dst="192.0.2.1") / ICMP(type=3, code=3) / _udp(),
+        eth(0x86DD) / v6 / IPv6ExtHdrHopByHop() / UDP(sport=5, dport=6) / b"v6 ext",
+        eth(0x86DD) / v6 / IPv6ExtHdrFragment(m=1) / UDP() / b"frag6",
+        eth(0x806) / ARP(),
+        eth() / IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=53, dport=53) / DNS(),
         # Cut by the snap length: the UDP header says 108 bytes but only 26 were captured.
-        Ether(type=0x800, **MACS) / Raw(bytes(_udp(bytes(100)))[:54]),
+        eth() / Raw(bytes(_udp(bytes(100)))[:54]),
     ]
     cap = _frames(tmp_path, 1, frames)
     assert cap.frame_count == len(frames)

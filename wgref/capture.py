@@ -146,11 +146,6 @@ def _frame_time(reader: Any, meta: Any) -> float:
     return float(meta.sec + meta.usec / (1e9 if reader.nano else 1e6))
 
 
-def _header_len(layer: Packet) -> int:
-    cache = layer.raw_packet_cache
-    return len(cache) if cache is not None else 0
-
-
 def _decode_udp(data: bytes, linktype: int) -> tuple[Endpoint, Endpoint, bytes] | None:
     """(src, dst, payload) of a frame's UDP datagram, or None for anything else."""
     cls = conf.l2types.num2layer.get(linktype)
@@ -174,7 +169,10 @@ def _decode_udp(data: bytes, linktype: int) -> tuple[Endpoint, Endpoint, bytes] 
             break
         elif ip is not None and kind not in _IPV6_EXT_HEADERS:
             return None  # IP carrying something other than UDP
-        offset += _header_len(layer)
+        header = layer.raw_packet_cache  # this layer's own bytes, kept by scapy's dissection
+        if header is None:
+            return None
+        offset += len(header)
         layer = layer.payload
     else:
         return None

@@ -35,7 +35,6 @@ from .constants import (
     MAX_TIMER_HANDSHAKES,
     MESSAGE_COOKIE_REPLY,
     MESSAGE_INITIATION,
-    MESSAGE_RESPONSE,
     PADDING_MULTIPLE,
     REJECT_AFTER_MESSAGES,
     REJECT_AFTER_TIME,
@@ -69,7 +68,6 @@ log = logging.getLogger("wgref.device")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _NONCE = struct.Struct("<4xQ")
-_IPV6_PAYLOAD_LEN = struct.Struct(">H")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +120,7 @@ def inner_length(packet: bytes) -> int:
         if 20 <= total <= len(packet):
             return total
     elif version == 6 and len(packet) >= 40:
-        total = 40 + _IPV6_PAYLOAD_LEN.unpack_from(packet, 4)[0]
+        total = 40 + ((packet[4] << 8) | packet[5])
         if total <= len(packet):
             return total
     raise ProtocolError("bad-inner-packet", "not a whole IPv4/IPv6 packet")
@@ -151,7 +149,7 @@ class RandomIndices:
 
     def __call__(self, taken: Callable[[int], bool]) -> int:
         while True:
-            index = int.from_bytes(self._rng(4), "little")
+            index: int = int.from_bytes(self._rng(4), "little")
             if not taken(index):
                 return index
 
@@ -275,6 +273,13 @@ class Device:
             peer.staged.append(b"")
         return self._send_staged(peer, now)
 
+    def initiate_handshake(self, peer: Peer, now: float, *, force: bool = False) -> list[Action]:
+        """Start a handshake now; ``force`` skips the once-per-REKEY_TIMEOUT limit (WP 6.1),
+        as an explicit user request (BoringTun's force_resend) may."""
+        if force:
+            peer.last_sent_initiation = None
+        return self._initiate(peer, now, retry=False)
+
     def _send_staged(self, peer: Peer, now: float) -> list[Action]:
         keypair = peer.keypairs.current
         if keypair is None or not keypair.can_send(now) or peer.endpoint is None:
@@ -304,18 +309,16 @@ class Device:
             actions.append(SendDatagram(endpoint, data, peer))
         if actions:
             self._timers_authenticated_sent(peer, now)
-            if sent_data:
-                # Kernel timers.c wg_timers_data_sent.
-                if peer.timers.new_handshake is None:
-                    peer.timers.new_handshake = (
-                        now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + self._jitter()
-                    )
+            # Kernel timers.c wg_timers_data_sent.
+            if sent_data and peer.timers.new_handshake is None:
+                peer.timers.new_handshake = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + self._jitter()
         # WP 6.2: rekey on message count (both sides) or age (initiator only).
-        if keypair.send_counter > REKEY_AFTER_MESSAGES or (
-            keypair.is_initiator and now - keypair.created > REKEY_AFTER_TIME
+        # Packets left staged (the keypair ran out of counters) also need a new session.
+        if (
+            keypair.send_counter > REKEY_AFTER_MESSAGES
+            or (keypair.is_initiator and now - keypair.created > REKEY_AFTER_TIME)
+            or peer.staged
         ):
-            actions += self._initiate(peer, now, retry=False)
-        elif peer.staged:
             actions += self._initiate(peer, now, retry=False)
         return actions
 
@@ -469,9 +472,10 @@ class Device:
     def _receive_transport(self, data: bytes, source: Address, now: float) -> list[Action]:
         receiver, counter = unpack_transport_header(data)
         entry = self._indices.get(receiver)
-        if entry is None or entry[1] is None:
+        keypair = None if entry is None else entry[1]
+        if entry is None or keypair is None:
             raise ProtocolError("unknown-index", f"transport for index {receiver:08x}")
-        peer, keypair = entry
+        peer = entry[0]
         if not keypair.can_receive(now) or counter >= REJECT_AFTER_MESSAGES:
             raise ProtocolError("expired-keypair", "session too old to receive on")
         try:
@@ -483,6 +487,9 @@ class Device:
         # WP 5.4.6: the replay window is checked after authentication.
         if not keypair.replay.check_and_update(counter, REJECT_AFTER_MESSAGES):
             raise ProtocolError("replay", f"counter {counter} already seen or too old")
+        keypair.receive_count += 1
+        if counter > keypair.receive_top:
+            keypair.receive_top = counter
         actions: list[Action] = []
         if keypair is peer.keypairs.next:
             for old in peer.keypairs.confirm_next(keypair):

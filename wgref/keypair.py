@@ -28,6 +28,8 @@ class Keypair:
     local_index: int
     remote_index: int
     send_counter: int = 0
+    receive_count: int = 0  # packets accepted, for loss estimates
+    receive_top: int = -1  # highest counter accepted
     replay: ReplayWindow = field(default_factory=ReplayWindow)
     sender: ChaCha20Poly1305 = field(init=False)
     receiver: ChaCha20Poly1305 = field(init=False)

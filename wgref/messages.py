@@ -123,7 +123,7 @@ def message_type(data: bytes) -> int:
     """
     if len(data) < 4:
         raise ProtocolError("too-short", f"{len(data)} bytes")
-    (header,) = _HEADER.unpack_from(data)
+    header: int = _HEADER.unpack_from(data)[0]
     if header == MESSAGE_TRANSPORT:
         if len(data) < TRANSPORT_MIN_SIZE:
             raise ProtocolError("bad-size", f"transport of {len(data)} bytes (minimum 32)")

@@ -20,7 +20,7 @@ _TAI64N = struct.Struct(">QI")
 def tai64n(unix_time: float, whiten: bool = True) -> bytes:
     """The 12-byte big-endian TAI64N label of a Unix time."""
     seconds = int(unix_time // 1)
-    nanoseconds = int(round((unix_time - seconds) * 1e9))
+    nanoseconds = round((unix_time - seconds) * 1e9)
     if nanoseconds >= 1_000_000_000:
         seconds, nanoseconds = seconds + 1, nanoseconds - 1_000_000_000
     if whiten:

@@ -1,0 +1,1 @@
+"""The interop and throughput harness (topologies, peer drivers, scenarios, reports)."""
