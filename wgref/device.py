@@ -277,7 +277,7 @@ class Device:
         """Start a handshake now; ``force`` skips the once-per-REKEY_TIMEOUT limit (WP 6.1),
         as an explicit user request (BoringTun's force_resend) may."""
         if force:
-            peer.last_sent_initiation = None
+            peer.last_sent_handshake = None
         return self._initiate(peer, now, retry=False)
 
     def _send_staged(self, peer: Peer, now: float) -> list[Action]:
@@ -331,8 +331,8 @@ class Device:
             peer.handshake_attempts = 0
         if self.private_key is None or not peer.handshake.usable or peer.endpoint is None:
             return []
-        if peer.last_sent_initiation is not None and (
-            now - peer.last_sent_initiation < REKEY_TIMEOUT
+        if peer.last_sent_handshake is not None and (
+            now - peer.last_sent_handshake < REKEY_TIMEOUT
         ):
             return []
         self._forget_handshake(peer)
@@ -343,7 +343,7 @@ class Device:
         )
         self._indices[index] = (peer, None)
         data = peer.cookie.add_macs(message.to_bytes()[:116], now)
-        peer.last_sent_initiation = now
+        peer.last_sent_handshake = now
         peer.initiation_sent_at = now
         peer.tx_bytes += len(data)
         # Kernel timers.c wg_timers_handshake_initiated.
@@ -431,6 +431,9 @@ class Device:
         response = peer.handshake.create_response(index, ephemeral)
         data = peer.cookie.add_macs(response.to_bytes()[:60], now)
         self._install_keypair(peer, peer.handshake.derive_keys(is_initiator=False), now)
+        # Kernel send.c: a response also counts as a handshake sent, so a responder does not
+        # start its own initiation within REKEY_TIMEOUT while the initiator confirms.
+        peer.last_sent_handshake = now
         peer.tx_bytes += len(data)
         self._timers_authenticated_sent(peer, now)
         log.debug("%r - Received handshake initiation, sending response", peer)
@@ -563,7 +566,7 @@ class Device:
         for keypair in (peer.keypairs.current, peer.keypairs.next):
             if keypair is not None:
                 keypair.send_counter = REJECT_AFTER_MESSAGES
-        peer.last_sent_initiation = None
+        peer.last_sent_handshake = None
 
     # ----------------------------------------------------------------- timers
 

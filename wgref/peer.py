@@ -57,7 +57,7 @@ class Peer:
     rx_bytes: int = 0
     tx_bytes: int = 0
     last_handshake: float | None = None  # wall-clock seconds (now + epoch offset)
-    last_sent_initiation: float | None = None  # device clock
+    last_sent_handshake: float | None = None  # initiation or response, device clock
     initiation_sent_at: float | None = None  # for RTT estimates
     handshake_attempts: int = 0
     need_another_keepalive: bool = False
