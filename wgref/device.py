@@ -218,9 +218,10 @@ class Device:
         *,
         preshared_key: bytes | None = None,
         endpoint: Address | None = None,
-        persistent_keepalive: int = 0,
+        persistent_keepalive: int | None = None,
         allowed_ips: Iterable[Network] = (),
     ) -> Peer:
+        """Add a peer, or update an existing one (arguments left as None stay unchanged)."""
         if len(public_key) != 32:
             raise ValueError("a public key is 32 bytes")
         peer = self.peers.get(public_key)
@@ -233,7 +234,8 @@ class Device:
             peer.handshake.preshared_key = preshared_key
         if endpoint is not None:
             peer.endpoint = endpoint
-        peer.persistent_keepalive = persistent_keepalive
+        if persistent_keepalive is not None:
+            peer.persistent_keepalive = persistent_keepalive
         for network in allowed_ips:
             self.allowed_ips.insert(network, peer)
         return peer

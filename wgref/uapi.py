@@ -284,9 +284,7 @@ class UapiConnection:
             return ""
         if mode == "get":
             if line:
-                self._get_error = self._get_error or (
-                    errno.EINVAL if "=" in line else errno.EPROTO
-                )
+                self._get_error = self._get_error or (errno.EINVAL if "=" in line else errno.EPROTO)
                 return ""
             self._mode = "idle"
             if self._get_error:
@@ -340,8 +338,10 @@ class UapiConnection:
             state.skip = public == device.public_key  # wireguard-go ignores our own key
             state.peer, state.created = None, False
             if not state.skip:
-                state.created = public not in device.peers
-                state.peer = device.add_peer(public)
+                existing = device.peers.get(public)
+                state.created = existing is None
+                # add_peer would reset an existing peer's keepalive: only call it for new ones.
+                state.peer = existing or device.add_peer(public)
                 state.keepalive_changed = False
             return
         if not state.in_peers:

@@ -1,0 +1,472 @@
+"""`wgref IFNAME`: a userspace WireGuard interface driven by the stock `wg` (like wireguard-go).
+
+One thread, one epoll loop over the TUN fd, the UDP sockets (IPv4 and IPv6, bound to the
+listen port), the UAPI listener ``/var/run/wireguard/IFNAME.sock`` and its connections, with
+timeouts from :meth:`Device.next_timer`. The sockets stay in the namespace where wgref was
+started when the link is moved elsewhere; deleting the link, removing the socket file,
+SIGTERM or SIGINT stop the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+
+from . import __version__
+from .device import Deliver, Device, HandshakeSecrets, SendDatagram
+from .keylog import KeyLogWriter
+from .peer import Address
+from .tun import DEFAULT_MTU, Tun, TunGone
+from .uapi import UapiConnection
+
+__all__ = ["SOCKET_DIR", "Interface", "main"]
+
+SOCKET_DIR = "/var/run/wireguard"
+SO_MARK = 36  # linux/socket.h
+BATCH = 64  # packets drained per readable fd per loop iteration
+HOUSEKEEPING = 1.0  # seconds between MTU polls and liveness checks
+SOCKET_BUFFER = 4 << 20
+UAPI_SEND_TIMEOUT = 5.0
+
+log = logging.getLogger("wgref.interface")
+
+USAGE = """\
+Usage: wgref [-f/--foreground] [--keylog PATH] INTERFACE-NAME
+
+Creates TUN device INTERFACE-NAME and serves the WireGuard UAPI on
+/var/run/wireguard/INTERFACE-NAME.sock; configure it with `wg`.
+Environment: LOG_LEVEL=verbose|debug|error|silent (default error),
+             WG_KEYLOG_FILE=PATH (Wireshark key log, like --keylog).
+"""
+
+
+class _Stop(Exception):
+    pass
+
+
+@dataclass
+class Options:
+    name: str
+    foreground: bool = False
+    keylog: str | None = None
+
+
+def parse_args(argv: list[str]) -> Options | int:
+    """Options, or an exit status when the arguments were answered (--help) or bad."""
+    foreground, keylog, names = False, os.environ.get("WG_KEYLOG_FILE") or None, []
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg in ("-f", "--foreground"):
+            foreground = True
+        elif arg in ("-h", "--help"):
+            sys.stdout.write(USAGE)
+            return 0
+        elif arg in ("-v", "--version"):
+            sys.stdout.write(f"wgref v{__version__}\n\nUserspace WireGuard in Python.\n")
+            return 0
+        elif arg == "--keylog" and args:
+            keylog = args.pop(0)
+        elif arg.startswith("--keylog="):
+            keylog = arg.partition("=")[2]
+        elif arg.startswith("-") and arg != "-":
+            sys.stderr.write(USAGE)
+            return 2
+        else:
+            names.append(arg)
+    if len(names) != 1:
+        sys.stderr.write(USAGE)
+        return 2
+    return Options(names[0], foreground, keylog)
+
+
+class _Formatter(logging.Formatter):
+    """wireguard-go's format: ``DEBUG: (wg0) 2006/01/02 15:04:05 message``."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"%(levelname)s: ({name}) %(asctime)s %(message)s", "%Y/%m/%d %H:%M:%S")
+
+
+def setup_logging(name: str) -> None:
+    # wireguard-go logs to stdout, in the foreground and once daemonised.
+    level_name = os.environ.get("LOG_LEVEL", "error").lower()
+    level = {"verbose": logging.DEBUG, "debug": logging.DEBUG, "error": logging.ERROR}.get(
+        level_name, logging.CRITICAL + 1
+    )
+    root = logging.getLogger("wgref")
+    root.handlers.clear()
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_Formatter(name))
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _open_uapi_listener(name: str) -> tuple[socket.socket, str]:
+    """Bind /var/run/wireguard/NAME.sock (dir 0755, socket 0700 like wireguard-go)."""
+    os.makedirs(SOCKET_DIR, mode=0o755, exist_ok=True)
+    path = os.path.join(SOCKET_DIR, f"{name}.sock")
+    if os.path.exists(path):
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # stale socket: nobody listens
+        else:
+            probe.close()
+            raise OSError(errno.EADDRINUSE, f"{path} is in use")
+        finally:
+            probe.close()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o077)
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(old_umask)
+    listener.listen(16)
+    listener.setblocking(False)
+    return listener, path
+
+
+class Interface:
+    """The I/O shell around a :class:`Device`; also the UAPI host (listen port, fwmark)."""
+
+    def __init__(self, name: str, keylog: str | None = None, mtu: int = DEFAULT_MTU) -> None:
+        self.tun = Tun(name, mtu)
+        self.name = name
+        self.device = Device(
+            mtu=self.tun.mtu(),
+            epoch_offset=time.time() - time.monotonic(),
+            keylog=keylog is not None,
+        )
+        self.keylog = KeyLogWriter(keylog) if keylog is not None else None
+        self._sock4: socket.socket | None = None
+        self._sock6: socket.socket | None = None
+        self._port = 0
+        self._fwmark = 0
+        self._epoll = select.epoll()
+        self._connections: dict[int, tuple[socket.socket, UapiConnection]] = {}
+        self._stop = False
+        try:
+            self.set_listen_port(0)  # wireguard-go binds a random port at start
+            self.listener, self.socket_path = _open_uapi_listener(name)
+        except BaseException:
+            self._close_udp()
+            self.tun.close()
+            raise
+        self._socket_ino = os.stat(self.socket_path).st_ino
+        self._wake_r, self._wake_w = socket.socketpair()
+        for s in (self._wake_r, self._wake_w):
+            s.setblocking(False)
+        self._epoll.register(self.tun.fd, select.EPOLLIN)
+        self._epoll.register(self.listener.fileno(), select.EPOLLIN)
+        self._epoll.register(self._wake_r.fileno(), select.EPOLLIN)
+
+    # ----------------------------------------------------------------- UAPI host
+
+    @property
+    def listen_port(self) -> int:
+        return self._port
+
+    @property
+    def fwmark(self) -> int:
+        return self._fwmark
+
+    def _close_udp(self) -> None:
+        for sock in (self._sock4, self._sock6):
+            if sock is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    self._epoll.unregister(sock.fileno())
+                sock.close()
+        self._sock4 = self._sock6 = None
+        self._port = 0
+
+    def _udp_socket(self, family: socket.AddressFamily, port: int) -> socket.socket:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            if self._fwmark:
+                sock.setsockopt(socket.SOL_SOCKET, SO_MARK, self._fwmark)
+            sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def set_listen_port(self, port: int) -> None:
+        """Rebind both sockets; 0 picks a random port free for IPv4 and IPv6."""
+        if port and port == self._port:
+            return
+        self._close_udp()
+        for _attempt in range(1 if port else 16):
+            sock4 = self._udp_socket(socket.AF_INET, port)
+            actual = sock4.getsockname()[1]
+            try:
+                sock6: socket.socket | None = self._udp_socket(socket.AF_INET6, actual)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    sock4.close()
+                    if port:
+                        raise
+                    continue
+                if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+                    sock4.close()
+                    raise
+                sock6 = None  # no IPv6 in this namespace
+            break
+        else:
+            raise OSError(errno.EADDRINUSE, "no port free for both IPv4 and IPv6")
+        self._sock4, self._sock6, self._port = sock4, sock6, actual
+        for sock in (sock4, sock6):
+            if sock is not None:
+                self._epoll.register(sock.fileno(), select.EPOLLIN)
+        log.debug("UDP bind has been updated (port %d)", actual)
+
+    def set_fwmark(self, mark: int) -> None:
+        for sock in (self._sock4, self._sock6):
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
+        self._fwmark = mark
+
+    # ----------------------------------------------------------------- I/O
+
+    def _perform(self, actions: list[SendDatagram | Deliver | HandshakeSecrets]) -> None:
+        sock4, sock6, tun_fd = self._sock4, self._sock6, self.tun.fd
+        write = os.write
+        for action in actions:
+            kind = type(action)
+            if kind is SendDatagram:
+                assert isinstance(action, SendDatagram)
+                destination: Address = action.destination
+                sock = sock6 if ":" in destination[0] else sock4
+                if sock is None:
+                    continue
+                try:
+                    sock.sendto(action.data, destination)
+                except OSError as exc:
+                    log.debug("sendto %s: %s", destination, exc)
+            elif kind is Deliver:
+                assert isinstance(action, Deliver)
+                try:
+                    write(tun_fd, action.packet)
+                except OSError as exc:
+                    log.debug("TUN write: %s", exc)
+            elif self.keylog is not None:
+                assert isinstance(action, HandshakeSecrets)
+                self.keylog.write_handshake(
+                    action.local_static_private,
+                    action.remote_static_public,
+                    action.local_ephemeral_private,
+                    action.preshared_key,
+                )
+
+    def _read_tun(self) -> None:
+        device, read, fd = self.device, os.read, self.tun.fd
+        actions: list[SendDatagram | Deliver | HandshakeSecrets] = []
+        now = time.monotonic()
+        for _ in range(BATCH):
+            try:
+                packet = read(fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                raise TunGone(exc.errno, "TUN read failed") from None
+            actions += device.send_packet(packet, now)
+        if actions:
+            self._perform(actions)
+
+    def _read_udp(self, sock: socket.socket) -> None:
+        receive, recvfrom = self.device.receive_datagram, sock.recvfrom
+        actions: list[SendDatagram | Deliver | HandshakeSecrets] = []
+        now = time.monotonic()
+        for _ in range(BATCH):
+            try:
+                data, source = recvfrom(65536)
+            except BlockingIOError:
+                break
+            except OSError as exc:  # e.g. ICMP errors reported on the socket
+                log.debug("recvfrom: %s", exc)
+                continue
+            actions += receive(data, (source[0], source[1]), now)
+        if actions:
+            self._perform(actions)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            conn.settimeout(UAPI_SEND_TIMEOUT)
+            self._connections[conn.fileno()] = (conn, UapiConnection(self.device, self))
+            self._epoll.register(conn.fileno(), select.EPOLLIN)
+
+    def _serve(self, fd: int) -> None:
+        conn, session = self._connections[fd]
+        try:
+            data = conn.recv(1 << 16)
+        except OSError:
+            data = b""
+        if data:
+            self.device.mtu = self._poll_mtu()
+            answer, actions = session.feed(data, time.monotonic())
+            if actions:
+                self._perform(actions)
+            try:
+                if answer:
+                    conn.sendall(answer)
+            except OSError:
+                session.closed = True
+        if not data or session.closed:
+            self._epoll.unregister(fd)
+            del self._connections[fd]
+            conn.close()
+
+    def _poll_mtu(self) -> int:
+        try:
+            return self.tun.mtu()
+        except TunGone:
+            raise
+        except OSError:
+            return self.device.mtu
+
+    def _housekeeping(self) -> None:
+        self.tun.check()  # raises TunGone once the link is deleted
+        self.device.mtu = self._poll_mtu()
+        try:
+            alive = os.stat(self.socket_path).st_ino == self._socket_ino
+        except FileNotFoundError:
+            alive = False
+        if not alive:
+            log.debug("UAPI socket removed")
+            raise _Stop
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self._stop = True
+
+    # ----------------------------------------------------------------- loop
+
+    def run(self) -> None:
+        """Serve until the link or the socket is gone, or SIGTERM/SIGINT."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        device = self.device
+        tun_fd, listener_fd, wake_fd = self.tun.fd, self.listener.fileno(), self._wake_r.fileno()
+        next_housekeeping = time.monotonic() + HOUSEKEEPING
+        log.debug("Device started")
+        try:
+            while not self._stop:
+                now = time.monotonic()
+                deadline = device.next_timer()
+                timeout = next_housekeeping - now
+                if deadline is not None:
+                    timeout = min(timeout, deadline - now)
+                events = self._epoll.poll(max(0.0, timeout))
+                sock4, sock6 = self._sock4, self._sock6
+                for fd, mask in events:
+                    if fd == tun_fd:
+                        if mask & (select.EPOLLERR | select.EPOLLHUP):
+                            self.tun.check()
+                        self._read_tun()
+                    elif sock4 is not None and fd == sock4.fileno():
+                        self._read_udp(sock4)
+                    elif sock6 is not None and fd == sock6.fileno():
+                        self._read_udp(sock6)
+                    elif fd == listener_fd:
+                        self._accept()
+                    elif fd == wake_fd:
+                        while True:
+                            try:
+                                if not self._wake_r.recv(64):
+                                    break
+                            except BlockingIOError:
+                                break
+                    elif fd in self._connections:
+                        self._serve(fd)
+                now = time.monotonic()
+                deadline = device.next_timer()
+                if deadline is not None and deadline <= now:
+                    self._perform(device.handle_timer(now))
+                if now >= next_housekeeping:
+                    next_housekeeping = now + HOUSEKEEPING
+                    self._housekeeping()
+        except TunGone:
+            log.debug("Interface deleted")
+        except _Stop:
+            pass
+        finally:
+            log.debug("Shutting down")
+            self.close()
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for conn, _ in self._connections.values():
+            conn.close()
+        self._connections.clear()
+        try:
+            if os.stat(self.socket_path).st_ino == self._socket_ino:
+                os.unlink(self.socket_path)
+        except OSError:
+            pass
+        self.listener.close()
+        self._close_udp()
+        self._epoll.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        self.tun.close()
+        if self.keylog is not None:
+            self.keylog.close()
+
+
+def main(argv: list[str]) -> int:
+    """``wgref [-f|--foreground] [--keylog PATH] IFNAME``: 0 once the interface is up."""
+    options = parse_args(argv)
+    if isinstance(options, int):
+        return options
+    setup_logging(options.name)
+    log.debug("Starting wgref version %s", __version__)
+    try:
+        interface = Interface(options.name, options.keylog)
+    except (OSError, ValueError) as exc:
+        log.error("Failed to create interface %s: %s", options.name, exc)
+        sys.stderr.write(f"wgref: {options.name}: {exc}\n")
+        return 1
+    log.debug("UAPI listener started")
+    if not options.foreground:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if os.fork() > 0:
+            return 0  # like wireguard-go: the parent returns once the interface is up
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        # stdout/stderr stay as they are: wireguard-go keeps logging to them
+    try:
+        interface.run()
+    except Exception:  # pragma: no cover - reported, not hidden
+        log.exception("fatal error")
+        if not options.foreground:
+            os._exit(1)
+        return 1
+    if not options.foreground:
+        sys.stdout.flush()
+        os._exit(0)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,147 @@
+"""Linux TUN devices (IFF_TUN | IFF_NO_PI): create, read, write, and MTU/flags.
+
+The link may be moved to another network namespace (``ip link set IFNAME netns X``) while the
+file descriptor stays ours; interface ioctls then go through a socket made in the link's
+namespace (found with TUNGETDEVNETNS, Linux >= 5.2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import os
+import socket
+import struct
+
+__all__ = ["DEFAULT_MTU", "IFNAMSIZ", "Tun", "TunGone"]
+
+DEFAULT_MTU = 1420
+IFNAMSIZ = 16
+
+# linux/if_tun.h, linux/sockios.h, linux/if.h, linux/sched.h
+TUNSETIFF = 0x400454CA
+TUNGETIFF = 0x800454D2
+TUNGETDEVNETNS = 0x54E3
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+SIOCGIFFLAGS = 0x8913
+SIOCGIFMTU = 0x8921
+SIOCSIFMTU = 0x8922
+IFF_UP = 0x1
+CLONE_NEWNET = 0x40000000
+
+_IFREQ = struct.Struct("16sH22x")  # name + short (flags)
+_IFREQ_INT = struct.Struct("16si20x")  # name + int (mtu)
+
+# The TUN file descriptor answers these when its link has been deleted.
+_GONE_ERRNOS = frozenset({errno.EBADFD, errno.EIO, errno.ENXIO, errno.ENODEV, errno.EINVAL})
+
+
+class TunGone(OSError):
+    """The link behind the TUN file descriptor was deleted."""
+
+
+def _libc_setns(fd: int, nstype: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, nstype) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+class Tun:
+    """A non-blocking TUN device; ``fd`` is for the event loop."""
+
+    def __init__(self, name: str, mtu: int = DEFAULT_MTU) -> None:
+        if not name or len(name.encode()) >= IFNAMSIZ or "/" in name or name in (".", ".."):
+            raise ValueError(f"invalid interface name {name!r}")
+        self.fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            request = _IFREQ.pack(name.encode(), IFF_TUN | IFF_NO_PI)
+            answer = fcntl.ioctl(self.fd, TUNSETIFF, request)
+            self._name = _IFREQ.unpack(answer)[0].rstrip(b"\0").decode()
+            self._own_netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            self._netns_ino = os.fstat(self._own_netns).st_ino
+            self._control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.set_mtu(mtu)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    @property
+    def name(self) -> str:
+        """The link's current name (TUNGETIFF; it follows renames)."""
+        try:
+            answer = fcntl.ioctl(self.fd, TUNGETIFF, bytes(_IFREQ.size))
+        except OSError as exc:
+            if exc.errno in _GONE_ERRNOS:
+                raise TunGone(exc.errno, "TUN link deleted") from None
+            raise
+        name: str = _IFREQ.unpack(answer)[0].rstrip(b"\0").decode()
+        self._name = name
+        return name
+
+    def _control_socket(self) -> socket.socket:
+        """A socket in the link's current namespace (made there with setns if it moved)."""
+        try:
+            nsfd = fcntl.ioctl(self.fd, TUNGETDEVNETNS)
+        except OSError as exc:
+            if exc.errno in _GONE_ERRNOS:
+                raise TunGone(exc.errno, "TUN link deleted") from None
+            return self._control  # old kernel: assume the link did not move
+        try:
+            ino = os.fstat(nsfd).st_ino
+            if ino != self._netns_ino:
+                _libc_setns(nsfd, CLONE_NEWNET)
+                try:
+                    control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                finally:
+                    _libc_setns(self._own_netns, CLONE_NEWNET)
+                self._control.close()
+                self._control, self._netns_ino = control, ino
+        finally:
+            os.close(nsfd)
+        return self._control
+
+    def _ifreq_int(self, request: int, value: int = 0) -> int:
+        name = self.name.encode()
+        answer = fcntl.ioctl(self._control_socket(), request, _IFREQ_INT.pack(name, value))
+        return int(_IFREQ_INT.unpack(answer)[1])
+
+    def mtu(self) -> int:
+        return self._ifreq_int(SIOCGIFMTU)
+
+    def set_mtu(self, mtu: int) -> None:
+        self._ifreq_int(SIOCSIFMTU, mtu)
+
+    def is_up(self) -> bool:
+        name = self.name.encode()
+        answer = fcntl.ioctl(self._control_socket(), SIOCGIFFLAGS, _IFREQ.pack(name, 0))
+        return bool(_IFREQ.unpack(answer)[1] & IFF_UP)
+
+    def check(self) -> None:
+        """Raise TunGone if the link was deleted."""
+        _ = self.name
+
+    def read(self) -> bytes:
+        """One packet; BlockingIOError when none is waiting, TunGone after deletion."""
+        try:
+            return os.read(self.fd, 65536)
+        except BlockingIOError:
+            raise
+        except OSError as exc:
+            if exc.errno in _GONE_ERRNOS:
+                raise TunGone(exc.errno, "TUN link deleted") from None
+            raise
+
+    def write(self, packet: bytes) -> None:
+        os.write(self.fd, packet)
+
+    def close(self) -> None:
+        for closer in (self._control.close, lambda: os.close(self._own_netns)):
+            with contextlib.suppress(OSError):
+                closer()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
