@@ -19,12 +19,14 @@ from .decrypt import TYPE_NAMES, DecodeResult, decode_capture
 from .errors import ConfigError
 from .keylog import KeyLog, KeyLogError, load_keylog, parse_keylog
 
-SUBCOMMANDS = ("genkey", "pubkey", "genpsk", "decrypt")
+SUBCOMMANDS = ("genkey", "pubkey", "genpsk", "decrypt", "client", "allowed-ips")
 
 USAGE = """\
 usage: wgref [-f|--foreground] INTERFACE-NAME
        wgref genkey | pubkey | genpsk
        wgref decrypt CAPTURE [--keylog FILE]... [--json]
+       wgref client CONFIG.conf [--foreground] | --status | --cleanup
+       wgref allowed-ips --allowed PREFIXES --disallowed PREFIXES
        wgref --version | --help
 
   INTERFACE-NAME   create a userspace WireGuard interface, configured with `wg`
@@ -33,6 +35,8 @@ usage: wgref [-f|--foreground] INTERFACE-NAME
   pubkey           read a private key on stdin, print its public key
   genpsk           print a new preshared key
   decrypt          decode and decrypt the WireGuard frames of a pcap/pcapng capture
+  client           the transparent client: no virtual adapter, per-application tunnelling
+  allowed-ips      print AllowedIPs equal to allowed minus disallowed prefixes
 """
 
 
@@ -182,9 +186,19 @@ def main(argv: list[str] | None = None) -> int:
         return _pubkey(sys.stdin, out, err)
     if command == "decrypt":
         return _decrypt(args[1:], out, err)
+    if command == "client":
+        from .client import main as client_main
+
+        status: int = client_main(args[1:])
+        return status
+    if command == "allowed-ips":
+        from .allowedips_calc import main as calc_main
+
+        status = calc_main(args[1:])
+        return status
     from .interface import main as interface_main
 
-    status: int = interface_main(args)
+    status = interface_main(args)
     return status
 
 

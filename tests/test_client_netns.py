@@ -1,0 +1,606 @@
+"""`wgref client` (the transparent client) against a real wireguard-go server, in network
+namespaces: real nftables, NFQUEUE, conntrack.
+
+Topology (every name carries a per-run prefix):
+
+    client ns  ── veth ──  server ns: wireguard-go (10.99.0.1, fd99::1 on the tunnel),
+    10.200.0.2             veth 10.200.0.1 (endpoint, target) and 10.200.0.3 (second target),
+    fd20::2                fd20::1 / fd20::3; an echo server answering with the source address
+                           it sees, so "tunnelled" (10.99.0.2 / fd99::2) and "direct"
+                           (10.200.0.2 / fd20::2) are told apart.
+    [lan ns ── veth ── client ns, for the forwarding test]
+
+The client ns also routes 10.99.0.0/24 and fd99::/64 straight to the server, so a flow that
+bypasses the tunnel still reaches the tunnel addresses directly. Two "applications" are two
+copies of the Python interpreter named appA and appB running the same echo client. Root only;
+every subprocess and wait is bounded and every test cleans up in `finally`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.netns import REPO, SOCKET_DIR, genkey, netns_skip_reason, pubkey, wait_for
+
+pytestmark = pytest.mark.netns
+
+PORT = 7777
+TUNNEL4, TUNNEL6 = "10.99.0.2", "fd99::2"
+DIRECT4, DIRECT6 = "10.200.0.2", "fd20::2"
+SERVER_ADDRESSES = ["10.200.0.1", "10.200.0.3", "10.99.0.1", "fd20::1", "fd20::3", "fd99::1"]
+MTU = 1420
+
+ECHO = r'''
+"""serve PORT ADDR...: echo servers; tcp|udp HOST PORT SIZE: one exchange, prints OK/BAD SEEN."""
+import socket, socketserver, sys, threading
+
+class Handler(socketserver.BaseRequestHandler):
+    def handle(self):
+        self.request.settimeout(30)
+        self.request.sendall(self.client_address[0].removeprefix("::ffff:").encode() + b"\n")
+        while True:
+            data = self.request.recv(65536)
+            if not data:
+                break
+            self.request.sendall(data)
+
+class Server(socketserver.ThreadingTCPServer):
+    address_family = socket.AF_INET6
+    allow_reuse_address = True
+    daemon_threads = True
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+def udp_serve(address, port):
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind((address, port))  # replies leave from the address the request went to
+    while True:
+        data, peer = sock.recvfrom(65536)
+        sock.sendto(peer[0].encode() + b"\n" + data, peer)
+
+def payload(size):
+    return bytes((i * 7 + 3) & 0xFF for i in range(size))
+
+def tcp(host, port, size):
+    data = payload(size)
+    try:
+        with socket.create_connection((host, port), timeout=8) as s:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            got = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+    except OSError as exc:
+        print(f"ERROR {exc}")
+        return
+    seen, _, echoed = got.partition(b"\n")
+    print(("OK " if echoed == data else "BAD ") + seen.decode())
+
+def udp(host, port, size):
+    data = payload(size)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(1.5)
+        s.connect((host, port))
+        for _ in range(4):
+            try:
+                s.send(data)
+                got = s.recv(65536)
+            except OSError:
+                continue
+            seen, _, echoed = got.partition(b"\n")
+            print(("OK " if echoed == data else "BAD ") + seen.decode())
+            return
+    print("TIMEOUT")
+
+'''
+
+
+ECHO_MAIN = r'''
+if __name__ == "__main__":
+    if sys.argv[1] == "serve":
+        port = int(sys.argv[2])
+        server = Server(("::", port), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        for address in sys.argv[3:]:
+            threading.Thread(target=udp_serve, args=(address, port), daemon=True).start()
+        print("ready", flush=True)
+        threading.Event().wait()
+    elif sys.argv[1] == "tcp":
+        tcp(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    else:
+        udp(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+'''
+
+
+def _echo_source() -> str:
+    return ECHO + ECHO_MAIN
+
+
+_counter = iter(range(1000))
+
+
+class ClientLab:
+    """The namespaces, wireguard-go server, echo server and client of one test."""
+
+    def __init__(self, tmp: Path, *, lan: bool = False) -> None:
+        self.tmp = tmp
+        self.id = f"{os.getpid() % 100000}{next(_counter)}"
+        self.server_ns, self.client_ns = f"wgc-{self.id}-srv", f"wgc-{self.id}-cli"
+        self.lan_ns = f"wgc-{self.id}-lan" if lan else None
+        self.namespaces: list[str] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.wg_if = f"wgc{self.id}s"[-15:]
+        self.client: subprocess.Popen[bytes] | None = None
+        self.status_socket = tmp / "status.sock"
+        self.echo = tmp / "echo.py"
+        self.echo.write_text(_echo_source())
+        self.server_key, self.client_key = genkey(), genkey()
+        self.psk = genkey()
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    # ---------------------------------------------------------------- plumbing
+
+    def sh(self, ns: str | None, *argv: str, check: bool = True, timeout: float = 20,
+           stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = (["ip", "netns", "exec", ns] if ns else []) + list(argv)
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                                input=stdin)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{cmd} failed ({result.returncode}): {result.stderr.strip()}")
+        return result
+
+    def spawn(self, ns: str, argv: list[str], log: str) -> subprocess.Popen[bytes]:
+        out = open(self.tmp / log, "wb")  # noqa: SIM115 - closed right after the fork
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        out.close()
+        self.procs.append(proc)
+        return proc
+
+    def log(self, name: str) -> str:
+        try:
+            return (self.tmp / name).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def _build(self) -> None:
+        s, c = self.server_ns, self.client_ns
+        for ns in filter(None, (s, c, self.lan_ns)):
+            self.sh(None, "ip", "netns", "add", ns)
+            self.namespaces.append(ns)
+            self.sh(ns, "ip", "link", "set", "lo", "up")
+        self.sh(None, "ip", "link", "add", "wgcv0", "netns", s, "type", "veth", "peer",
+                "name", "wgcv1", "netns", c)
+        for addr in ("10.200.0.1/24", "10.200.0.3/24"):
+            self.sh(s, "ip", "addr", "add", addr, "dev", "wgcv0")
+        for addr in ("fd20::1/64", "fd20::3/64"):
+            self.sh(s, "ip", "addr", "add", addr, "dev", "wgcv0", "nodad")
+        self.sh(c, "ip", "addr", "add", "10.200.0.2/24", "dev", "wgcv1")
+        self.sh(c, "ip", "addr", "add", "fd20::2/64", "dev", "wgcv1", "nodad")
+        self.sh(s, "ip", "link", "set", "wgcv0", "up")
+        self.sh(c, "ip", "link", "set", "wgcv1", "up")
+        # direct routes to the tunnel subnets, so bypassing flows still get there
+        self.sh(c, "ip", "route", "add", "10.99.0.0/24", "via", "10.200.0.1")
+        self.sh(c, "ip", "route", "add", "fd99::/64", "via", "fd20::1")
+        if self.lan_ns:
+            lan = self.lan_ns
+            self.sh(None, "ip", "link", "add", "wgcl0", "netns", c, "type", "veth", "peer",
+                    "name", "wgcl1", "netns", lan)
+            self.sh(c, "ip", "addr", "add", "10.201.0.1/24", "dev", "wgcl0")
+            self.sh(lan, "ip", "addr", "add", "10.201.0.2/24", "dev", "wgcl1")
+            self.sh(c, "ip", "link", "set", "wgcl0", "up")
+            self.sh(lan, "ip", "link", "set", "wgcl1", "up")
+            self.sh(lan, "ip", "route", "add", "default", "via", "10.201.0.1")
+            self.sh(c, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            # the server knows the way back to the LAN only for direct (untunnelled) traffic
+            self.sh(s, "ip", "route", "add", "10.201.0.0/24", "via", "10.200.0.2")
+        wg = self.spawn(s, ["wireguard-go", "-f", self.wg_if], "wireguard-go.log")
+        sock = SOCKET_DIR / f"{self.wg_if}.sock"
+        wait_for(lambda: sock.exists() or wg.poll() is not None, 10, str(sock))
+        assert wg.poll() is None, self.log("wireguard-go.log")
+        self.set_server_psk(self.psk)
+        for addr in ("10.99.0.1/24",):
+            self.sh(s, "ip", "addr", "add", addr, "dev", self.wg_if)
+        self.sh(s, "ip", "addr", "add", "fd99::1/64", "dev", self.wg_if, "nodad")
+        self.sh(s, "ip", "link", "set", self.wg_if, "up", "mtu", str(MTU))
+        echo = self.spawn(s, [sys.executable, str(self.echo), "serve", str(PORT),
+                              *SERVER_ADDRESSES], "echo.log")
+        wait_for(lambda: "ready" in self.log("echo.log") or echo.poll() is not None, 10,
+                 "the echo server")
+        real = os.path.realpath(sys.executable)
+        for app in ("appA", "appB"):
+            shutil.copy2(real, self.tmp / app)
+
+    def set_server_psk(self, psk: str | None) -> None:
+        psk_file = self.tmp / "server.psk"
+        psk_file.write_text((psk or "") + "\n")
+        argv = ["set", self.wg_if, "private-key", "/dev/stdin", "listen-port", "51820",
+                "peer", pubkey(self.client_key), "allowed-ips", f"{TUNNEL4}/32,{TUNNEL6}/128"]
+        if psk:
+            argv += ["preshared-key", str(psk_file)]
+        self.sh(self.server_ns, "wg", *argv, stdin=self.server_key + "\n")
+
+    # ---------------------------------------------------------------- the client
+
+    def config(self, extra_peer: str = "", *, psk: str | None = None, interface: str = "",
+               allowed: str = "10.200.0.0/24, fd20::/64, 10.99.0.0/24, fd99::/64") -> Path:
+        path = self.tmp / "client.conf"
+        path.write_text(
+            "[Interface]\n"
+            f"PrivateKey = {self.client_key}\n"
+            f"Address = {TUNNEL4}/32, {TUNNEL6}/128\n"
+            "DNS = 10.99.0.1\n"
+            f"MTU = {MTU}\n"
+            f"{interface}"
+            "\n[Peer]\n"
+            f"PublicKey = {pubkey(self.server_key)}\n"
+            f"PresharedKey = {psk or self.psk}\n"
+            "Endpoint = 10.200.0.1:51820\n"
+            f"AllowedIPs = {allowed}\n"
+            "PersistentKeepalive = 25\n"
+            f"{extra_peer}"
+        )
+        return path
+
+    def start_client(self, config: Path, *args: str, handshake: bool = True) -> None:
+        self.client = self.spawn(
+            self.client_ns,
+            [sys.executable, "-m", "wgref.client", str(config), "--foreground",
+             "--socket", str(self.status_socket), *args],
+            "client.log",
+        )
+        wait_for(lambda: "client up" in self.log("client.log") or self.client_exited(), 15,
+                 "the client to start")
+        assert not self.client_exited(), self.log("client.log")
+        if handshake:
+            wait_for(lambda: "handshake with peer" in self.log("client.log"), 10,
+                     "the client's handshake")
+
+    def client_exited(self) -> bool:
+        return self.client is not None and self.client.poll() is not None
+
+    def stop_client(self, sig: int = signal.SIGTERM) -> int:
+        assert self.client is not None
+        self.client.send_signal(sig)
+        return self.client.wait(timeout=10)
+
+    def wgref(self, *args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+        return self.sh(self.client_ns, sys.executable, "-m", "wgref.client", *args,
+                       check=False, timeout=timeout)
+
+    def status(self) -> dict[str, object]:
+        result = self.wgref("--status", "--json", "--socket", str(self.status_socket))
+        assert result.returncode == 0, result.stderr
+        document: dict[str, object] = json.loads(result.stdout)
+        return document
+
+    def tables(self, ns: str | None = None) -> str:
+        return self.sh(ns or self.client_ns, "nft", "list", "ruleset").stdout
+
+    def run_app(self, app: str, mode: str, host: str, size: int = 100,
+                ns: str | None = None) -> str:
+        argv = [str(self.tmp / app), str(self.echo), mode, host, str(PORT), str(size)]
+        result = self.sh(ns or self.client_ns, *argv, check=False, timeout=40)
+        return (result.stdout.strip() or result.stderr.strip()).splitlines()[-1]
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        for ns in self.namespaces:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
+        (SOCKET_DIR / f"{self.wg_if}.sock").unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_leftovers() -> Iterator[None]:
+    reason = netns_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    if shutil.which("nft") is None:
+        pytest.skip("nft is not installed")
+    yield
+    prefix = f"wgc-{os.getpid() % 100000}"
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                                timeout=10).stdout
+    assert prefix not in namespaces, namespaces
+    assert not list(SOCKET_DIR.glob(f"wgc{os.getpid() % 100000}*.sock"))
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[ClientLab]:
+    lab = ClientLab(tmp_path)
+    try:
+        yield lab
+    finally:
+        lab.close()
+        assert all(p.poll() is not None for p in lab.procs)
+
+
+@pytest.fixture
+def lan_lab(tmp_path: Path) -> Iterator[ClientLab]:
+    lab = ClientLab(tmp_path, lan=True)
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+def _queued(lab: ClientLab) -> int:
+    return int(str(lab.status()["queued"]))
+
+
+# ----------------------------------------------------------------- per-application rules
+
+
+def test_allowed_apps_tcp_udp_v4_v6(lab: ClientLab) -> None:
+    lab.start_client(lab.config("#@ws:AllowedApps = appA\n"))
+    for host, tunnel, direct in (("10.200.0.1", TUNNEL4, DIRECT4),
+                                 ("fd20::1", TUNNEL6, DIRECT6)):
+        for mode in ("tcp", "udp"):
+            assert lab.run_app("appA", mode, host) == f"OK {tunnel}", lab.log("client.log")
+            assert lab.run_app("appB", mode, host) == f"OK {direct}", lab.log("client.log")
+    # the tunnel subnet itself: appA through the tunnel, appB over the direct route
+    assert lab.run_app("appA", "tcp", "10.99.0.1") == f"OK {TUNNEL4}"
+    assert lab.run_app("appB", "tcp", "10.99.0.1") == f"OK {DIRECT4}"
+    log = lab.log("client.log")
+    assert re.search(r"tcp 10\.200\.0\.2:\d+ -> 10\.200\.0\.1:7777: tunnel \(appA\[\d+\] in "
+                     r"AllowedApps\)", log), log
+    assert re.search(r"bypass \(appB\[\d+\] not in AllowedApps\)", log), log
+    # A bypassed flow leaves user space after its first packet: 2 MB over TCP by appB adds
+    # only its first packet (and perhaps a retransmitted SYN) to the queue counter.
+    before = _queued(lab)
+    assert lab.run_app("appB", "tcp", "10.200.0.1", 2_000_000) == f"OK {DIRECT4}"
+    assert _queued(lab) - before <= 3
+    # ...while a tunnelled one is all in user space.
+    before = _queued(lab)
+    assert lab.run_app("appA", "tcp", "10.200.0.1", 200_000) == f"OK {TUNNEL4}"
+    assert _queued(lab) - before > 100
+
+
+def test_disallowed_apps(lab: ClientLab) -> None:
+    lab.start_client(lab.config("DisallowedApps = APPB.exe\n"))  # bare form, name rule
+    for host, tunnel, direct in (("10.200.0.1", TUNNEL4, DIRECT4),
+                                 ("fd20::1", TUNNEL6, DIRECT6)):
+        for mode in ("tcp", "udp"):
+            assert lab.run_app("appA", mode, host) == f"OK {tunnel}"
+            assert lab.run_app("appB", mode, host) == f"OK {direct}"
+
+
+def test_allowed_apps_by_path(lab: ClientLab) -> None:
+    lab.start_client(lab.config(f"#@ws:AllowedApps = {lab.tmp / 'appB'}\n"))
+    assert lab.run_app("appB", "tcp", "10.200.0.1") == f"OK {TUNNEL4}"
+    assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {DIRECT4}"
+
+
+def test_disallowed_ips(lab: ClientLab) -> None:
+    lab.start_client(lab.config("#@ws:AllowedApps = appA\n"
+                                "#@ws:DisallowedIPs = 10.200.0.3/32, fd20::3/128\n"))
+    assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {TUNNEL4}"
+    assert lab.run_app("appA", "tcp", "10.200.0.3") == f"OK {DIRECT4}"
+    assert lab.run_app("appA", "udp", "10.200.0.3") == f"OK {DIRECT4}"
+    assert lab.run_app("appA", "tcp", "fd20::1") == f"OK {TUNNEL6}"
+    assert lab.run_app("appA", "tcp", "fd20::3") == f"OK {DIRECT6}"
+    # the kernel never queues them: they are not in the tables' sets
+    before = _queued(lab)
+    assert lab.run_app("appA", "tcp", "10.200.0.3", 100_000) == f"OK {DIRECT4}"
+    assert _queued(lab) == before
+
+
+# ----------------------------------------------------------------- keys
+
+
+def test_preshared_key_and_status(lab: ClientLab) -> None:
+    lab.start_client(lab.config("#@ws:AllowedApps = appA\n"))
+    assert lab.run_app("appA", "udp", "10.99.0.1") == f"OK {TUNNEL4}"
+    doc = lab.status()
+    assert doc["handshake_age"] is not None and float(str(doc["handshake_age"])) < 30
+    assert int(str(doc["rx_bytes"])) > 0 and int(str(doc["tx_bytes"])) > 0
+    assert doc["rtt_ms"] is not None
+    text = lab.wgref("--status", "--socket", str(lab.status_socket)).stdout
+    for label in ("latest handshake:", "transfer:", "estimated loss:", "estimated rtt:"):
+        assert label in text, text
+
+
+def test_wrong_preshared_key(lab: ClientLab) -> None:
+    lab.start_client(lab.config("#@ws:AllowedApps = appA\n", psk=genkey()), handshake=False)
+    assert lab.run_app("appA", "tcp", "10.200.0.1") == "ERROR timed out"
+    wait_for(lambda: "does not authenticate" in lab.log("client.log"), 10, "the PSK error")
+    assert "PresharedKey" in lab.log("client.log")
+    assert lab.status()["handshake_age"] is None
+    # nothing leaked: appB still goes direct
+    assert lab.run_app("appB", "tcp", "10.200.0.1") == f"OK {DIRECT4}"
+
+
+# ----------------------------------------------------------------- sizes, MSS, ICMP
+
+
+def test_large_packets_and_mss_clamp(lab: ClientLab) -> None:
+    # count SYNs by their MSS as the server receives them from the tunnel
+    lab.sh(lab.server_ns, "nft", "-f", "-", stdin=(
+        "table inet mss {\n chain input {\n  type filter hook input priority 0;\n"
+        f'  iifname "{lab.wg_if}" meta nfproto ipv4 tcp flags syn '
+        f"tcp option maxseg size > {MTU - 40} counter name big\n"
+        f'  iifname "{lab.wg_if}" meta nfproto ipv6 tcp flags syn '
+        f"tcp option maxseg size > {MTU - 60} counter name big\n"
+        f'  iifname "{lab.wg_if}" tcp flags syn counter name syns\n }}\n'
+        " counter big {}\n counter syns {}\n}\n"))
+    lab.start_client(lab.config("#@ws:AllowedApps = appA\n"))
+    for host, tunnel in (("10.99.0.1", TUNNEL4), ("fd99::1", TUNNEL6)):
+        assert lab.run_app("appA", "tcp", host, 1_000_000) == f"OK {tunnel}"
+        for size in (1400, 3000, 20000):
+            assert lab.run_app("appA", "udp", host, size) == f"OK {tunnel}", size
+    counters = lab.sh(lab.server_ns, "nft", "list", "counters").stdout
+    big = re.search(r"counter big \{\s*packets (\d+)", counters)
+    every = re.search(r"counter syns \{\s*packets (\d+)", counters)
+    assert big and every, counters
+    assert int(big.group(1)) == 0 and int(every.group(1)) >= 2, counters
+
+
+def test_ping_through_the_tunnel(lab: ClientLab) -> None:
+    lab.start_client(lab.config())  # no app rules: every application
+    for target in ("10.99.0.1", "fd99::1"):
+        result = lab.sh(lab.client_ns, "ping", "-c", "2", "-W", "2", "-i", "0.3", target,
+                        check=False)
+        assert result.returncode == 0, result.stdout + lab.log("client.log")
+    assert lab.run_app("appB", "tcp", "10.200.0.1") == f"OK {TUNNEL4}"
+
+
+def test_iperf3_tcp_through_the_client(lab: ClientLab) -> None:
+    lab.start_client(lab.config("#@ws:AllowedApps = iperf3\n"))
+    server = lab.spawn(lab.server_ns, ["iperf3", "-s", "-1", "-B", "10.99.0.1"], "iperf3s.log")
+    time.sleep(0.5)
+    result = lab.sh(lab.client_ns, "iperf3", "-c", "10.99.0.1", "-t", "3", "-J", check=False,
+                    timeout=40)
+    server.wait(timeout=15)
+    assert result.returncode == 0, result.stdout[-2000:] + lab.log("client.log")
+    bps = json.loads(result.stdout)["end"]["sum_received"]["bits_per_second"]
+    print(f"iperf3 through wgref client: {bps / 1e6:.0f} Mbit/s")
+    assert bps > 1e6
+    assert int(str(lab.status()["flows_tunnel"])) >= 1
+
+
+# ----------------------------------------------------------------- teardown
+
+
+def test_sigterm_removes_everything(lab: ClientLab) -> None:
+    before = lab.tables()
+    lab.start_client(lab.config("#@ws:AllowedApps = appA\n"))
+    assert "wgref_client" in lab.tables()
+    assert lab.stop_client() == 0
+    assert lab.tables() == before
+    assert not lab.status_socket.exists()
+    assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {DIRECT4}"
+
+
+def test_kill9_then_cleanup(lab: ClientLab) -> None:
+    before = lab.tables()
+    lab.start_client(lab.config("#@ws:AllowedApps = appA\n"))
+    assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {TUNNEL4}"
+    lab.stop_client(signal.SIGKILL)
+    assert "wgref_client" in lab.tables()
+    # fail-open while down (no kill switch): the queue rules let packets through
+    assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {DIRECT4}"
+    result = lab.wgref("--cleanup")
+    assert result.returncode == 0 and "removed" in result.stdout, result.stderr
+    assert lab.tables() == before
+    assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {DIRECT4}"
+    assert lab.wgref("--cleanup").stdout.strip() == "nothing to remove"
+
+
+def test_restart_after_kill9_replaces_stale_tables(lab: ClientLab) -> None:
+    config = lab.config("#@ws:AllowedApps = appA\n")
+    lab.start_client(config)
+    lab.stop_client(signal.SIGKILL)
+    lab.start_client(config)
+    assert "removing tables left by an earlier run" in lab.log("client.log")
+    assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {TUNNEL4}"
+    assert lab.tables().count("table ip wgref_client") == 1
+    assert lab.stop_client() == 0
+    assert "wgref_client" not in lab.tables()
+
+
+def test_kill_switch(lab: ClientLab) -> None:
+    lab.start_client(lab.config("#@ws:AllowedApps = appA\n", interface="#@wgref:KillSwitch = on\n"))
+    assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {TUNNEL4}"
+    lab.stop_client(signal.SIGKILL)
+    assert lab.run_app("appA", "tcp", "10.200.0.1") == "ERROR timed out"  # no leak
+    assert lab.run_app("appA", "udp", "10.200.0.1") == "TIMEOUT"
+    assert lab.wgref("--cleanup").returncode == 0
+    assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {DIRECT4}"
+
+
+# ----------------------------------------------------------------- forwarding
+
+
+def test_forwarded_traffic(lan_lab: ClientLab) -> None:
+    lab = lan_lab
+    assert lab.lan_ns is not None
+    # without --forward the LAN host is routed directly
+    lab.start_client(lab.config("#@ws:AllowedApps = appA\n"))
+    assert lab.run_app("appB", "tcp", "10.200.0.1", ns=lab.lan_ns) == "OK 10.201.0.2"
+    assert lab.stop_client() == 0
+    lab.start_client(lab.config("#@ws:AllowedApps = appA\n"), "--forward")
+    for mode in ("tcp", "udp"):
+        assert lab.run_app("appB", mode, "10.200.0.1", ns=lab.lan_ns) == f"OK {TUNNEL4}"
+    assert lab.run_app("appB", "tcp", "10.99.0.1", 300_000, ns=lab.lan_ns) == f"OK {TUNNEL4}"
+    # the client host's own applications keep their rule
+    assert lab.run_app("appB", "tcp", "10.200.0.1") == f"OK {DIRECT4}"
+
+
+# ----------------------------------------------------------------- bench
+
+
+def _iperf3(lab: ClientLab, seconds: int = 3) -> float:
+    server = lab.spawn(lab.server_ns, ["iperf3", "-s", "-1", "-B", "10.99.0.1"], "iperf3s.log")
+    try:
+        time.sleep(0.5)
+        result = lab.sh(lab.client_ns, "iperf3", "-c", "10.99.0.1", "-t", str(seconds), "-J",
+                        check=False, timeout=40)
+        assert result.returncode == 0, result.stdout[-2000:]
+        bps: float = json.loads(result.stdout)["end"]["sum_received"]["bits_per_second"]
+        return bps
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait(timeout=10)
+
+
+def test_bench_client_beside_tun_interface(lab: ClientLab) -> None:
+    """iperf3 through `wgref client`, then through `wgref IFNAME` in the same topology."""
+    lab.start_client(lab.config("#@ws:AllowedApps = iperf3\n"))
+    through_client = _iperf3(lab)
+    assert lab.stop_client() == 0
+    ifname = f"wgc{lab.id}c"[-15:]
+    tun = lab.spawn(lab.client_ns, [sys.executable, "-m", "wgref.interface", "-f", ifname],
+                    "tun.log")
+    try:
+        sock = SOCKET_DIR / f"{ifname}.sock"
+        wait_for(lambda: sock.exists() or tun.poll() is not None, 10, str(sock))
+        key_file = lab.tmp / "client.key"
+        key_file.write_text(lab.client_key + "\n")
+        psk_file = lab.tmp / "client.psk"
+        psk_file.write_text(lab.psk + "\n")
+        c = lab.client_ns
+        lab.sh(c, "wg", "set", ifname, "private-key", str(key_file), "peer",
+               pubkey(lab.server_key), "preshared-key", str(psk_file),
+               "endpoint", "10.200.0.1:51820", "allowed-ips", "10.99.0.0/24")
+        lab.sh(c, "ip", "route", "del", "10.99.0.0/24")
+        lab.sh(c, "ip", "addr", "add", f"{TUNNEL4}/24", "dev", ifname)
+        lab.sh(c, "ip", "link", "set", ifname, "up", "mtu", str(MTU))
+        through_tun = _iperf3(lab)
+    finally:
+        tun.send_signal(signal.SIGTERM)
+        tun.wait(timeout=10)
+        (SOCKET_DIR / f"{ifname}.sock").unlink(missing_ok=True)
+    print(f"\niperf3 TCP: wgref client {through_client / 1e6:.0f} Mbit/s, "
+          f"wgref TUN interface {through_tun / 1e6:.0f} Mbit/s")
+    assert through_client > 1e6 and through_tun > 1e6

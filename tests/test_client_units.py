@@ -1,0 +1,307 @@
+"""The transparent client's pieces without the network: config, packet surgery, the
+application rule, the flow table, the nftables script, the netlink messages."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
+
+from tests.netns import genkey
+from wgref.client import config as cfg
+from wgref.client import netlink as nl
+from wgref.client import nft, packet, procs
+from wgref.client.flows import BYPASS, TUNNEL, Flow, FlowTable
+from wgref.client.nfqueue import NFQA_VERDICT_HDR, NFQNL_MSG_VERDICT
+
+KEY = genkey()
+PEER = genkey()
+
+
+def _conf(extra_interface: str = "", extra_peer: str = "") -> str:
+    return (
+        "[Interface]\n"
+        f"PrivateKey = {KEY}\n"
+        "Address = 10.99.0.2/32, fd99::2/128\n"
+        f"{extra_interface}"
+        "[Peer]\n"
+        f"PublicKey = {PEER}\n"
+        "Endpoint = 127.0.0.1:51820\n"
+        "AllowedIPs = 0.0.0.0/0, ::/0\n"
+        f"{extra_peer}"
+    )
+
+
+# ----------------------------------------------------------------- config
+
+
+def test_config_full() -> None:
+    c = cfg.parse(_conf(
+        "DNS = 1.1.1.1, 9.9.9.9\nMTU = 1380\nListenPort = 51000\n#@wgref:KillSwitch = yes\n",
+        f"PresharedKey = {genkey()}\nPersistentKeepalive = 25\n"
+        "#@ws:AllowedApps = firefox, /usr/bin/curl\n"
+        "DisallowedIPs = 192.168.0.0/16 # inline comment\n"
+        "#@ws:DisallowedApps = chrome.exe\n"
+        "# a plain comment = ignored\n"
+    ), "x.conf")
+    assert c.mtu == 1380 and c.listen_port == 51000 and c.kill_switch
+    assert c.dns == ["1.1.1.1", "9.9.9.9"]
+    assert c.allowed_apps == ["firefox", "/usr/bin/curl"]
+    assert c.disallowed_apps == ["chrome.exe"]
+    assert c.disallowed_ips == [ipaddress.ip_network("192.168.0.0/16")]
+    assert c.endpoint == ("127.0.0.1", 51820)
+    assert c.preshared_key is not None and c.persistent_keepalive == 25
+    assert c.tunnel_address(4) == ipaddress.ip_interface("10.99.0.2/32")
+    assert any("both set" in w for w in c.warnings)
+
+
+@pytest.mark.parametrize(
+    ("line", "where", "key"),
+    [
+        ("Frobnicate = 1", 5, "Frobnicate"),
+        ("#@ws:Frobnicate = 1", 5, "Frobnicate"),
+        ("AllowedIPs = 10.0.0.0/33", 5, "AllowedIPs"),
+        ("DisallowedIPs = 10.0.0.x/8", 5, "DisallowedIPs"),
+        ("PresharedKey = AAAA", 5, "PresharedKey"),
+        ("PersistentKeepalive = 70000", 5, "PersistentKeepalive"),
+        ("Endpoint = nowhere", 5, "Endpoint"),
+        ("just words", 5, "just words"),
+    ],
+)
+def test_config_errors_name_file_line_key(line: str, where: int, key: str) -> None:
+    text = _conf().replace("Endpoint = 127.0.0.1:51820\n", "") + line + "\n"
+    text += "Endpoint = 127.0.0.1:51820\n"
+    lines = text.splitlines()
+    number = lines.index(line) + 1
+    with pytest.raises(cfg.ClientConfigError) as info:
+        cfg.parse(text, "bad.conf")
+    assert str(info.value).startswith(f"bad.conf:{number}: {key}:"), str(info.value)
+    assert info.value.line == number and info.value.key == key
+
+
+def test_config_bad_private_key_and_missing_keys(tmp_path: Path) -> None:
+    with pytest.raises(cfg.ClientConfigError, match=r"c.conf:2: PrivateKey: not a base64 key"):
+        cfg.parse(_conf().replace(KEY, "abc"), "c.conf")
+    with pytest.raises(cfg.ClientConfigError, match="Endpoint: missing in"):
+        cfg.parse(_conf().replace("Endpoint = 127.0.0.1:51820\n", ""), "c.conf")
+    with pytest.raises(cfg.ClientConfigError, match="one \\[Peer\\]"):
+        cfg.parse(_conf() + "[Peer]\n", "c.conf")
+    with pytest.raises(cfg.ClientConfigError, match="unknown section"):
+        cfg.parse("[Wat]\n", "c.conf")
+    with pytest.raises(cfg.ClientConfigError, match="cannot read"):
+        cfg.load(str(tmp_path / "missing.conf"))
+    c = cfg.parse(_conf("PostUp = iptables ...\n"), "c.conf")
+    assert any("PostUp: ignored" in w for w in c.warnings)
+
+
+def test_cli_config_error_exit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from wgref.client import main
+
+    path = tmp_path / "bad.conf"
+    path.write_text(_conf(extra_peer="AllowedApps = x\nNope = 1\n"))
+    assert main([str(path)]) == 1
+    assert f"{path}:9: Nope: unknown key in [Peer]" in capsys.readouterr().err
+    good = tmp_path / "good.conf"
+    good.write_text(_conf())
+    assert main([str(good), "--check"]) == 0
+
+
+# ----------------------------------------------------------------- packets
+
+
+def _scapy_ok(raw: bytes) -> None:
+    """scapy recomputes every checksum; they must equal ours."""
+    pkt = IP(raw) if raw[0] >> 4 == 4 else IPv6(raw)
+    clone = pkt.copy()
+    for layer in (IP, TCP, UDP, ICMP):
+        if clone.haslayer(layer) and hasattr(clone[layer], "chksum"):
+            del clone[layer].chksum
+    if clone.haslayer(IPv6) and clone.haslayer(ICMPv6EchoRequest):
+        del clone[ICMPv6EchoRequest].cksum
+    assert bytes(clone.__class__(bytes(clone))) == raw
+
+
+def test_checksum_matches_naive() -> None:
+    rng = random.Random(1)
+    for size in [*range(40), 1499, 1500]:
+        data = bytes(rng.getrandbits(8) for _ in range(size))
+        words = data + b"\0" * (size & 1)
+        total = sum(struct.unpack(f">{len(words) // 2}H", words))
+        while total >> 16:
+            total = (total & 0xFFFF) + (total >> 16)
+        assert packet.checksum(data) == ~total & 0xFFFF
+    assert packet.checksum(b"\xff\xff") == 0
+
+
+@pytest.mark.parametrize("version", [4, 6])
+@pytest.mark.parametrize("kind", ["tcp", "udp", "icmp"])
+def test_rewrite_fixes_checksums(version: int, kind: str) -> None:
+    base: Any
+    layer: Any
+    if version == 4:
+        base = IP(src="10.200.0.2", dst="10.200.0.1")
+        new_src = ipaddress.ip_address("10.99.0.2").packed
+    else:
+        base = IPv6(src="fd20::2", dst="fd20::1")
+        new_src = ipaddress.ip_address("fd99::2").packed
+    if kind == "tcp":
+        layer = TCP(sport=4000, dport=80, flags="S", options=[("MSS", 1460), ("SAckOK", b"")])
+    elif kind == "udp":
+        layer = UDP(sport=4000, dport=53)
+    else:
+        layer = ICMP(id=77) if version == 4 else ICMPv6EchoRequest(id=77)
+    raw = bytes(base / layer / (b"x" * 33))
+    info = packet.parse(raw)
+    assert info is not None and info.sport in (4000, 77)
+    out = packet.rewrite(raw, info, src=new_src, sport=5000, mss=1380)
+    _scapy_ok(out)
+    again = packet.parse(out)
+    assert again is not None and again.src == new_src and again.sport == 5000
+    if kind == "tcp":
+        parsed = IP(out) if version == 4 else IPv6(out)
+        assert dict(parsed[TCP].options)["MSS"] == 1380
+
+
+def test_mss_is_only_lowered() -> None:
+    raw = bytes(IP(src="1.1.1.1", dst="2.2.2.2") / TCP(flags="S", options=[("MSS", 1200)]))
+    info = packet.parse(raw)
+    assert info is not None
+    assert dict(IP(packet.rewrite(raw, info, mss=1380))[TCP].options)["MSS"] == 1200
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_fragment_and_reassemble(version: int) -> None:
+    base = IP(src="10.0.0.1", dst="10.0.0.2") if version == 4 else IPv6(src="fd::1", dst="fd::2")
+    raw = bytes(base / UDP(sport=1, dport=2) / os.urandom(5000))
+    info = packet.parse(raw)
+    assert info is not None
+    pieces = packet.fragment(raw, info, 1420)
+    assert len(pieces) == 4 and all(len(p) <= 1420 for p in pieces)
+    reassembler = packet.Reassembler()
+    results = []
+    for piece in reversed(pieces):  # out of order
+        piece_info = packet.parse(piece)
+        assert piece_info is not None and piece_info.fragment
+        results.append(reassembler.add(piece, piece_info, 0.0))
+    assert results[:-1] == [None] * 3
+    assert results[-1] == raw
+
+
+def test_too_big_and_icmp_error_rewrite() -> None:
+    raw = bytes(IP(src="10.200.0.2", dst="10.200.0.1", flags="DF") / UDP(sport=1, dport=2)
+                / (b"y" * 2000))
+    info = packet.parse(raw)
+    assert info is not None
+    icmp = packet.too_big(raw, info, 1420, ipaddress.ip_address("10.99.0.2").packed)
+    parsed = IP(icmp)
+    assert parsed[ICMP].type == 3 and parsed[ICMP].code == 4 and parsed[ICMP].nexthopmtu == 1420
+    _scapy_ok(icmp)
+    # an ICMP port unreachable from the tunnel quoting the rewritten packet
+    sent = bytes(IP(src="10.99.0.2", dst="10.200.0.1") / UDP(sport=5000, dport=2) / b"q")
+    error = bytes(IP(src="10.200.0.1", dst="10.99.0.2") / ICMP(type=3, code=3) / sent)
+    einfo = packet.parse(error)
+    assert einfo is not None
+    quoted = packet.quoted(error, einfo)
+    assert quoted is not None and (quoted.sport, quoted.dport) == (5000, 2)
+    host = ipaddress.ip_address("10.200.0.2").packed
+    out = IP(packet.rewrite_icmp_error(error, einfo, quoted, host, 1234))
+    assert out.dst == "10.200.0.2" and out[ICMP].payload.src == "10.200.0.2"
+    assert out[ICMP].payload.payload.sport == 1234
+    assert packet.checksum(bytes(out)[20:]) == 0  # the ICMP checksum holds
+    assert packet.checksum(bytes(out)[28:48]) == 0  # and the quoted IPv4 header's
+
+
+
+def test_parse_rejects_garbage() -> None:
+    rng = random.Random(3)
+    for _ in range(2000):
+        data = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 80)))
+        info = packet.parse(data)
+        if info is not None:
+            packet.rewrite(data, info, mss=1000)  # must not raise
+
+
+# ----------------------------------------------------------------- applications
+
+
+def test_app_matching_rule() -> None:
+    firefox = procs.Process(10, "firefox", "/usr/lib/firefox/firefox")
+    script = procs.Process(11, "appA", "/usr/bin/python3.11")
+    long_name = procs.Process(12, "a-very-long-pro", "/opt/x/a-very-long-program-name")
+    assert procs.app_matches("firefox", firefox)
+    assert procs.app_matches("FireFox.EXE", firefox)  # names: case-insensitive, .exe ignored
+    assert procs.app_matches("/usr/lib/firefox/firefox", firefox)  # paths: exact
+    assert procs.app_matches("/usr/lib/firefox/", firefox)  # directory prefix
+    assert not procs.app_matches("/usr/lib/Firefox/firefox", firefox)  # paths: case matters
+    assert not procs.app_matches("/usr/lib/fire", firefox)
+    assert not procs.app_matches("fire", firefox)  # no substrings
+    assert procs.app_matches("appa", script)  # comm (a #! script's name)
+    assert procs.app_matches("python3.11", script)  # the executable's file name
+    assert procs.app_matches("a-very-long-program-name", long_name)
+    assert not procs.any_matches(["x", "y"], [firefox, script])
+    assert procs.any_matches(["x", "firefox"], [script, firefox])
+
+
+def test_socket_lookup_finds_our_socket() -> None:
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        with socket.create_connection(server.getsockname()) as client:
+            local, remote = client.getsockname(), client.getpeername()
+            inodes = procs.socket_inodes(
+                packet.TCP, 4, ipaddress.ip_address(local[0]).packed, local[1],
+                ipaddress.ip_address(remote[0]).packed, remote[1])
+            assert inodes
+            owners = procs.owners(inodes[:1])
+            assert [p.pid for p in owners] == [os.getpid()]
+
+
+# ----------------------------------------------------------------- flows
+
+
+def _flow(sport: int, src: bytes = b"\x0a\0\0\x02", decision: str = TUNNEL) -> Flow:
+    return Flow(packet.UDP, 4, src, sport, b"\x0a\0\0\x01", 53, decision, "test",
+                nat_src=b"\x0a\x63\0\x02")
+
+
+def test_flow_table_nat_ports_and_expiry() -> None:
+    table = FlowTable(random.Random(0))
+    a = table.add(_flow(4000), 0.0)
+    b = table.add(_flow(4000, src=b"\x0a\0\0\x03"), 0.0)  # same port, another host
+    assert a.nat_sport == 4000 and b.nat_sport != 4000
+    assert table.inbound[b.reverse_key] is b and table.inbound[a.reverse_key] is a
+    table.add(_flow(5000, decision=BYPASS), 0.0)
+    assert table.count(TUNNEL) == 2 and table.count(BYPASS) == 1
+    assert table.expire(150.0) == 1  # bypass entries go first
+    assert table.expire(1000.0) == 2 and not table.inbound
+
+
+# ----------------------------------------------------------------- nftables, netlink
+
+
+def test_table_script() -> None:
+    rules = nft.Rules(7, [ipaddress.IPv4Network("10.0.0.0/8")], [], forward=True)
+    text = nft.table_script("ip", rules.allowed4, rules)
+    assert "table ip wgref_client" in text and "elements = { 10.0.0.0/8 }" in text
+    assert "hook forward" in text and "jump to_queue" in text
+    assert f"meta mark {nft.OWN_MARK:#x} accept" in text
+    assert "delete table ip6 wgref_client" in nft.delete_script()
+
+
+def test_netlink_roundtrip() -> None:
+    body = nl.nfgen(0, 300) + nl.attr(NFQA_VERDICT_HDR, struct.pack(">II", 1, 42))
+    data = nl.message((3 << 8) | NFQNL_MSG_VERDICT, nl.NLM_F_REQUEST, 9, body)
+    [(kind, _flags, seq, payload)] = list(nl.messages(data + data[:5]))
+    assert kind == (3 << 8) | NFQNL_MSG_VERDICT and seq == 9
+    assert bytes(payload[2:4]) == (300).to_bytes(2, "big")
+    attrs = nl.attributes(payload[4:])
+    assert struct.unpack(">II", attrs[NFQA_VERDICT_HDR]) == (1, 42)

@@ -1,0 +1,160 @@
+"""``wgref client``: the command line of the transparent client."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from .. import __version__
+from . import nft, status
+from .config import ClientConfigError, load
+from .run import DEFAULT_QUEUE, Client
+
+log = logging.getLogger("wgref.client")
+
+LEVELS = {"verbose": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
+          "error": logging.ERROR}
+
+
+class _Formatter(logging.Formatter):
+    """wgref's (and wireguard-go's) format: ``INFO: (name) 2006/01/02 15:04:05 message``."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"%(levelname)s: ({name}) %(asctime)s %(message)s", "%Y/%m/%d %H:%M:%S")
+
+
+def setup_logging(name: str) -> None:
+    level = LEVELS.get(os.environ.get("LOG_LEVEL", "info").lower(), logging.CRITICAL + 1)
+    logger = logging.getLogger("wgref")
+    logger.handlers.clear()
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_Formatter(name))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wgref client",
+        description="The transparent WireGuard client: no virtual adapter, nftables + NFQUEUE "
+        "interception, per-application split tunnelling.",
+    )
+    parser.add_argument("config", nargs="?", help="a wg-quick style CONFIG.conf")
+    parser.add_argument("-f", "--foreground", action="store_true",
+                        help="stay in the foreground (default: fork once the client is up)")
+    parser.add_argument("--status", action="store_true",
+                        help="print the running client's status (handshake, bytes, loss, rtt)")
+    parser.add_argument("--json", action="store_true", help="with --status: print JSON")
+    parser.add_argument("--cleanup", action="store_true",
+                        help="remove the client's nftables tables left by a crash or kill -9 "
+                        "(also turns a kill switch off)")
+    parser.add_argument("--socket", help="the status socket (default /run/wgref/client-NAME.sock)")
+    parser.add_argument("--queue", type=int, default=DEFAULT_QUEUE,
+                        help=f"the NFQUEUE number (default {DEFAULT_QUEUE})")
+    parser.add_argument("--forward", action="store_true",
+                        help="also tunnel packets routed through this host (hotspot case)")
+    parser.add_argument("--kill-switch", action="store_true",
+                        help="while the client is down, block new flows to the tunnelled "
+                        "destinations instead of letting them go direct")
+    parser.add_argument("--check", action="store_true", help="only check the config")
+    parser.add_argument("--version", action="version", version=f"wgref v{__version__}")
+    return parser
+
+
+def _status(args: argparse.Namespace) -> int:
+    path = args.socket or (status.socket_path(args.config) if args.config else None)
+    if path is None:
+        try:
+            names = sorted(n for n in os.listdir(status.STATUS_DIR) if n.startswith("client-"))
+        except OSError:
+            names = []
+        if len(names) != 1:
+            sys.stderr.write("wgref client --status: name the config (or --socket): "
+                             f"{len(names)} clients found\n")
+            return 1
+        path = os.path.join(status.STATUS_DIR, names[0])
+    try:
+        document = status.query(path)
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"wgref client --status: {path}: {exc} (is the client running?)\n")
+        return 1
+    sys.stdout.write(json.dumps(document, indent=1) + "\n" if args.json
+                     else status.render(document))
+    return 0
+
+
+def _cleanup() -> int:
+    tables = nft.present()
+    try:
+        nft.remove()
+    except nft.NftError as exc:
+        sys.stderr.write(f"wgref client --cleanup: {exc}\n")
+        return 1
+    sys.stdout.write(f"removed: {', '.join(tables)}\n" if tables else "nothing to remove\n")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if args.status:
+        return _status(args)
+    if args.cleanup:
+        return _cleanup()
+    if not args.config:
+        parser.print_usage(sys.stderr)
+        return 2
+    try:
+        config = load(args.config)
+    except ClientConfigError as exc:
+        sys.stderr.write(f"wgref client: {exc}\n")
+        return 1
+    if args.check:
+        sys.stdout.write(f"{args.config}: OK\n")
+        return 0
+    name = os.path.splitext(os.path.basename(args.config))[0]
+    setup_logging(name)
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    if config.dns:
+        log.info("DNS = %s is not applied: the transparent client leaves the host's resolver "
+                 "alone (DNS to a tunnelled destination is tunnelled like any flow)",
+                 ", ".join(config.dns))
+    if os.geteuid() != 0:
+        sys.stderr.write("wgref client: needs root (nftables, NFQUEUE, raw sockets)\n")
+        return 1
+    try:
+        client = Client(config, queue=args.queue, status_path=args.socket,
+                        forward=args.forward or None, kill_switch=args.kill_switch or None)
+    except (OSError, nft.NftError, ValueError) as exc:
+        log.error("cannot start: %s", exc)
+        sys.stderr.write(f"wgref client: cannot start: {exc}\n")
+        return 1
+    if not args.foreground:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if os.fork() > 0:
+            return 0  # the parent returns once the client is up; the child keeps it
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+    code = 0
+    try:
+        client.run()
+    except Exception:
+        log.exception("fatal error")
+        code = 1
+    finally:
+        client.close()
+    if not args.foreground:
+        sys.stdout.flush()
+        os._exit(code)
+    return code

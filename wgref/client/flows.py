@@ -1,0 +1,106 @@
+"""The per-flow decisions and the NAT mappings of tunnelled flows, with idle timeouts.
+
+A flow is keyed by its outbound 5-tuple ``(proto, src, sport, dst, dport)`` as the host sent
+it (for ICMP echo the identifier is the requester's "port"). A tunnelled flow also has a
+reverse key ``(proto, dst, dport, tunnel address, nat port)``: how its replies arrive from the
+tunnel. The nat port is the original port unless another flow already holds that reverse key
+(two hosts behind a forwarding client using the same source port, say).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .packet import ICMP, ICMPV6, TCP
+
+TUNNEL = "tunnel"
+BYPASS = "bypass"
+
+TIMEOUTS = {TCP: 7440.0, ICMP: 30.0, ICMPV6: 30.0}  # anything else (UDP): UDP_TIMEOUT
+UDP_TIMEOUT = 180.0
+CLOSING_TIMEOUT = 60.0  # a TCP flow after FIN or RST
+BYPASS_TIMEOUT = 120.0  # bypass flows live in conntrack; this only covers queued stragglers
+MAX_FLOWS = 65536
+
+Key = tuple[int, bytes, int, bytes, int]
+
+
+@dataclass(slots=True, eq=False)
+class Flow:
+    proto: int
+    version: int
+    src: bytes
+    sport: int
+    dst: bytes
+    dport: int
+    decision: str
+    reason: str
+    nat_src: bytes = b""
+    nat_sport: int = 0
+    last_seen: float = 0.0
+    closing: bool = False
+    packets: int = 0
+    forwarded: bool = False
+
+    @property
+    def key(self) -> Key:
+        return (self.proto, self.src, self.sport, self.dst, self.dport)
+
+    @property
+    def reverse_key(self) -> Key:
+        return (self.proto, self.dst, self.dport, self.nat_src, self.nat_sport)
+
+    def timeout(self) -> float:
+        if self.decision == BYPASS:
+            return BYPASS_TIMEOUT
+        if self.closing:
+            return CLOSING_TIMEOUT
+        return TIMEOUTS.get(self.proto, UDP_TIMEOUT)
+
+
+class FlowTable:
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self.outbound: dict[Key, Flow] = {}
+        self.inbound: dict[Key, Flow] = {}
+        self._rng = rng or random.Random()
+
+    def __len__(self) -> int:
+        return len(self.outbound)
+
+    def count(self, decision: str) -> int:
+        return sum(1 for f in self.outbound.values() if f.decision == decision)
+
+    def add(self, flow: Flow, now: float) -> Flow:
+        flow.last_seen = now
+        if len(self.outbound) >= MAX_FLOWS:
+            self.expire(now)
+            if len(self.outbound) >= MAX_FLOWS:  # still full: forget the stalest
+                oldest = min(self.outbound.values(), key=lambda f: f.last_seen)
+                self.remove(oldest)
+        if flow.decision == TUNNEL:
+            flow.nat_sport = self._free_port(flow)
+            self.inbound[flow.reverse_key] = flow
+        self.outbound[flow.key] = flow
+        return flow
+
+    def _free_port(self, flow: Flow) -> int:
+        wanted = flow.sport
+        for attempt in range(64):
+            key = (flow.proto, flow.dst, flow.dport, flow.nat_src, wanted)
+            holder = self.inbound.get(key)
+            if holder is None or holder is flow:
+                return wanted
+            wanted = self._rng.randrange(49152, 65536) if attempt < 63 else wanted
+        return wanted
+
+    def remove(self, flow: Flow) -> None:
+        self.outbound.pop(flow.key, None)
+        if self.inbound.get(flow.reverse_key) is flow:
+            del self.inbound[flow.reverse_key]
+
+    def expire(self, now: float) -> int:
+        stale = [f for f in self.outbound.values() if now - f.last_seen > f.timeout()]
+        for flow in stale:
+            self.remove(flow)
+        return len(stale)

@@ -1,0 +1,201 @@
+"""The client's nftables tables: Linux's counterpart of the seed's filter driver.
+
+Two tables of their own, ``ip wgref_client`` and ``ip6 wgref_client`` (nothing else on the host
+is touched). Written with ``nft -f -`` except the one queue rule: this kernel family may lack
+nft's native ``queue`` expression (``CONFIG_NFT_QUEUE``), so the rule is the xtables
+``NFQUEUE`` target through ``nft_compat``, added over netlink (as iptables-nft does). It works
+wherever either exists in Debian kernels too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from . import netlink as nl
+
+TABLE = "wgref_client"
+FAMILIES = ("ip", "ip6")
+OWN_MARK = 0x77670001  # SO_MARK of the client's own sockets: never queued
+BYPASS_MARK = 0x77670002  # verdict mark of a bypass flow's first packet
+CT_BYPASS = 0x20000000  # conntrack mark bit: the flow stays in the kernel
+PRIORITY = -90  # after conntrack (-200), mangle (-150) and dstnat (-100)
+NFT_TIMEOUT = 15.0
+
+NFNL_SUBSYS_NFTABLES = 10
+NFT_MSG_NEWRULE = 6
+NFTA_RULE_TABLE = 1
+NFTA_RULE_CHAIN = 2
+NFTA_RULE_EXPRESSIONS = 4
+NFTA_LIST_ELEM = 1
+NFTA_EXPR_NAME = 1
+NFTA_EXPR_DATA = 2
+NFTA_TARGET_NAME = 1
+NFTA_TARGET_REV = 2
+NFTA_TARGET_INFO = 3
+NFQ_FLAG_BYPASS = 0x01
+NFPROTO = {"ip": 2, "ip6": 10}
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class NftError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Rules:
+    queue: int
+    allowed4: Sequence[ipaddress.IPv4Network]
+    allowed6: Sequence[ipaddress.IPv6Network]
+    forward: bool = False
+    kill_switch: bool = False
+
+
+def _nft(script: str) -> None:
+    try:
+        result = subprocess.run(
+            ["nft", "-f", "-"], input=script, capture_output=True, text=True, timeout=NFT_TIMEOUT
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise NftError(f"nft: {exc}") from exc
+    if result.returncode != 0:
+        raise NftError(f"nft failed: {result.stderr.strip()}")
+
+
+def delete_script() -> str:
+    """Delete both tables whether they exist or not (the create-then-delete idiom)."""
+    return "".join(f"table {f} {TABLE} {{}}\ndelete table {f} {TABLE}\n" for f in FAMILIES)
+
+
+def table_script(family: str, networks: Sequence[Network], rules: Rules) -> str:
+    addr = "ipv4_addr" if family == "ip" else "ipv6_addr"
+    icmp = "icmp type echo-request" if family == "ip" else "icmpv6 type echo-request"
+    local = (
+        "{ 224.0.0.0/4, 255.255.255.255 }" if family == "ip" else "{ fe80::/10, ff00::/8 }"
+    )
+    elements = ", ".join(str(n) for n in networks)
+    queue_rules = (
+        f"        meta l4proto {{ tcp, udp }} {family} daddr @allowed jump to_queue\n"
+        f"        {icmp} {family} daddr @allowed jump to_queue\n"
+    )
+    text = (
+        f"table {family} {TABLE} {{\n"
+        f"    set allowed {{ type {addr}; flags interval; elements = {{ {elements} }} }}\n"
+        "    chain to_queue {\n    }\n"
+        "    chain output {\n"
+        f"        type filter hook output priority {PRIORITY}; policy accept;\n"
+        f"        meta mark {OWN_MARK:#x} accept\n"
+        f"        ct mark and {CT_BYPASS:#x} == {CT_BYPASS:#x} accept\n"
+        '        oifname "lo" accept\n'
+        f"        {family} daddr {local} accept\n" + queue_rules + "    }\n"
+        "    chain output_bypass {\n"
+        f"        type filter hook output priority {PRIORITY + 10}; policy accept;\n"
+        f"        meta mark {BYPASS_MARK:#x} ct mark set ct mark or {CT_BYPASS:#x}"
+        " meta mark set 0x0\n"
+        "    }\n"
+    )
+    if rules.forward:
+        text += (
+            "    chain forward {\n"
+            f"        type filter hook forward priority {PRIORITY}; policy accept;\n"
+            f"        ct mark and {CT_BYPASS:#x} == {CT_BYPASS:#x} accept\n"
+            f"        {family} daddr {local} accept\n" + queue_rules + "    }\n"
+            "    chain forward_bypass {\n"
+            f"        type filter hook forward priority {PRIORITY + 10}; policy accept;\n"
+            f"        meta mark {BYPASS_MARK:#x} ct mark set ct mark or {CT_BYPASS:#x}"
+            " meta mark set 0x0\n"
+            "    }\n"
+        )
+    return text + "}\n"
+
+
+def _queue_rule_message(family: str, rules: Rules, seq: int) -> bytes:
+    flags = 0 if rules.kill_switch else NFQ_FLAG_BYPASS
+    info = struct.pack("=HHHxx", rules.queue, 1, flags)  # xt_NFQ_info_v3, XT_ALIGNed
+    expression = nl.nested(
+        NFTA_LIST_ELEM,
+        nl.attr(NFTA_EXPR_NAME, nl.cstring("target")),
+        nl.nested(
+            NFTA_EXPR_DATA,
+            nl.attr(NFTA_TARGET_NAME, nl.cstring("NFQUEUE")),
+            nl.attr(NFTA_TARGET_REV, struct.pack(">I", 3)),
+            nl.attr(NFTA_TARGET_INFO, info),
+        ),
+    )
+    body = (
+        nl.nfgen(NFPROTO[family], 0)
+        + nl.attr(NFTA_RULE_TABLE, nl.cstring(TABLE))
+        + nl.attr(NFTA_RULE_CHAIN, nl.cstring("to_queue"))
+        + nl.nested(NFTA_RULE_EXPRESSIONS, expression)
+    )
+    kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE
+    flags_nl = nl.NLM_F_REQUEST | nl.NLM_F_CREATE | nl.NLM_F_APPEND | nl.NLM_F_ACK
+    return nl.message(kind, flags_nl, seq, body)
+
+
+def _add_queue_rule(family: str, rules: Rules) -> None:
+    batch_id = nl.nfgen(socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES)
+    data = (
+        nl.message(nl.NFNL_MSG_BATCH_BEGIN, nl.NLM_F_REQUEST, 1, batch_id)
+        + _queue_rule_message(family, rules, 2)
+        + nl.message(nl.NFNL_MSG_BATCH_END, nl.NLM_F_REQUEST, 3, batch_id)
+    )
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_NETFILTER) as sock:
+        sock.settimeout(NFT_TIMEOUT)
+        sock.bind((0, 0))
+        sock.send(data)
+        while True:
+            try:
+                answer = sock.recv(65536)
+            except TimeoutError as exc:
+                raise NftError("no answer from nf_tables") from exc
+            for kind, _flags, seq, body in nl.messages(answer):
+                if kind == nl.NLMSG_ERROR:
+                    code = nl.error_code(body)
+                    if code:
+                        raise NftError(
+                            f"adding the NFQUEUE rule to {family} {TABLE} failed: "
+                            f"errno {code} ({__import__('os').strerror(code)})"
+                        )
+                    if seq == 2:
+                        return
+
+
+def install(rules: Rules) -> None:
+    """Replace any stale tables with fresh ones (one nft transaction, then the queue rules)."""
+    script = delete_script()
+    families: list[tuple[str, Sequence[Network]]] = [
+        ("ip", rules.allowed4),
+        ("ip6", rules.allowed6),
+    ]
+    for family, networks in families:
+        if networks:
+            script += table_script(family, networks, rules)
+    _nft(script)
+    try:
+        for family, networks in families:
+            if networks:
+                _add_queue_rule(family, rules)
+    except BaseException:
+        remove()
+        raise
+
+
+def remove() -> None:
+    _nft(delete_script())
+
+
+def present() -> list[str]:
+    """The client's tables present in this network namespace."""
+    try:
+        out = subprocess.run(
+            ["nft", "list", "tables"], capture_output=True, text=True, timeout=NFT_TIMEOUT
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip().endswith(f" {TABLE}")]

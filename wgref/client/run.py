@@ -1,0 +1,494 @@
+"""The transparent client's run loop: NFQUEUE in, WireGuard over UDP out, replies injected.
+
+Outbound, a queued packet's flow is decided once (destination in AllowedIPs minus
+DisallowedIPs, then the owning application); a bypass flow's packet is accepted with a mark
+that nftables turns into a conntrack mark, so the rest of that flow never leaves the kernel. A
+tunnelled packet gets the tunnel address as source (and a free port if needed), the MSS clamp
+and new checksums, goes to :meth:`Device.send_packet`, and the original is dropped.
+Inbound, the client's UDP socket reads the peer's datagrams; each delivered packet gets its
+flow's host address and port back and is injected through a raw socket (``IPPROTO_RAW``,
+header included) addressed to that host: for a local address the kernel loops it back and
+receives it like any packet (prerouting, input, the socket); for a forwarded flow it routes it
+out to the host on the LAN. The raw and UDP sockets carry :data:`OWN_MARK`, never queued.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import ipaddress
+import logging
+import os
+import select
+import signal
+import socket
+import time
+from typing import Any
+
+from ..allowedips import AllowedIPs
+from ..allowedips_calc import subtract
+from ..device import Action, Deliver, Device, SendDatagram
+from . import nft, packet, procs, status
+from .config import ClientConfig
+from .flows import BYPASS, TUNNEL, Flow, FlowTable
+from .nfqueue import HOOK_FORWARD, HOOK_PREROUTING, NF_ACCEPT, NF_DROP, NfQueue, QueuedPacket
+
+log = logging.getLogger("wgref.client")
+
+SO_MARK = 36
+BATCH = 64
+HOUSEKEEPING = 5.0
+SOCKET_BUFFER = 4 << 20
+DEFAULT_QUEUE = 30567
+HANDSHAKE_WARNING = 15.0
+TCP_SYN = 0x02
+
+
+class Client:
+    def __init__(self, config: ClientConfig, *, queue: int = DEFAULT_QUEUE,
+                 status_path: str | None = None, forward: bool | None = None,
+                 kill_switch: bool | None = None) -> None:
+        self.config = config
+        self.forward = config.forward if forward is None else forward
+        self.kill_switch = config.kill_switch if kill_switch is None else kill_switch
+        self.queue_number = queue
+        self.status_path = status_path or status.socket_path(config.path)
+        self.started = time.monotonic()
+        self.device = Device(config.private_key, mtu=config.mtu,
+                             epoch_offset=time.time() - time.monotonic())
+        assert config.endpoint is not None
+        self.peer = self.device.add_peer(
+            config.public_key,
+            preshared_key=config.preshared_key,
+            endpoint=config.endpoint,
+            persistent_keepalive=config.persistent_keepalive,
+            allowed_ips=config.allowed_ips,
+        )
+        self.tunnelled = subtract(config.allowed_ips, config.disallowed_ips)
+        self.routes: AllowedIPs[bool] = AllowedIPs()
+        for network in self.tunnelled:
+            self.routes.insert(network, True)
+        self.tunnel_src: dict[int, bytes] = {}
+        for version in (4, 6):
+            address = config.tunnel_address(version)
+            if address is not None:
+                self.tunnel_src[version] = address.ip.packed
+        self.mss = {4: config.mtu - 40, 6: config.mtu - 60}
+        self.flows = FlowTable()
+        self.reassembler = packet.Reassembler()
+        self.counters = {"queued": 0, "injected": 0, "unsolicited": 0, "inject_errors": 0}
+        self._stop = False
+        self._last_handshake = self.peer.last_handshake
+        self._psk_warned = 0.0
+        self._no_handshake_warned = False
+        self._first_attempt: float | None = None
+        self._sockets: list[socket.socket] = []
+        self.sock4: socket.socket | None = None
+        self.sock6: socket.socket | None = None
+        self.queue: NfQueue | None = None
+        self.status: socket.socket | None = None
+        self.tables_installed = False
+        self._epoll = select.epoll()
+        self._wake_r, self._wake_w = socket.socketpair()
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    # ----------------------------------------------------------------- setup
+
+    def _marked(self, family: socket.AddressFamily, kind: socket.SocketKind,
+                proto: int = 0) -> socket.socket:
+        sock = socket.socket(family, kind, proto)
+        self._sockets.append(sock)
+        sock.setsockopt(socket.SOL_SOCKET, SO_MARK, nft.OWN_MARK)
+        sock.setblocking(False)
+        return sock
+
+    def _open(self) -> None:
+        port = self.config.listen_port
+        self.sock4 = self._marked(socket.AF_INET, socket.SOCK_DGRAM)
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            self.sock4.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        self.sock4.bind(("0.0.0.0", port))
+        port = self.sock4.getsockname()[1]
+        try:
+            sock6 = self._marked(socket.AF_INET6, socket.SOCK_DGRAM)
+            sock6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                sock6.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            sock6.bind(("::", port))
+            self.sock6 = sock6
+        except OSError as exc:
+            log.debug("no IPv6 UDP socket: %s", exc)
+        self.listen_port = port
+        self.raw4 = self._marked(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        self.raw6: socket.socket | None
+        try:
+            self.raw6 = self._marked(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        except OSError as exc:
+            log.debug("no IPv6 raw socket: %s", exc)
+            self.raw6 = None
+        for sock in (self.raw4, self.raw6):
+            if sock is not None:
+                sock.setblocking(True)
+                sock.settimeout(0.5)
+        self.status = status.listen(self.status_path)
+        stale = nft.present()
+        if stale:
+            log.info("removing tables left by an earlier run: %s", ", ".join(stale))
+        # Bind the queue before any rule sends packets to it.
+        self.queue = NfQueue(self.queue_number)
+        self.tables_installed = True
+        nft.install(nft.Rules(
+            self.queue_number,
+            [n for n in self.tunnelled if isinstance(n, ipaddress.IPv4Network)]
+            if 4 in self.tunnel_src else [],
+            [n for n in self.tunnelled if isinstance(n, ipaddress.IPv6Network)]
+            if 6 in self.tunnel_src else [],
+            forward=self.forward,
+            kill_switch=self.kill_switch,
+        ))
+        for fd in (self.queue.fileno(), self.sock4.fileno(), self.status.fileno(),
+                   self._wake_r.fileno()):
+            self._epoll.register(fd, select.EPOLLIN)
+        if self.sock6 is not None:
+            self._epoll.register(self.sock6.fileno(), select.EPOLLIN)
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+
+    # ----------------------------------------------------------------- decisions
+
+    def _decide(self, info: packet.Info, hook: int) -> tuple[str, str]:
+        """(decision, reason) for a flow's first packet."""
+        source = self.tunnel_src.get(info.version)
+        if source is None:
+            return BYPASS, f"no IPv{info.version} Address"
+        if self.routes.lookup(info.dst) is None:
+            return BYPASS, "destination not in AllowedIPs minus DisallowedIPs"
+        if info.proto == packet.TCP and not info.tcp_flags & TCP_SYN:
+            return BYPASS, "TCP connection older than the client"
+        if hook in (HOOK_FORWARD, HOOK_PREROUTING):
+            return (TUNNEL, "forwarded") if self.forward else (BYPASS, "forwarded")
+        apps = self.config.allowed_apps
+        denied = self.config.disallowed_apps
+        if not apps and not denied:
+            return TUNNEL, "all applications"
+        inodes = procs.socket_inodes(info.proto, info.version, info.src, info.sport,
+                                     info.dst, info.dport)
+        owners = procs.owners(inodes[:4]) if inodes else []
+        who = ",".join(str(p) for p in owners) or "unknown process"
+        if apps:
+            if procs.any_matches(apps, owners):
+                return TUNNEL, f"{who} in AllowedApps"
+            return BYPASS, f"{who} not in AllowedApps"
+        if procs.any_matches(denied, owners):
+            return BYPASS, f"{who} in DisallowedApps"
+        return TUNNEL, f"{who} not in DisallowedApps"
+
+    @staticmethod
+    def _describe(info: packet.Info) -> str:
+        name = {packet.TCP: "tcp", packet.UDP: "udp"}.get(info.proto, "icmp")
+        src, dst = procs.address_text(info.src), procs.address_text(info.dst)
+        if info.version == 6:
+            src, dst = f"[{src}]", f"[{dst}]"
+        return f"{name} {src}:{info.sport} -> {dst}:{info.dport}"
+
+    # ----------------------------------------------------------------- outbound
+
+    def _read_queue(self, now: float) -> list[Action]:
+        assert self.queue is not None
+        queue = self.queue
+        actions: list[Action] = []
+        batch = queue.receive(BATCH)
+        self.counters["queued"] += len(batch)
+        for item in batch:
+            try:
+                actions += self._queued(item, now)
+            except Exception:  # a bug must not take the host's networking down with it
+                log.exception("dropped a queued packet that could not be handled")
+                queue.verdict(item.packet_id, NF_DROP)
+        queue.flush()
+        return actions
+
+    def _queued(self, item: QueuedPacket, now: float) -> list[Action]:
+        queue = self.queue
+        assert queue is not None
+        info = packet.parse(item.payload)
+        if info is None or info.fragment:
+            queue.verdict(item.packet_id, NF_ACCEPT)
+            return []
+        key = (info.proto, info.src, info.sport, info.dst, info.dport)
+        flow = self.flows.outbound.get(key)
+        if flow is None:
+            decision, reason = self._decide(info, item.hook)
+            flow = Flow(info.proto, info.version, info.src, info.sport, info.dst,
+                        info.dport, decision, reason,
+                        nat_src=self.tunnel_src.get(info.version, b""),
+                        forwarded=item.hook in (HOOK_FORWARD, HOOK_PREROUTING))
+            self.flows.add(flow, now)
+            log.info("%s: %s (%s)", self._describe(info), decision, reason)
+        flow.last_seen = now
+        flow.packets += 1
+        if flow.decision == BYPASS:
+            queue.verdict(item.packet_id, NF_ACCEPT, nft.BYPASS_MARK)
+            return []
+        queue.verdict(item.packet_id, NF_DROP)
+        if info.proto == packet.TCP and info.tcp_flags & 0x05:  # FIN or RST
+            flow.closing = True
+        return self._outbound(flow, item.payload, info, now)
+
+    def _outbound(self, flow: Flow, data: bytes, info: packet.Info, now: float) -> list[Action]:
+        original = packet.Info(info.version, info.proto, info.header_len, info.src, info.dst,
+                               info.fragment, info.sport, info.dport, info.tcp_flags)
+        rewritten = packet.rewrite(
+            data, info, src=flow.nat_src,
+            sport=flow.nat_sport if flow.nat_sport != flow.sport else None,
+            mss=self.mss[info.version],
+        )
+        mtu = self.config.mtu
+        pieces = [rewritten]
+        if len(rewritten) > mtu:
+            # Do what the host would do with a tunnel interface of this MTU: its own packets
+            # are fragmented (TCP learns the path MTU instead); a router (forwarded packets)
+            # fragments only IPv4 without DF.
+            dont_fragment = info.version == 6 or bool(rewritten[6] & 0x40)
+            if dont_fragment and (flow.forwarded or info.proto == packet.TCP):
+                self._inject(packet.too_big(data, original, mtu, flow.nat_src), flow.src)
+                return []
+            pieces = packet.fragment(rewritten, info, mtu)
+        actions: list[Action] = []
+        for piece in pieces:
+            actions += self.device.send_packet(piece, now)
+        return actions
+
+    # ----------------------------------------------------------------- inbound
+
+    def _inbound(self, data: bytes, now: float) -> None:
+        info = packet.parse(data)
+        if info is None:
+            return
+        if info.fragment:
+            whole = self.reassembler.add(data, info, now)
+            if whole is None:
+                return
+            data = whole
+            info = packet.parse(data)
+            if info is None:
+                return
+        quoted = packet.quoted(data, info)
+        if quoted is not None:
+            key = (quoted.proto, quoted.dst, quoted.dport, quoted.src, quoted.sport)
+            flow = self.flows.inbound.get(key)
+            if flow is None:
+                self.counters["unsolicited"] += 1
+                return
+            self._inject(packet.rewrite_icmp_error(data, info, quoted, flow.src, flow.sport),
+                         flow.src)
+            return
+        flow = self.flows.inbound.get((info.proto, info.src, info.sport, info.dst, info.dport))
+        if flow is None:
+            self.counters["unsolicited"] += 1
+            log.debug("unsolicited %s from the tunnel: dropped", self._describe(info))
+            return
+        flow.last_seen = now
+        if info.proto == packet.TCP and info.tcp_flags & 0x05:
+            flow.closing = True
+        rewritten = packet.rewrite(
+            data, info, dst=flow.src,
+            dport=flow.sport if flow.nat_sport != flow.sport else None,
+            mss=self.mss[info.version],
+        )
+        self._inject(rewritten, flow.src)
+
+    def _inject(self, data: bytes, destination: bytes) -> None:
+        sock = self.raw4 if len(destination) == 4 else self.raw6
+        if sock is None:
+            return
+        address = (procs.address_text(destination), 0)
+        try:
+            sock.sendto(data, address)
+            self.counters["injected"] += 1
+        except OSError as exc:
+            info = packet.parse(data)
+            if exc.errno == errno.EMSGSIZE and info is not None and not info.fragment:
+                for piece in packet.fragment(data, info, self.config.mtu):
+                    with contextlib.suppress(OSError):
+                        sock.sendto(piece, address)
+                self.counters["injected"] += 1
+                return
+            self.counters["inject_errors"] += 1
+            log.debug("inject to %s: %s", address[0], exc)
+
+    # ----------------------------------------------------------------- the device
+
+    def _perform(self, actions: list[Action], now: float) -> None:
+        for action in actions:
+            if isinstance(action, SendDatagram):
+                host = action.destination[0]
+                sock = self.sock6 if ":" in host else self.sock4
+                if sock is None:
+                    continue
+                if action.data[:1] == b"\x01" and self._first_attempt is None:
+                    self._first_attempt = now
+                try:
+                    sock.sendto(action.data, action.destination)
+                except OSError as exc:
+                    log.debug("sendto %s: %s", action.destination, exc)
+            elif isinstance(action, Deliver):
+                try:
+                    self._inbound(action.packet, now)
+                except Exception:
+                    log.exception("dropped a packet from the tunnel that could not be handled")
+
+    def _read_udp(self, sock: socket.socket, now: float) -> list[Action]:
+        actions: list[Action] = []
+        device = self.device
+        for _ in range(BATCH):
+            try:
+                data, source = sock.recvfrom(65536)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                log.debug("recvfrom: %s", exc)
+                continue
+            before = device.dropped["decrypt-failed"]
+            actions += device.receive_datagram(data, (source[0], source[1]), now)
+            if data[:1] == b"\x02" and device.dropped["decrypt-failed"] > before:
+                self._bad_response(source, now)
+        return actions
+
+    def _bad_response(self, source: tuple[Any, ...], now: float) -> None:
+        if now - self._psk_warned < 5.0 and self._psk_warned:
+            return
+        self._psk_warned = now
+        log.error(
+            "handshake response from %s:%s does not authenticate: the PresharedKey (or the "
+            "peer's PublicKey) does not match the server's; no tunnel", source[0], source[1])
+
+    def _watch_handshake(self, now: float) -> None:
+        last = self.peer.last_handshake
+        if last != self._last_handshake:
+            self._last_handshake = last
+            rtt = "" if self.peer.rtt is None else f" (rtt {self.peer.rtt * 1000:.1f} ms)"
+            log.info("handshake with peer %s complete%s", self.config.endpoint_text, rtt)
+            self._no_handshake_warned = False
+        elif (last is None and self._first_attempt is not None
+              and not self._no_handshake_warned
+              and now - self._first_attempt > HANDSHAKE_WARNING):
+            self._no_handshake_warned = True
+            log.error("no handshake with peer %s after %.0f s: is the endpoint reachable and "
+                      "are the keys right?", self.config.endpoint_text, HANDSHAKE_WARNING)
+
+    # ----------------------------------------------------------------- status
+
+    def stats(self, now: float) -> dict[str, Any]:
+        peer = self.peer
+        age = None if peer.last_handshake is None else (
+            now + self.device.epoch_offset - peer.last_handshake)
+        keypair = peer.keypairs.current
+        loss = 0.0
+        if keypair is not None and keypair.receive_top >= 0:
+            loss = max(0.0, 1.0 - keypair.receive_count / (keypair.receive_top + 1))
+        return {
+            "config": self.config.path,
+            "addresses": [str(a) for a in self.config.addresses],
+            "listen_port": self.listen_port,
+            "peer": base64.b64encode(peer.public_key).decode(),
+            "endpoint": f"{peer.endpoint[0]}:{peer.endpoint[1]}" if peer.endpoint else None,
+            "allowed_ips": [str(n) for n in self.tunnelled],
+            "handshake_age": age,
+            "rx_bytes": peer.rx_bytes,
+            "tx_bytes": peer.tx_bytes,
+            "estimated_loss": loss,
+            "rtt_ms": None if peer.rtt is None else round(peer.rtt * 1000, 3),
+            "flows_tunnel": self.flows.count(TUNNEL),
+            "flows_bypass": self.flows.count(BYPASS),
+            "dropped": dict(self.device.dropped),
+            "kill_switch": self.kill_switch,
+            "forward": self.forward,
+            **self.counters,
+        }
+
+    # ----------------------------------------------------------------- loop
+
+    def _on_signal(self, _signum: int, _frame: object) -> None:
+        self._stop = True
+
+    def run(self) -> None:
+        assert self.queue is not None and self.status is not None and self.sock4 is not None
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        queue_fd, status_fd, wake_fd = (self.queue.fileno(), self.status.fileno(),
+                                        self._wake_r.fileno())
+        sock4, sock6 = self.sock4, self.sock6
+        device = self.device
+        next_housekeeping = time.monotonic() + HOUSEKEEPING
+        shown = ", ".join(str(n) for n in self.tunnelled[:6]) or "nothing"
+        if len(self.tunnelled) > 6:
+            shown += f" and {len(self.tunnelled) - 6} more prefixes"
+        log.info("client up: queue %d, UDP port %d, tunnelling %s", self.queue_number,
+                 self.listen_port, shown)
+        # Handshake at once, as the seed's client does, rather than on the first packet.
+        self._perform(device.initiate_handshake(self.peer, time.monotonic()), time.monotonic())
+        while not self._stop:
+            now = time.monotonic()
+            deadline = device.next_timer()
+            timeout = min(next_housekeeping, deadline if deadline is not None else 1e18) - now
+            events = self._epoll.poll(max(0.0, min(timeout, 1.0)))
+            now = time.monotonic()
+            for fd, _mask in events:
+                if fd == queue_fd:
+                    self._perform(self._read_queue(now), now)
+                elif fd == sock4.fileno():
+                    self._perform(self._read_udp(sock4, now), now)
+                elif sock6 is not None and fd == sock6.fileno():
+                    self._perform(self._read_udp(sock6, now), now)
+                elif fd == status_fd:
+                    status.answer(self.status, self.stats(now))
+                elif fd == wake_fd:
+                    with contextlib.suppress(OSError):
+                        while self._wake_r.recv(64):
+                            pass
+            now = time.monotonic()
+            deadline = device.next_timer()
+            if deadline is not None and deadline <= now:
+                self._perform(device.handle_timer(now), now)
+            self._watch_handshake(now)
+            if now >= next_housekeeping:
+                next_housekeeping = now + HOUSEKEEPING
+                self.flows.expire(now)
+        log.info("stopping")
+
+    def close(self) -> None:
+        """Undo everything: the tables (unless the kill switch keeps them), the queue, the
+        sockets and the status socket. Safe to call more than once."""
+        with contextlib.suppress(ValueError, OSError):
+            signal.set_wakeup_fd(-1)
+        if self.tables_installed:
+            self.tables_installed = False
+            if self.kill_switch:
+                log.info("kill switch: the nftables tables stay, so tunnelled destinations "
+                         "are blocked until the next start or `wgref client --cleanup`")
+            else:
+                try:
+                    nft.remove()
+                except nft.NftError as exc:
+                    log.error("could not remove the nftables tables: %s", exc)
+        if self.queue is not None:
+            self.queue.close()
+            self.queue = None
+        if self.status is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.status_path)
+            self.status.close()
+            self.status = None
+        for sock in self._sockets:
+            sock.close()
+        self._sockets.clear()
+        self._epoll.close()
+        self._wake_r.close()
+        self._wake_w.close()
