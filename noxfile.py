@@ -71,10 +71,36 @@ def decrypt(session: nox.Session) -> None:
     session.run("wgref", "decrypt", f"{data}/wireguard-ping-tcp-dsb.pcapng", "--json")
 
 
+INTEROP_PACKAGES = ("rich>=13",)  # the harness's own dependency (progress, matrix table)
+INTEROP_WHEELS = ("mitmproxy-wireguard", "wireguard-requests")  # optional peers
+
+
+def interop_extras(session: nox.Session) -> None:
+    """What the interop harness needs beyond debian_tools: sysctl (procps) for the router
+    namespace, and the BoringTun wheels as optional peers (a failed install only makes their
+    cells unsupported)."""
+    if shutil.which("sysctl") is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        session.run("apt-get", "install", "-y", "-q", "--no-install-recommends", "procps",
+                    external=True, env=env)
+    session.install(*INTEROP_PACKAGES)
+    for wheel in INTEROP_WHEELS:
+        session.run("python", "-m", "pip", "install", "-q", wheel, success_codes=[0, 1])
+
+
 @nox.session
 def interop(session: nox.Session) -> None:
-    """Placeholder: the interop matrix arrives with the harness issue."""
-    session.error("nox -s interop is not built yet (see the harness issue); nothing was run")
+    """The interop matrix: every peer found x every non-slow scenario, with reports in
+    results/interop/ (arguments go to `python -m harness run`, e.g. -- --slow)."""
+    debian_tools(session)
+    session.install("-e", ".")
+    interop_extras(session)
+    session.run("python", "-m", "harness", "cleanup")
+    args = session.posargs or ["--out", "results/interop"]
+    try:
+        session.run("python", "-m", "harness", "run", *args)
+    finally:
+        session.run("python", "-m", "harness", "cleanup")
 
 
 @nox.session

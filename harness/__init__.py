@@ -1,1 +1,15 @@
-"""The interop and throughput harness (topologies, peer drivers, scenarios, reports)."""
+"""The interop and throughput harness (topologies, peer drivers, scenarios, reports).
+
+    python -m harness run [--client X] [--server Y] [--scenario Z] [--slow] [--out DIR]
+    python -m harness list
+    python -m harness cleanup [--prefix whXXXX] [--dry-run] [--force]
+
+Module map: ``naming`` (run prefixes) · ``shell`` (bounded commands, background processes) ·
+``topology`` (namespaces, veth, router with nftables NAT/drop, roaming, shaping) ·
+``peers`` (drivers: ``uapi`` for wgref/wireguard-go/boringtun-cli, ``kernel``, ``wheels`` for
+mitmproxy-wireguard/wireguard-requests, ``conffile`` for wg-quick-style clients) ·
+``wgdump`` · ``keys`` · ``traffic``/``echo`` (ping, TCP/UDP echo, iperf3) · ``flood``
+(initiation flood) · ``capture`` (dumpcap, key log injection) · ``scenario`` (TOML files) ·
+``context``/``steps``/``runner`` (running cells) · ``results``/``report``/``progress``
+(results.json, JUnit, Markdown, terminal) · ``cleanup`` · ``registry_files`` (owner files).
+"""

@@ -1,0 +1,186 @@
+"""`python -m harness run | list | cleanup`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from . import cleanup as cleanup_mod
+from .peers.base import PeerDriver
+from .peers.registry import all_drivers
+from .progress import make_progress
+from .report import print_matrix, write_all
+from .results import PeerInfo, RunResult, now_iso
+from .runner import CellRunner, Interrupted, plan
+from .scenario import Scenario, ScenarioError, load_scenarios
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ROOT / "scenarios"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m harness",
+                                     description="WireGuard interop harness")
+    parser.add_argument("--scenarios-dir", type=Path, default=SCENARIOS,
+                        help="folder of scenario *.toml files (default: %(default)s)")
+    parser.add_argument("--peers-file", type=Path, action="append", default=None,
+                        help="TOML file declaring config-file clients "
+                        "(default: SCENARIOS/peers/*.toml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="run the matrix")
+    run_p.add_argument("--client", action="append", default=[],
+                       help="client peer(s) (repeatable or comma-separated; default: all)")
+    run_p.add_argument("--server", action="append", default=[],
+                       help="server peer(s) (default: all)")
+    run_p.add_argument("--scenario", action="append", default=[],
+                       help="scenario(s) (default: all non-slow ones)")
+    run_p.add_argument("--slow", action="store_true", help="include slow scenarios (rekey)")
+    run_p.add_argument("--out", type=Path, default=None,
+                       help="output folder (default: results/interop-TIMESTAMP)")
+    run_p.add_argument("--plain", action="store_true", help="plain progress lines, no rich")
+    run_p.add_argument("--skip-unavailable", action="store_true",
+                       help="leave peers that cannot run here out of the matrix")
+    sub.add_parser("list", help="list peers and scenarios")
+    clean_p = sub.add_parser("cleanup", help="remove leftovers of killed runs")
+    clean_p.add_argument("--prefix", default=None, help="only this run prefix (whXXXX)")
+    clean_p.add_argument("--force", action="store_true",
+                         help="also remove what live runs own")
+    clean_p.add_argument("--dry-run", action="store_true", help="only list leftovers")
+    return parser
+
+
+def _split(values: list[str]) -> list[str]:
+    return [v for value in values for v in value.split(",") if v]
+
+
+def _drivers(args: argparse.Namespace) -> list[PeerDriver]:
+    files = args.peers_file
+    if files is None:
+        files = sorted((args.scenarios_dir / "peers").glob("*.toml"))
+    return all_drivers(files)
+
+
+def _select(drivers: list[PeerDriver], names: list[str], what: str) -> list[PeerDriver]:
+    if not names:
+        return drivers
+    by_name = {d.name: d for d in drivers}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise SystemExit(f"unknown {what} {', '.join(unknown)} (known: {', '.join(by_name)})")
+    return [by_name[n] for n in names]
+
+
+def _scenarios(args: argparse.Namespace, names: list[str], slow: bool) -> list[Scenario]:
+    try:
+        scenarios = load_scenarios(args.scenarios_dir)
+    except ScenarioError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    if names:
+        by_name = {s.name: s for s in scenarios}
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise SystemExit(f"unknown scenario {', '.join(unknown)} "
+                             f"(known: {', '.join(by_name)})")
+        return [by_name[n] for n in names]
+    return [s for s in scenarios if slow or not s.slow]
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    print("peers:")
+    for driver in _drivers(args):
+        reason = driver.unavailable()
+        state = "available" if reason is None else f"unavailable: {reason}"
+        roles = "/".join(r for r in ("initiator", "responder") if r in driver.capabilities)
+        print(f"  {driver.name:<22} {roles:<20} {state}")
+    print("scenarios:")
+    for sc in _scenarios(args, [], slow=True):
+        first = sc.description.split(". ")[0].split("\n")[0]
+        print(f"  {sc.name:<20}{' (slow)' if sc.slow else '':<8} {first[:80]}")
+    return 0
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(f"signal {signum}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        print("error: the harness needs root (network namespaces)", file=sys.stderr)
+        return 2
+    drivers = _drivers(args)
+    clients = _select(drivers, _split(args.client), "client")
+    servers = _select(drivers, _split(args.server), "server")
+    if not args.client:
+        clients = [d for d in clients if "initiator" in d.capabilities]
+    if not args.server:
+        servers = [d for d in servers if "responder" in d.capabilities]
+    if args.skip_unavailable:
+        clients = [d for d in clients if d.unavailable() is None]
+        servers = [d for d in servers if d.unavailable() is None]
+    scenarios = _scenarios(args, _split(args.scenario), args.slow)
+    out = args.out or Path("results") / time.strftime("interop-%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    run = RunResult(started=now_iso(), command=sys.argv,
+                    host={"kernel": platform.release(), "python": platform.python_version(),
+                          "machine": platform.machine()})
+    seen: dict[str, PeerDriver] = {d.name: d for d in [*clients, *servers]}
+    for driver in seen.values():
+        reason = driver.unavailable()
+        run.peers.append(PeerInfo(driver.name, driver.version(), reason is None, reason,
+                                  sorted(driver.capabilities)))
+    run.scenarios = [{"name": s.name, "description": s.description, "slow": s.slow,
+                      "path": str(s.path) if s.path else None} for s in scenarios]
+    cells = plan(clients, servers, scenarios)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    started = time.monotonic()
+    progress = make_progress(len(cells), plain=args.plain or not sys.stdout.isatty())
+    try:
+        for cell in cells:
+            runner = CellRunner(cell, out, progress)
+            try:
+                run.cells.append(runner.run())
+            except (KeyboardInterrupt, Interrupted):
+                run.cells.append(runner.result)
+                run.interrupted = True
+                break
+    finally:
+        progress.close()
+        run.ended = now_iso()
+        run.seconds = round(time.monotonic() - started, 1)
+        paths = write_all(run, out)
+    print_matrix(run)
+    print(f"reports: {', '.join(str(p) for p in paths.values())}; per-test folders in {out}")
+    if run.interrupted:
+        print("interrupted: the matrix is incomplete", file=sys.stderr)
+        return 130
+    return 1 if run.failed else 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        left = cleanup_mod.find(args.prefix, args.force)
+    else:
+        left = cleanup_mod.cleanup(args.prefix, args.force)
+    if left.empty():
+        print("nothing left behind")
+        return 0
+    verb = "found" if args.dry_run else "removed"
+    for line in left.lines():
+        print(f"{verb} {line}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "list":
+        return cmd_list(args)
+    if args.command == "cleanup":
+        return cmd_cleanup(args)
+    return cmd_run(args)

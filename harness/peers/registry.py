@@ -1,0 +1,25 @@
+"""All peer drivers the harness knows, in matrix order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import PeerDriver
+from .conffile import load_conffile_drivers
+from .kernel import KernelDriver
+from .uapi import boringtun_cli, wgref, wireguard_go
+from .wheels import MitmproxyWireguard, WireguardRequests
+
+
+def all_drivers(conffiles: list[Path] | None = None) -> list[PeerDriver]:
+    drivers: list[PeerDriver] = [
+        wgref(), wireguard_go(), boringtun_cli(), KernelDriver(),
+        MitmproxyWireguard(), WireguardRequests(),
+    ]
+    for path in conffiles or []:
+        drivers += load_conffile_drivers(path)
+    names = [d.name for d in drivers]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise ValueError(f"duplicate peer names: {', '.join(sorted(dupes))}")
+    return drivers

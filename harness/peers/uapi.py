@@ -1,0 +1,213 @@
+"""Drivers for userspace implementations that behave like `wireguard-go IFNAME`: they create a
+TUN device, serve the cross-platform UAPI on /var/run/wireguard/IFNAME.sock and are configured
+with `wg`. wireguard-go, wgref and boringtun-cli are all driven this way."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .. import naming
+from ..shell import Background, CommandError, run
+from ..topology import Host
+from ..wgdump import DeviceState, DumpError, parse_dump
+from .base import DriverError, InterfaceConfig, PeerDriver, PeerInstance
+
+FULL_CAPABILITIES = frozenset({
+    "initiator", "responder", "psk", "ipv6-outer", "ipv6-inner", "keepalive", "roaming",
+    "icmp", "state", "reconfigure", "mtu", "cookie",
+})
+START_TIMEOUT = 15.0
+
+
+def socket_path(ifname: str) -> Path:
+    return Path(naming.WG_SOCKET_DIR) / f"{ifname}.sock"
+
+
+def configure_netdev(host: Host, config: InterfaceConfig) -> None:
+    """Addresses, MTU and link up for an interface that already exists in the namespace."""
+    for address in config.addresses:
+        host.run(["ip", "addr", "add", address, "dev", config.ifname, "nodad"]
+                 if ":" in address else ["ip", "addr", "add", address, "dev", config.ifname])
+    host.run(["ip", "link", "set", config.ifname, "mtu", str(config.mtu), "up"])
+
+
+def wg_setconf(host: Host, config: InterfaceConfig, folder: Path) -> None:
+    conf = folder / f"{config.ifname}.wg.conf"
+    conf.write_text(config.wg_conf())
+    conf.chmod(0o600)
+    host.run(["wg", "setconf", config.ifname, str(conf)])
+
+
+def wg_state(host: Host, ifname: str) -> DeviceState:
+    result = host.run(["wg", "show", ifname, "dump"], timeout=10, check=False)
+    if not result.ok:
+        raise DriverError(f"cannot read the state of {ifname}: {result.describe()}")
+    try:
+        return parse_dump(result.stdout)
+    except DumpError as exc:
+        raise DriverError(f"unreadable `wg show {ifname} dump`: {exc}") from exc
+
+
+def wg_set_peer(host: Host, ifname: str, folder: Path, public_key: str,
+                options: dict[str, str]) -> None:
+    argv = ["wg", "set", ifname, "peer", public_key]
+    for key, value in options.items():
+        if key == "preshared-key":  # wg reads keys from files only
+            path = folder / f"psk-{abs(hash(value)):x}.key"
+            path.write_text(value + "\n")
+            value = str(path)
+        argv += [key, value]
+    host.run(argv)
+
+
+class UapiInstance(PeerInstance):
+    def __init__(self, driver: UapiDriver, host: Host, config: InterfaceConfig, folder: Path,
+                 proc: Background, keylog: Path | None) -> None:
+        self.driver = driver
+        self.host = host
+        self.config = config
+        self.folder = folder
+        self.proc = proc
+        self._keylog = keylog
+        self._stopped = False
+
+    def state(self) -> DeviceState:
+        return wg_state(self.host, self.config.ifname)
+
+    def set_peer(self, public_key: str, **options: str) -> None:
+        wg_set_peer(self.host, self.config.ifname, self.folder, public_key, options)
+
+    def set_listen_port(self, port: int) -> None:
+        self.host.run(["wg", "set", self.config.ifname, "listen-port", str(port)])
+
+    def keylog(self) -> Path | None:
+        if self._keylog is not None and self._keylog.exists():
+            return self._keylog
+        return None
+
+    def logs(self) -> list[Path]:
+        return [self.proc.log]
+
+    def problem(self) -> str | None:
+        if self.proc.alive():
+            return None
+        return (f"{self.driver.name} exited with status {self.proc.proc.returncode}; "
+                f"log tail: {self.proc.log_tail(300)}")
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self.proc.stop(grace=3.0)
+        sock = socket_path(self.config.ifname)
+        if sock.exists():
+            sock.unlink(missing_ok=True)
+
+
+class UapiDriver(PeerDriver):
+    """`PROGRAM -f IFNAME` inside the host namespace, configured with `wg setconf`."""
+
+    def __init__(self, name: str, command: Callable[[], list[str] | None], *,
+                 env: dict[str, str] | None = None,
+                 capabilities: frozenset[str] = FULL_CAPABILITIES,
+                 keylog: bool = False, missing_reason: str = "") -> None:
+        self.name = name
+        self._command = command
+        self._env = env or {}
+        self.capabilities = capabilities | ({"keylog"} if keylog else frozenset())
+        self.limitations = {"keylog": "no key log support"} if not keylog else {}
+        self._keylog = keylog
+        self._missing_reason = missing_reason or f"{name} is not installed (not on PATH)"
+        self._version: str | None = None
+
+    def unavailable(self) -> str | None:
+        return None if self._command() is not None else self._missing_reason
+
+    def version(self) -> str:
+        if self._version is None:
+            cmd = self._command()
+            if cmd is None:
+                return "unavailable"
+            result = run([*cmd, "--version"], check=False, timeout=15)
+            text = (result.stdout or result.stderr).strip().splitlines()
+            self._version = text[0] if text else "unknown"
+        return self._version
+
+    def start(self, host: Host, config: InterfaceConfig, folder: Path) -> PeerInstance:
+        cmd = self._command()
+        if cmd is None:
+            raise DriverError(self._missing_reason)
+        folder.mkdir(parents=True, exist_ok=True)
+        env = {"LOG_LEVEL": config.log_level, **self._env}
+        keylog = None
+        if self._keylog:
+            keylog = folder / f"{host.name}-{self.name}.keys"
+            env["WG_KEYLOG_FILE"] = str(keylog)
+        log = folder / f"{host.name}-{self.name}.log"
+        proc = host.spawn(self.name, [*cmd, "-f", config.ifname], log, env=env)
+        instance = UapiInstance(self, host, config, folder, proc, keylog)
+        try:
+            self._wait_ready(proc, config.ifname)
+            wg_setconf(host, config, folder)
+            configure_netdev(host, config)
+        except (CommandError, DriverError) as exc:
+            instance.stop()
+            raise DriverError(f"{self.name} on {host.name}: {exc}") from exc
+        return instance
+
+    def _wait_ready(self, proc: Background, ifname: str) -> None:
+        sock = socket_path(ifname)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if not proc.alive():
+                raise DriverError(f"exited at start ({proc.proc.returncode}): {proc.log_tail()}")
+            if sock.exists():
+                return
+            time.sleep(0.05)
+        raise DriverError(f"no UAPI socket {sock} after {START_TIMEOUT:g} s: {proc.log_tail()}")
+
+
+def _which(program: str) -> Callable[[], list[str] | None]:
+    def command() -> list[str] | None:
+        path = shutil.which(program)
+        return [path] if path else None
+    return command
+
+
+def _wgref_command() -> list[str] | None:
+    if importlib.util.find_spec("wgref") is None:
+        return None
+    if importlib.util.find_spec("wgref.interface") is None:
+        return None
+    path = shutil.which("wgref")
+    if path and os.access(path, os.X_OK):
+        return [path]
+    return [sys.executable, "-m", "wgref.cli"]
+
+
+def wireguard_go() -> UapiDriver:
+    return UapiDriver("wireguard-go", _which("wireguard-go"))
+
+
+def wgref() -> UapiDriver:
+    return UapiDriver(
+        "wgref", _wgref_command, keylog=True,
+        missing_reason="wgref's userspace interface (wgref.interface) is not importable "
+        "in this Python: `wgref IFNAME` is not built yet or wgref is not installed",
+    )
+
+
+def boringtun_cli() -> UapiDriver:
+    # boringtun drops privileges by default, after which it cannot serve the UAPI socket.
+    def command() -> list[str] | None:
+        path = shutil.which("boringtun-cli") or shutil.which("boringtun")
+        return [path, "--disable-drop-privileges"] if path else None
+
+    return UapiDriver("boringtun-cli", command,
+                      missing_reason="boringtun-cli is not installed (not on PATH)")

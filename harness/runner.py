@@ -1,0 +1,284 @@
+"""Runs the matrix: for each client x server x scenario, build the topology, start captures
+and peers, run the steps with event waits, then tear everything down and record the cell."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from . import keys, naming, registry_files
+from .capture import CaptureError, inject_keylog, start_capture, stop_capture
+from .context import INNER_V4, INNER_V6, SERVER_PORT, CellContext, StepFailed, StepSkipped
+from .peers.base import DriverError, InterfaceConfig, PeerDriver, PeerEntry, Unsupported
+from .results import ERROR, FAIL, PASS, SKIPPED, UNSUPPORTED, CellResult, StepResult, now_iso
+from .scenario import Scenario
+from .shell import Background, CommandError
+from .steps import ACTIONS
+from .topology import Topology, TopologyError
+from .traffic import start_echo_server
+
+
+class Progress(Protocol):
+    def cell_started(self, cell: CellResult) -> None: ...
+    def step_done(self, cell: CellResult, step: StepResult) -> None: ...
+    def cell_done(self, cell: CellResult) -> None: ...
+
+
+class Interrupted(BaseException):
+    """SIGTERM/SIGHUP: unwind like Ctrl-C so every cell tears down."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    client: PeerDriver
+    server: PeerDriver
+    scenario: Scenario
+
+
+def plan(clients: Sequence[PeerDriver], servers: Sequence[PeerDriver],
+         scenarios: Sequence[Scenario]) -> list[Cell]:
+    return [Cell(c, s, sc) for sc in scenarios for s in servers for c in clients]
+
+
+def why_unsupported(cell: Cell) -> str | None:
+    reasons = []
+    for role, driver in (("client", cell.client), ("server", cell.server)):
+        missing = driver.unavailable()
+        if missing:
+            reasons.append(f"{role} {driver.name}: {missing}")
+    if reasons:
+        return "; ".join(reasons)
+    sc = cell.scenario
+    needs = {"client": {"initiator", *sc.requires.get("client", ())},
+             "server": {"responder", *sc.requires.get("server", ())}}
+    if sc.topology.outer == "ipv6":
+        needs["client"].add("ipv6-outer")
+        needs["server"].add("ipv6-outer")
+    if sc.config.psk or sc.config.psk_mismatch:
+        needs["client"].add("psk")
+        needs["server"].add("psk")
+    if sc.config.keepalive:
+        needs["client"].add("keepalive")
+    for role, driver in (("client", cell.client), ("server", cell.server)):
+        reasons += [f"{role} {r}" for r in driver.missing(needs[role])]
+    for cap in sc.requires_any:
+        if cap not in cell.client.capabilities | cell.server.capabilities:
+            reasons.append(f"neither peer has {cap} (the scenario needs it on one of them)")
+    return "; ".join(reasons) or None
+
+
+def _configs(cell: Cell, prefix: str, ctx: CellContext) -> dict[str, InterfaceConfig]:
+    sc, cfg = cell.scenario, cell.scenario.config
+    pair = {"client": keys.keypair(), "server": keys.keypair()}
+    ctx.public_keys = {role: kp.public for role, kp in pair.items()}
+    server_psk = client_psk = keys.psk() if (cfg.psk or cfg.psk_mismatch) else None
+    if cfg.psk_mismatch:
+        client_psk = keys.psk()
+    server_key_for_client = keys.keypair().public if cfg.wrong_server_key else pair[
+        "server"].public
+    inner6 = cfg.inner_ipv6
+
+    def addresses(role: str) -> tuple[str, ...]:
+        out = [f"{INNER_V4[role]}/24"] + ([f"{INNER_V6[role]}/64"] if inner6 else [])
+        return tuple(out)
+
+    def allowed(role: str) -> tuple[str, ...]:
+        return (f"{INNER_V4[role]}/32",) + ((f"{INNER_V6[role]}/128",) if inner6 else ())
+
+    address, port = ctx.server_endpoint()
+    endpoint = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    server = InterfaceConfig(
+        naming.ifname(prefix, "wgs"), pair["server"].private, addresses("server"),
+        SERVER_PORT, cfg.mtu,
+        [PeerEntry(pair["client"].public, allowed("client"), preshared_key=server_psk)],
+        cfg.log_level)
+    client = InterfaceConfig(
+        naming.ifname(prefix, "wgc"), pair["client"].private,
+        addresses("client") + tuple(sc.config.client_extra_addresses), None, cfg.mtu,
+        [PeerEntry(server_key_for_client, allowed("server"), endpoint=endpoint,
+                   preshared_key=client_psk, persistent_keepalive=cfg.keepalive)],
+        cfg.log_level)
+    # Static keys in Wireshark's key log format: enough to read initiations in the capture.
+    (ctx.folder / "static.keys").write_text(
+        "".join(f"LOCAL_STATIC_PRIVATE_KEY = {kp.private}\n" for kp in pair.values()))
+    return {"client": client, "server": server}
+
+
+def _topology(cell: Cell, prefix: str) -> Topology:
+    spec = cell.scenario.topology
+    topo = Topology(prefix, ipv4=spec.outer in ("ipv4", "dual"),
+                    ipv6=spec.outer in ("ipv6", "dual"))
+    topo.add_host("client", nat=spec.client_nat, mtu=spec.client_link_mtu)
+    topo.add_host("server", mtu=spec.server_link_mtu)
+    for extra in spec.extra_hosts:
+        topo.add_host(extra)
+    return topo
+
+
+class CellRunner:
+    def __init__(self, cell: Cell, out: Path, progress: Progress) -> None:
+        self.cell = cell
+        self.progress = progress
+        self.prefix = naming.new_prefix()
+        sc = cell.scenario
+        self.folder = out / f"{cell.client.name}_{cell.server.name}" / sc.name
+        self.result = CellResult(cell.client.name, cell.server.name, sc.name, prefix=self.prefix)
+
+    def run(self) -> CellResult:
+        result = self.result
+        result.started = now_iso()
+        started = time.monotonic()
+        self.progress.cell_started(result)
+        reason = why_unsupported(self.cell)
+        if reason:
+            result.status, result.reason = UNSUPPORTED, reason
+        else:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            result.folder = str(self.folder)
+            registry_files.claim(self.prefix)
+            try:
+                self._run_in_topology()
+            finally:
+                registry_files.release(self.prefix)
+        result.ended = now_iso()
+        result.seconds = round(time.monotonic() - started, 2)
+        self.progress.cell_done(result)
+        return result
+
+    def _run_in_topology(self) -> None:
+        result = self.result
+        topo = _topology(self.cell, self.prefix)
+        ctx = CellContext(self.cell.scenario, topo, self.folder)
+        captures: list[tuple[Background, Path]] = []
+        try:
+            try:
+                topo.up()
+                if self.cell.scenario.topology.conntrack_udp_timeout:
+                    topo.set_conntrack_udp_timeout(self.cell.scenario.topology
+                                                   .conntrack_udp_timeout)
+                captures = self._start_captures(ctx)
+                self._start_peers(ctx)
+            except (TopologyError, CaptureError, DriverError, CommandError) as exc:
+                result.status, result.reason = ERROR, f"setup: {exc}"
+                return
+            except Unsupported as exc:
+                result.status, result.reason = UNSUPPORTED, str(exc)
+                return
+            self._run_steps(ctx)
+        except (KeyboardInterrupt, Interrupted):
+            result.status, result.reason = ERROR, "interrupted"
+            raise
+        finally:
+            self._finish(ctx, captures)
+
+    def _start_captures(self, ctx: CellContext) -> list[tuple[Background, Path]]:
+        out = []
+        hosts = ctx.topology.hosts.values()
+        addresses = {h.name: h.v4 or h.v6 or "" for h in hosts}
+        for spec in self.cell.scenario.captures:
+            path = self.folder / f"{spec.host}.pcapng"
+            bpf = spec.filter.format(**addresses) if spec.filter else None
+            out.append((start_capture(ctx.host(spec.host), path, bpf=bpf,
+                                      max_packets=spec.max_packets), path))
+        return out
+
+    def _start_peers(self, ctx: CellContext) -> None:
+        configs = _configs(self.cell, self.prefix, ctx)
+        for role, driver in (("server", self.cell.server), ("client", self.cell.client)):
+            instance = driver.start(ctx.host(role), configs[role], self.folder)
+            ctx.instances[role] = instance
+            if instance.netdev:
+                ctx.background[f"echo-{role}"] = start_echo_server(
+                    ctx.host(role), self.folder / f"{role}-echo.log")
+
+    def _run_steps(self, ctx: CellContext) -> None:
+        result = self.result
+        sc = self.cell.scenario
+        ctx.deadline = time.monotonic() + sc.timeout
+        time.sleep(0.3)  # echo servers bind
+        for index, step in enumerate(sc.steps, 1):
+            started = time.monotonic()
+            status, detail = PASS, ""
+            missing = [r for role, caps in step.requires.items()
+                       for r in ctx.peer(role).driver.missing(set(caps))]
+            try:
+                if missing:
+                    raise StepSkipped("; ".join(missing))
+                if ctx.remaining() <= 0:
+                    raise StepFailed(f"the scenario's {sc.timeout:.0f} s ran out")
+                detail = ACTIONS[step.action](ctx, step)
+                problem = self._peer_problem(ctx)
+                if problem:
+                    raise StepFailed(problem)
+            except StepSkipped as exc:
+                status, detail = SKIPPED, f"skipped: {exc}"
+            except StepFailed as exc:
+                status, detail = FAIL, str(exc)
+            except (DriverError, CommandError, TopologyError, Unsupported) as exc:
+                status, detail = FAIL, f"{type(exc).__name__}: {exc}"
+            step_result = StepResult(index, step.label, step.action, status, detail,
+                                     round(time.monotonic() - started, 2))
+            result.steps.append(step_result)
+            self.progress.step_done(result, step_result)
+            if status == FAIL:
+                problem = self._peer_problem(ctx)
+                result.status = FAIL
+                result.reason = f"step {index} ({step.label}): {detail}" + (
+                    f"; {problem}" if problem and problem not in detail else "")
+                return
+        result.status = PASS
+        skipped = [s.label for s in result.steps if s.status == SKIPPED]
+        result.reason = f"skipped steps: {', '.join(skipped)}" if skipped else ""
+
+    @staticmethod
+    def _peer_problem(ctx: CellContext) -> str | None:
+        for role, instance in ctx.instances.items():
+            problem = instance.problem()
+            if problem:
+                return f"{role}: {problem}"
+        return None
+
+    def _finish(self, ctx: CellContext, captures: list[tuple[Background, Path]]) -> None:
+        result = self.result
+        result.measurements.update(ctx.measurements)
+        for role, instance in ctx.instances.items():
+            try:
+                has_state = "state" in instance.driver.capabilities
+                state = ctx.peer_state(role) if has_state else None
+            except (DriverError, CommandError, KeyError):
+                state = None
+            if state is not None:
+                result.measurements[f"{role}.rx_bytes"] = float(state.rx_bytes)
+                result.measurements[f"{role}.tx_bytes"] = float(state.tx_bytes)
+        for proc in ctx.background.values():
+            proc.stop(grace=2.0)
+        for instance in ctx.instances.values():
+            try:
+                instance.stop()
+            except (DriverError, CommandError) as exc:
+                result.reason += f" (stopping {instance.driver.name}: {exc})"
+        for proc, _ in captures:
+            stop_capture(proc)
+        problems = ctx.topology.down()
+        if problems:
+            result.reason += f" (teardown: {'; '.join(problems)})"
+        self._collect_artifacts(ctx, [path for _, path in captures])
+
+    def _collect_artifacts(self, ctx: CellContext, pcaps: list[Path]) -> None:
+        keylogs = [k for k in (i.keylog() for i in ctx.instances.values()) if k is not None]
+        if keylogs:
+            merged = self.folder / "wireguard.keys"
+            with merged.open("w") as out:
+                for keylog in keylogs:
+                    out.write(keylog.read_text())
+            for pcap in pcaps:
+                if pcap.exists():
+                    inject_keylog(pcap, merged)
+        if not shutil.which("editcap") and keylogs:
+            self.result.reason += " (editcap missing: key log not embedded in the pcaps)"
+        self.result.artifacts = sorted(
+            str(p.relative_to(self.folder)) for p in self.folder.rglob("*") if p.is_file())
