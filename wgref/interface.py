@@ -10,18 +10,22 @@ SIGTERM or SIGINT stop the daemon.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import logging
+import mmap
 import os
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 from dataclasses import dataclass
 
 from . import __version__
 from .device import Deliver, Device, HandshakeSecrets, SendDatagram
+from .fastpath import Batch, receive_datagrams, send_packets
 from .keylog import KeyLogWriter
 from .peer import Address
 from .tun import DEFAULT_MTU, Tun, TunGone
@@ -31,7 +35,8 @@ __all__ = ["SOCKET_DIR", "Interface", "main"]
 
 SOCKET_DIR = "/var/run/wireguard"
 SO_MARK = 36  # linux/socket.h
-BATCH = 64  # packets drained per readable fd per loop iteration
+BATCH = 64  # TUN frames / recvmmsg calls per readable fd per loop iteration
+RECV_BATCH = 64  # datagrams (or UDP_GRO trains) per recvmmsg call
 HOUSEKEEPING = 1.0  # seconds between MTU polls and liveness checks
 SOCKET_BUFFER = 4 << 20
 UAPI_SEND_TIMEOUT = 5.0
@@ -136,6 +141,174 @@ def _open_uapi_listener(name: str) -> tuple[socket.socket, str]:
     return listener, path
 
 
+# ----------------------------------------------------------------- UDP batching
+#
+# Per-datagram syscalls dominated the profile (recvfrom, sendto), so datagrams move in batches:
+# recvmmsg(2) (not in Python's socket module, hence ctypes) fills preallocated buffers, and
+# UDP_GRO lets the kernel hand over a train of same-size datagrams from one sender as one
+# buffer; sendmsg with UDP_SEGMENT (GSO) sends a run of same-size datagrams to one endpoint in
+# one call, the kernel cutting them apart (the wire sees ordinary datagrams). Linux
+# include/uapi/linux/udp.h and Documentation/networking/segmentation-offloads.rst.
+
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
+MSG_DONTWAIT = 0x40
+GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS on older kernels (128 since 6.x)
+GSO_MAX_BYTES = 0xFFFF - 20 - 8  # a UDP payload in an IPv4 packet
+RECV_SIZE = 1 << 16  # one datagram, or one UDP_GRO train
+_NAME_SIZE = 28  # sizeof(struct sockaddr_in6)
+_CONTROL_SIZE = 32  # >= CMSG_SPACE(sizeof(int)), 24 on 64-bit Linux
+
+# Native layouts (C alignment): struct mmsghdr is a msghdr (name, namelen, iov, iovlen,
+# control, controllen, flags) and msg_len; struct iovec; a cmsghdr (len, level, type) with an
+# int after CMSG_ALIGN.
+_MMSGHDR = struct.Struct("@PIPNPNi0PI0P")
+_IOVEC = struct.Struct("@PN")
+_CMSG_GRO = struct.Struct("@Nii0Ni")
+_SOCKADDR_IN = struct.Struct("=H2s4s")  # family, port (network order), address
+_SOCKADDR_IN6 = struct.Struct("=H2sI16sI")  # family, port, flowinfo, address, scope id
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_recvmmsg = _libc.recvmmsg
+_recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
+_recvmmsg.restype = ctypes.c_int
+
+
+def _address_of(buffer: bytearray | mmap.mmap) -> int:
+    return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+
+
+def _sockaddr(name: bytes) -> Address:
+    """(host, port) from a raw sockaddr_in/in6, as recvfrom would give them."""
+    family = int.from_bytes(name[:2], sys.byteorder)
+    if family == socket.AF_INET:
+        _, port, raw = _SOCKADDR_IN.unpack_from(name)
+        return socket.inet_ntop(socket.AF_INET, raw), int.from_bytes(port, "big")
+    _, port, _flow, raw, scope = _SOCKADDR_IN6.unpack_from(name)
+    host = socket.inet_ntop(socket.AF_INET6, raw)
+    if scope:
+        try:
+            host += "%" + socket.if_indextoname(scope)
+        except OSError:
+            host += f"%{scope}"
+    return host, int.from_bytes(port, "big")
+
+
+class BatchReceiver:
+    """recvmmsg(2) on one non-blocking UDP socket with UDP_GRO, into preallocated buffers."""
+
+    def __init__(self, sock: socket.socket, count: int = RECV_BATCH) -> None:
+        self.sock = sock
+        self.count = count
+        with contextlib.suppress(OSError):  # an old kernel: one datagram per message
+            sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+        # An anonymous mapping, not a bytearray: its pages become resident only once the
+        # kernel writes to them (a 1500-byte datagram touches one page of its 64 KiB slot).
+        self._data = mmap.mmap(-1, count * RECV_SIZE)
+        self._view = memoryview(self._data)
+        self._names = bytearray(count * _NAME_SIZE)
+        self._controls = bytearray(count * _CONTROL_SIZE)
+        self._iovecs = bytearray(count * _IOVEC.size)
+        self._headers = bytearray(count * _MMSGHDR.size)
+        data, names = _address_of(self._data), _address_of(self._names)
+        controls, iovecs = _address_of(self._controls), _address_of(self._iovecs)
+        for i in range(count):
+            _IOVEC.pack_into(self._iovecs, i * _IOVEC.size, data + i * RECV_SIZE, RECV_SIZE)
+            _MMSGHDR.pack_into(
+                self._headers,
+                i * _MMSGHDR.size,
+                names + i * _NAME_SIZE,
+                _NAME_SIZE,
+                iovecs + i * _IOVEC.size,
+                1,
+                controls + i * _CONTROL_SIZE,
+                _CONTROL_SIZE,
+                0,
+                0,
+            )
+        # The kernel rewrites namelen, controllen, flags and msg_len: restored after each call.
+        self._pristine = bytes(self._headers)
+        self._address = _address_of(self._headers)
+        self._last_name = b""
+        self._last_source: Address = ("", 0)
+
+    def receive(self) -> tuple[list[bytes], list[Address]]:
+        """The datagrams waiting (up to ``count`` messages) and their sources; empty lists
+        when there are none. OSError for a socket error (e.g. an ICMP error reported)."""
+        n = _recvmmsg(self.sock.fileno(), self._address, self.count, MSG_DONTWAIT, None)
+        if n <= 0:
+            code = ctypes.get_errno()
+            if n == 0 or code in (errno.EAGAIN, errno.EWOULDBLOCK):
+                return [], []
+            raise OSError(code, os.strerror(code))
+        datagrams: list[bytes] = []
+        sources: list[Address] = []
+        view, names = self._view, self._names
+        last_name, source = self._last_name, self._last_source
+        used = n * _MMSGHDR.size
+        for i, (_, namelen, _, _, _, controllen, _, length) in enumerate(
+            _MMSGHDR.iter_unpack(memoryview(self._headers)[:used])
+        ):
+            start = i * _NAME_SIZE
+            name = bytes(names[start : start + namelen])
+            if name != last_name:
+                last_name, source = name, _sockaddr(name)
+            base = i * RECV_SIZE
+            if controllen:
+                at = i * _CONTROL_SIZE
+                _, level, kind, gso_size = _CMSG_GRO.unpack_from(self._controls, at)
+                if level == SOL_UDP and kind == UDP_GRO and 0 < gso_size < length:
+                    # A UDP_GRO train: same-size datagrams, the last maybe shorter.
+                    for offset in range(base, base + length, gso_size):
+                        end = min(offset + gso_size, base + length)
+                        datagrams.append(bytes(view[offset:end]))
+                        sources.append(source)
+                    continue
+            datagrams.append(bytes(view[base : base + length]))
+            sources.append(source)
+        self._headers[:used] = self._pristine[:used]
+        self._last_name, self._last_source = last_name, source
+        return datagrams, sources
+
+
+def send_batch(sock: socket.socket, destination: Address, datagrams: list[bytes]) -> None:
+    """Send ``datagrams`` to one destination in order, as few sendmsg calls as UDP_SEGMENT
+    allows: a run of equal sizes (the last may be shorter) up to 64 datagrams or 64 KiB goes
+    in one call. Raises the first OSError after trying the rest."""
+    error: OSError | None = None
+    i, n = 0, len(datagrams)
+    while i < n:
+        size = len(datagrams[i])
+        j, total = i + 1, size
+        while j < n and j - i < GSO_MAX_SEGMENTS:
+            following = len(datagrams[j])
+            if following > size or total + following > GSO_MAX_BYTES:
+                break
+            total += following
+            j += 1
+            if following < size:
+                break
+        try:
+            if j - i == 1:
+                sock.sendto(datagrams[i], destination)
+            else:
+                segment = [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))]
+                try:
+                    sock.sendmsg(datagrams[i:j], segment, 0, destination)
+                except OSError as exc:
+                    if exc.errno in (errno.EAGAIN, errno.ENOBUFS):
+                        raise
+                    # No GSO for this route (e.g. datagrams larger than its MTU): one by one.
+                    for datagram in datagrams[i:j]:
+                        sock.sendto(datagram, destination)
+        except OSError as exc:
+            error = error or exc
+        i = j
+    if error is not None:
+        raise error
+
+
 class Interface:
     """The I/O shell around a :class:`Device`; also the UAPI host (listen port, fwmark)."""
 
@@ -150,6 +323,7 @@ class Interface:
         self.keylog = KeyLogWriter(keylog) if keylog is not None else None
         self._sock4: socket.socket | None = None
         self._sock6: socket.socket | None = None
+        self._receivers: dict[int, BatchReceiver] = {}
         self._port = 0
         self._fwmark = 0
         self._epoll = select.epoll()
@@ -187,6 +361,7 @@ class Interface:
                     self._epoll.unregister(sock.fileno())
                 sock.close()
         self._sock4 = self._sock6 = None
+        self._receivers.clear()
         self._port = 0
 
     def _udp_socket(self, family: socket.AddressFamily, port: int) -> socket.socket:
@@ -231,6 +406,7 @@ class Interface:
         self._sock4, self._sock6, self._port = sock4, sock6, actual
         for sock in (sock4, sock6):
             if sock is not None:
+                self._receivers[sock.fileno()] = BatchReceiver(sock)
                 self._epoll.register(sock.fileno(), select.EPOLLIN)
         log.debug("UDP bind has been updated (port %d)", actual)
 
@@ -243,65 +419,73 @@ class Interface:
     # ----------------------------------------------------------------- I/O
 
     def _perform(self, actions: list[SendDatagram | Deliver | HandshakeSecrets]) -> None:
-        sock4, sock6, tun_fd = self._sock4, self._sock6, self.tun.fd
-        write = os.write
-        for action in actions:
-            kind = type(action)
-            if kind is SendDatagram:
-                assert isinstance(action, SendDatagram)
-                destination: Address = action.destination
-                sock = sock6 if ":" in destination[0] else sock4
-                if sock is None:
-                    continue
+        """Carry out the actions of the reference path (timers, UAPI)."""
+        out = Batch()
+        out.add(actions)
+        self._flush(out)
+
+    def _flush(self, out: Batch) -> None:
+        """Write the batch's packets to the TUN together (so TCP segments coalesce) and send
+        each run of datagrams to one endpoint together (UDP_SEGMENT)."""
+        if out.secrets and self.keylog is not None:
+            for secrets in out.secrets:
+                self.keylog.write_handshake(
+                    secrets.local_static_private,
+                    secrets.remote_static_public,
+                    secrets.local_ephemeral_private,
+                    secrets.preshared_key,
+                )
+        if out.packets:
+            try:
+                self.tun.write_packets(out.packets)
+            except OSError as exc:
+                log.debug("TUN write: %s", exc)
+        sock4, sock6 = self._sock4, self._sock6
+        for destination, datagrams in out.sends:
+            sock = sock6 if ":" in destination[0] else sock4
+            if sock is not None:
                 try:
-                    sock.sendto(action.data, destination)
+                    send_batch(sock, destination, datagrams)
                 except OSError as exc:
                     log.debug("sendto %s: %s", destination, exc)
-            elif kind is Deliver:
-                assert isinstance(action, Deliver)
-                try:
-                    write(tun_fd, action.packet)
-                except OSError as exc:
-                    log.debug("TUN write: %s", exc)
-            elif self.keylog is not None:
-                assert isinstance(action, HandshakeSecrets)
-                self.keylog.write_handshake(
-                    action.local_static_private,
-                    action.remote_static_public,
-                    action.local_ephemeral_private,
-                    action.preshared_key,
-                )
 
     def _read_tun(self) -> None:
-        device, read, fd = self.device, os.read, self.tun.fd
-        actions: list[SendDatagram | Deliver | HandshakeSecrets] = []
+        device, read = self.device, self.tun.read_packets
+        out = Batch()
         now = time.monotonic()
+        pending = 0
         for _ in range(BATCH):
             try:
-                packet = read(fd, 65536)
+                packets = read()
             except BlockingIOError:
                 break
+            except TunGone:
+                raise
             except OSError as exc:
                 raise TunGone(exc.errno, "TUN read failed") from None
-            actions += device.send_packet(packet, now)
-        if actions:
-            self._perform(actions)
+            send_packets(device, packets, now, out)
+            pending += len(packets)
+            if pending >= RECV_BATCH:  # send a TSO frame's worth at once
+                self._flush(out)
+                out, pending = Batch(), 0
+        if out:
+            self._flush(out)
 
-    def _read_udp(self, sock: socket.socket) -> None:
-        receive, recvfrom = self.device.receive_datagram, sock.recvfrom
-        actions: list[SendDatagram | Deliver | HandshakeSecrets] = []
+    def _read_udp(self, receiver: BatchReceiver) -> None:
+        device = self.device
         now = time.monotonic()
         for _ in range(BATCH):
             try:
-                data, source = recvfrom(65536)
-            except BlockingIOError:
-                break
+                datagrams, sources = receiver.receive()
             except OSError as exc:  # e.g. ICMP errors reported on the socket
-                log.debug("recvfrom: %s", exc)
+                log.debug("recvmmsg: %s", exc)
                 continue
-            actions += receive(data, (source[0], source[1]), now)
-        if actions:
-            self._perform(actions)
+            if not datagrams:
+                break
+            out = Batch()
+            receive_datagrams(device, datagrams, sources, now, out)
+            if out:
+                self._flush(out)
 
     def _accept(self) -> None:
         while True:
@@ -375,16 +559,14 @@ class Interface:
                 if deadline is not None:
                     timeout = min(timeout, deadline - now)
                 events = self._epoll.poll(max(0.0, timeout))
-                sock4, sock6 = self._sock4, self._sock6
+                receivers = self._receivers
                 for fd, mask in events:
                     if fd == tun_fd:
                         if mask & (select.EPOLLERR | select.EPOLLHUP):
                             self.tun.check()
                         self._read_tun()
-                    elif sock4 is not None and fd == sock4.fileno():
-                        self._read_udp(sock4)
-                    elif sock6 is not None and fd == sock6.fileno():
-                        self._read_udp(sock6)
+                    elif fd in receivers:
+                        self._read_udp(receivers[fd])
                     elif fd == listener_fd:
                         self._accept()
                     elif fd == wake_fd:
