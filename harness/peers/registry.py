@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..kernelvm.driver import KernelVMDriver
 from .base import PeerDriver
 from .conffile import load_conffile_drivers
 from .kernel import KernelDriver
@@ -13,7 +14,7 @@ from .wheels import MitmproxyWireguard, WireguardRequests
 
 def all_drivers(conffiles: list[Path] | None = None) -> list[PeerDriver]:
     drivers: list[PeerDriver] = [
-        wgref(), wireguard_go(), boringtun_cli(), KernelDriver(),
+        wgref(), wireguard_go(), boringtun_cli(), KernelDriver(), KernelVMDriver(),
         MitmproxyWireguard(), WireguardRequests(),
     ]
     for path in conffiles or []:

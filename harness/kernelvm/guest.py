@@ -1,0 +1,76 @@
+"""What runs inside the guest: the initramfs's /init and the control-channel protocol.
+
+The protocol is line based on the second serial port (``ttyS1``, a unix socket on the host):
+
+* the host sends ``@@RUN ID BASE64-SCRIPT``; the guest runs the script with ``sh`` and answers
+  ``@@OUT ID``, the output (stdout and stderr) in base64 lines, then ``@@END ID RC``;
+* any other line (an empty one, say) is answered with ``@@READY``; the guest also says it once
+  when the server starts, which is only after the modules are loaded and the kernel's random
+  pool is ready (without that the guest's WireGuard does not answer initiations for a while).
+
+Keys and configurations travel inside the base64 scripts, never on the kernel command line.
+"""
+
+from __future__ import annotations
+
+READY = "@@READY"
+RUN = "@@RUN"
+OUT = "@@OUT"
+END = "@@END"
+CONTROL_TTY = "/dev/ttyS1"
+MODULE_LIST = "/etc/kernelvm/modules"
+ENTROPY_TIMEOUT = 60
+
+INIT = f"""#!/bin/sh
+# wgref kernel-vm guest init: load modules, wait for entropy, serve the control channel.
+export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mkdir -p /run /var/run
+log() {{ echo "kernel-vm: $*"; }}
+log "init started at $(cut -d' ' -f1 /proc/uptime) s"
+for m in $(cat {MODULE_LIST}); do
+  insmod "/lib/modules/$m.ko" || log "insmod $m failed"
+done
+ip link set lo up
+log "modules loaded at $(cut -d' ' -f1 /proc/uptime) s"
+if ! timeout {ENTROPY_TIMEOUT} head -c 1 /dev/random >/dev/null; then
+  log "the random pool is still not ready after {ENTROPY_TIMEOUT} s"
+fi
+log "random pool ready at $(cut -d' ' -f1 /proc/uptime) s"
+
+serve() {{
+  echo "{READY}"
+  while :; do
+    line=
+    if ! IFS= read -r line; then
+      sleep 0.2
+      continue
+    fi
+    case "$line" in
+      "{RUN} "*)
+        set -- $line
+        id=$2
+        printf '%s\\n' "$3" | base64 -d >/tmp/.cmd.sh 2>/dev/null
+        sh /tmp/.cmd.sh </dev/null >/tmp/.out 2>&1
+        rc=$?
+        echo "{OUT} $id"
+        base64 </tmp/.out
+        echo "{END} $id $rc"
+        ;;
+      *)
+        echo "{READY}"
+        ;;
+    esac
+  done
+}}
+
+stty -F {CONTROL_TTY} raw -echo
+log "control channel on {CONTROL_TTY}"
+while :; do
+  serve <{CONTROL_TTY} >{CONTROL_TTY} 2>&1
+  sleep 1
+done
+"""
