@@ -103,7 +103,23 @@ def interop(session: nox.Session) -> None:
         session.run("python", "-m", "harness", "cleanup")
 
 
+BENCH_PACKAGES = ("matplotlib>=3.7",)  # the chart (Agg backend); rich comes with interop
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Placeholder: the throughput bench arrives with the bench issue."""
-    session.error("nox -s bench is not built yet (see the bench issue); nothing was run")
+    """The throughput bench: iperf3 through the tunnel for each pair (raw veth, wireguard-go,
+    wgref both ways, mitmproxy-wireguard's probe), reports in results/bench/ (arguments go to
+    `python -m harness bench`, e.g. -- --repeat 1 --time 2 for a smoke run)."""
+    debian_tools(session)
+    session.install("-e", ".")
+    interop_extras(session)
+    session.install(*BENCH_PACKAGES)
+    args = list(session.posargs)
+    if "--out" not in args and not any(a.startswith("--out=") for a in args):
+        args += ["--out", "results/bench"]
+    session.run("python", "-m", "harness", "cleanup")
+    try:
+        session.run("python", "-m", "harness", "bench", *args)
+    finally:
+        session.run("python", "-m", "harness", "cleanup")

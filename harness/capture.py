@@ -21,13 +21,14 @@ def start_capture(host: Host, path: Path, *, bpf: str | None = None,
                   max_packets: int | None = None) -> Background:
     """Capture on the host's outer link; returns once dumpcap is capturing."""
     program = shutil.which("dumpcap") or "dumpcap"
-    argv = [program, "-q", "-i", host.ifname, "-w", str(path)]
+    where, ifname = host.capture_point()
+    argv = [program, "-q", "-i", ifname, "-w", str(path)]
     if bpf:
         argv += ["-f", bpf]
     if max_packets:
         argv += ["-c", str(max_packets)]
     log = path.with_suffix(".dumpcap.log")
-    proc = host.spawn(f"capture-{host.name}", argv, log)
+    proc = where.spawn(f"capture-{host.name}", argv, log)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if path.exists() and path.stat().st_size > 0:

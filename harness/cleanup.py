@@ -22,10 +22,11 @@ class Leftovers:
     processes: list[tuple[int, str]] = field(default_factory=list)
     nft_tables: list[str] = field(default_factory=list)
     owner_files: list[str] = field(default_factory=list)
+    docker: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, name, prefix)
 
     def empty(self) -> bool:
         return not (self.namespaces or self.sockets or self.processes or self.nft_tables
-                    or self.owner_files)
+                    or self.owner_files or self.docker)
 
     def lines(self) -> list[str]:
         out = [f"namespace {n}" for n in self.namespaces]
@@ -33,6 +34,7 @@ class Leftovers:
         out += [f"process {pid}: {cmd[:100]}" for pid, cmd in self.processes]
         out += [f"nft table {t}" for t in self.nft_tables]
         out += [f"owner file {o}" for o in self.owner_files]
+        out += [f"docker {kind} {name}" for kind, name, _ in self.docker]
         return out
 
 
@@ -97,6 +99,9 @@ def find(prefix: str | None = None, force: bool = False) -> Leftovers:
             left.nft_tables.append(f"{parts[1]} {parts[2]}")
     left.owner_files = [p for p in registry_files.owned_prefixes()
                         if _ours(p, prefix, force)]
+    from .docker import cleanup as docker_cleanup
+
+    left.docker = docker_cleanup.find(lambda p: _ours(p, prefix, force))
     return left
 
 
@@ -105,6 +110,10 @@ def cleanup(prefix: str | None = None, force: bool = False) -> Leftovers:
     left = find(prefix, force)
     for pid, _ in left.processes:
         _kill(pid)
+    if left.docker:  # before the namespaces: removing a container ends what runs in it
+        from .docker import cleanup as docker_cleanup
+
+        docker_cleanup.remove(left.docker)
     for ns in left.namespaces:
         remove_namespace(ns)
     for sock in left.sockets:

@@ -22,6 +22,7 @@ from .scenario import Scenario, ScenarioError, load_scenarios
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
+BACKENDS = ("netns", "docker")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,12 +47,31 @@ def _parser() -> argparse.ArgumentParser:
     run_p.add_argument("--plain", action="store_true", help="plain progress lines, no rich")
     run_p.add_argument("--skip-unavailable", action="store_true",
                        help="leave peers that cannot run here out of the matrix")
-    sub.add_parser("list", help="list peers and scenarios")
+    run_p.add_argument("--backend", choices=BACKENDS, default="netns",
+                       help="hosts as network namespaces (default) or Docker containers")
+    list_p = sub.add_parser("list", help="list peers and scenarios")
+    list_p.add_argument("--backend", choices=BACKENDS, default="netns")
     clean_p = sub.add_parser("cleanup", help="remove leftovers of killed runs")
     clean_p.add_argument("--prefix", default=None, help="only this run prefix (whXXXX)")
     clean_p.add_argument("--force", action="store_true",
                          help="also remove what live runs own")
     clean_p.add_argument("--dry-run", action="store_true", help="only list leftovers")
+    from .bench.cli import add_arguments as add_bench_arguments
+
+    add_bench_arguments(sub.add_parser("bench", help="throughput bench (iperf3 through the "
+                                       "tunnel, per pair)"))
+    from .html.cli import add_arguments as add_report_arguments
+
+    add_report_arguments(sub.add_parser("report", help="write RUN_DIR/index.html (or compare "
+                                        "two runs)"))
+    from .docker.cli import add_arguments as add_images_arguments
+
+    add_images_arguments(sub.add_parser("images", help="build the Docker backend's images "
+                                        "(debian:bookworm-slim and the peers, from docker/)"))
+    from .probes.cli import add_arguments as add_probe_arguments
+
+    add_probe_arguments(sub.add_parser("probe", help="conformance probes against servers "
+                                       "(packet-level, scapy + wgref's core)"))
     return parser
 
 
@@ -63,6 +83,10 @@ def _drivers(args: argparse.Namespace) -> list[PeerDriver]:
     files = args.peers_file
     if files is None:
         files = sorted((args.scenarios_dir / "peers").glob("*.toml"))
+    if getattr(args, "backend", "netns") == "docker":
+        from .docker.drivers import docker_drivers
+
+        return docker_drivers(files)
     return all_drivers(files)
 
 
@@ -128,7 +152,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     run = RunResult(started=now_iso(), command=sys.argv,
                     host={"kernel": platform.release(), "python": platform.python_version(),
-                          "machine": platform.machine()})
+                          "machine": platform.machine(), "backend": args.backend})
+    topology = None
+    if args.backend == "docker":
+        from .docker.backend import topology_factory
+
+        topology = topology_factory(out)
     seen: dict[str, PeerDriver] = {d.name: d for d in [*clients, *servers]}
     for driver in seen.values():
         reason = driver.unavailable()
@@ -143,7 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = make_progress(len(cells), plain=args.plain or not sys.stdout.isatty())
     try:
         for cell in cells:
-            runner = CellRunner(cell, out, progress)
+            runner = CellRunner(cell, out, progress, topology)
             try:
                 run.cells.append(runner.run())
             except (KeyboardInterrupt, Interrupted):
@@ -155,6 +184,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         run.ended = now_iso()
         run.seconds = round(time.monotonic() - started, 1)
         paths = write_all(run, out)
+        from .html import write_report_quietly
+
+        page = write_report_quietly(out)
+        if page is not None:
+            paths["html"] = page
     print_matrix(run)
     print(f"reports: {', '.join(str(p) for p in paths.values())}; per-test folders in {out}")
     if run.interrupted:
@@ -183,4 +217,20 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_list(args)
     if args.command == "cleanup":
         return cmd_cleanup(args)
+    if args.command == "images":
+        from .docker.cli import cmd_images
+
+        return cmd_images(args)
+    if args.command == "report":
+        from .html.cli import cmd_report
+
+        return cmd_report(args)
+    if args.command == "bench":
+        from .bench.cli import cmd_bench
+
+        return cmd_bench(args)
+    if args.command == "probe":
+        from .probes.cli import cmd_probe
+
+        return cmd_probe(args, _drivers(args))
     return cmd_run(args)

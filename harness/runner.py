@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -119,10 +119,15 @@ def _topology(cell: Cell, prefix: str) -> Topology:
     return topo
 
 
+TopologyFactory = Callable[[Cell, str], Topology]
+
+
 class CellRunner:
-    def __init__(self, cell: Cell, out: Path, progress: Progress) -> None:
+    def __init__(self, cell: Cell, out: Path, progress: Progress,
+                 topology: TopologyFactory | None = None) -> None:
         self.cell = cell
         self.progress = progress
+        self.make_topology = topology or _topology  # the backend (netns unless told)
         self.prefix = naming.new_prefix()
         sc = cell.scenario
         self.folder = out / f"{cell.client.name}_{cell.server.name}" / sc.name
@@ -151,7 +156,7 @@ class CellRunner:
 
     def _run_in_topology(self) -> None:
         result = self.result
-        topo = _topology(self.cell, self.prefix)
+        topo = self.make_topology(self.cell, self.prefix)
         ctx = CellContext(self.cell.scenario, topo, self.folder)
         captures: list[tuple[Background, Path]] = []
         try:

@@ -43,6 +43,12 @@ def _needs_netdev(ctx: CellContext, host: str, what: str) -> None:
         raise StepSkipped(f"{ctx.peer(host).driver.name} has no interface for {what}")
 
 
+def _needs_inbound(ctx: CellContext, host: str, what: str) -> None:
+    if host in ctx.instances and not ctx.peer(host).inbound:
+        raise StepSkipped(f"{ctx.peer(host).driver.name} accepts no {what} started by its "
+                          "peer (it only carries flows its own host starts)")
+
+
 def do_ping(ctx: CellContext, step: Step) -> str:
     src, dst = _param(step, "from", "client"), _param(step, "to", "server")
     _needs_netdev(ctx, src, "ping")
@@ -50,6 +56,7 @@ def do_ping(ctx: CellContext, step: Step) -> str:
     address = _param(step, "dst")
     if address is None:
         _needs_netdev(ctx, dst, "ping")
+        _needs_inbound(ctx, dst, "ping")
         address = ctx.inner(dst, family)
     count = int(_param(step, "count", 3))
     result = ping(ctx.host(src), address, count=count,
@@ -71,6 +78,7 @@ def _echo(ctx: CellContext, step: Step, proto: str) -> str:
         raise StepSkipped(f"{ctx.peer(src).driver.name} cannot originate traffic")
     if dst in ctx.instances and not ctx.peer(dst).netdev and not ctx.peer(dst).builtin_echo:
         raise StepSkipped(f"{ctx.peer(dst).driver.name} cannot serve an echo")
+    _needs_inbound(ctx, dst, f"{proto} echo")
     size = int(_param(step, "bytes" if proto == "tcp" else "size",
                       65536 if proto == "tcp" else 512))
     result = ctx.peer(src).echo_check(proto, ctx.inner(dst, family), port=ECHO_PORT,
@@ -243,6 +251,7 @@ def do_transfer_start(ctx: CellContext, step: Step) -> str:
     src, dst = _param(step, "from", "client"), _param(step, "to", "server")
     _needs_netdev(ctx, src, "iperf3")
     _needs_netdev(ctx, dst, "iperf3")
+    _needs_inbound(ctx, dst, "iperf3 transfer")
     if "iperf-server" not in ctx.background:
         ctx.background["iperf-server"] = start_iperf_server(
             ctx.host(dst), ctx.folder / "iperf3-server.log")

@@ -59,6 +59,11 @@ class Host:
             raise TopologyError(f"host {self.name} has no IPv{family} outer address")
         return addr
 
+    def capture_point(self) -> tuple[Host, str]:
+        """Who captures the host's outer traffic, and on which interface (the host itself on
+        its link here; the Docker backend captures on the router's side of the link)."""
+        return self, self.ifname
+
 
 def v4_address(index: int, host_part: int) -> str:
     return f"198.18.{index}.{host_part}"

@@ -101,6 +101,13 @@ class PeerInstance(abc.ABC):
         needs to run in its namespace)."""
         return False
 
+    @property
+    def inbound(self) -> bool:
+        """False when traffic that the other peer starts cannot reach this one (a transparent
+        client drops packets from the tunnel that answer none of its host's flows): steps
+        towards it are skipped."""
+        return True
+
     def echo_check(self, proto: str, dst: str, *, port: int, size: int, count: int,
                    timeout: float) -> TrafficResult:
         """A TCP or UDP echo round trip through the tunnel, from this peer."""

@@ -8,6 +8,7 @@ from ..kernelvm.driver import KernelVMDriver
 from .base import PeerDriver
 from .conffile import load_conffile_drivers
 from .kernel import KernelDriver
+from .tclient import wgref_client
 from .uapi import boringtun_cli, wgref, wireguard_go
 from .wheels import MitmproxyWireguard, WireguardRequests
 
@@ -15,7 +16,7 @@ from .wheels import MitmproxyWireguard, WireguardRequests
 def all_drivers(conffiles: list[Path] | None = None) -> list[PeerDriver]:
     drivers: list[PeerDriver] = [
         wgref(), wireguard_go(), boringtun_cli(), KernelDriver(), KernelVMDriver(),
-        MitmproxyWireguard(), WireguardRequests(),
+        MitmproxyWireguard(), WireguardRequests(), wgref_client(),
     ]
     for path in conffiles or []:
         drivers += load_conffile_drivers(path)

@@ -1,0 +1,48 @@
+"""CPU time of peer processes from /proc: utime + stime of every process in a session.
+
+Each peer runs as a background process in its own session (the harness starts it with
+``start_new_session``), so the session id catches helper processes too; threads are counted
+in their process's own stat line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+def clock_ticks() -> int:
+    return os.sysconf("SC_CLK_TCK")
+
+
+def parse_stat(text: str) -> tuple[int, int, int]:
+    """(session id, utime, stime) in clock ticks from a /proc/PID/stat line. The command name
+    may contain spaces and parentheses, so fields are counted after its last ')'."""
+    fields = text.rsplit(")", 1)[1].split()
+    # after the name: state(0) ppid(1) pgrp(2) session(3) ... utime(11) stime(12)
+    return int(fields[3]), int(fields[11]), int(fields[12])
+
+
+def session_cpu_seconds(session: int, proc: Path = PROC) -> float:
+    """CPU-seconds used so far by the live processes of ``session`` (0 when none is left)."""
+    ticks = 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            sid, utime, stime = parse_stat((entry / "stat").read_text())
+        except (OSError, ValueError, IndexError):
+            continue
+        if sid == session:
+            ticks += utime + stime
+    return ticks / clock_ticks()
+
+
+def process_cpu_seconds(pid: int, proc: Path = PROC) -> float | None:
+    """utime + stime of one process, or None when it is gone."""
+    try:
+        _, utime, stime = parse_stat((proc / str(pid) / "stat").read_text())
+    except (OSError, ValueError, IndexError):
+        return None
+    return (utime + stime) / clock_ticks()
