@@ -138,6 +138,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     bench = run_bench(options, drivers, report=_say)
     paths = write_all(bench, out, chart=not args.no_chart)
+    from ..html import write_report_quietly
+
+    page = write_report_quietly(out)
+    if page is not None:
+        paths["html"] = page
     print_table(bench)
     print(f"outputs: {', '.join(str(p) for p in paths.values())}; iperf3 JSON in {out}/raw")
     if bench.interrupted:

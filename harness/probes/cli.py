@@ -129,6 +129,11 @@ def cmd_probe(args: argparse.Namespace, drivers: list[PeerDriver]) -> int:
         run.cells += probe_run.cells
         paths = write_all(run, out)
         (out / "probes.md").write_text(report.markdown(probe_run, probes))
+        from ..html import write_report_quietly
+
+        page = write_report_quietly(out)
+        if page is not None:
+            paths["html"] = page
     print_matrix(run)
     print(report.text(probe_run, probes))
     print(f"reports: {', '.join(str(p) for p in paths.values())}, {out / 'probes.md'}; "
