@@ -33,9 +33,11 @@ TRANSPORT_MIN_SIZE: Final = TRANSPORT_HEADER_SIZE + TAG_LEN  # a keepalive: 32 b
 
 # WP 6.1: timers (seconds) and message limits.
 REKEY_AFTER_MESSAGES: Final = 1 << 60
-# Kernel: U64_MAX - COUNTER_WINDOW_SIZE - 1 (messages.h); WP: 2^64 - 2^13 - 1. Both are used
-# only as an upper bound; the whitepaper value is the stricter of the two and matches wireguard-go.
-REJECT_AFTER_MESSAGES: Final = (1 << 64) - (1 << 13) - 1
+# WP 6.1 says 2^64 - 2^13 - 1 (wireguard-go uses that); the kernel uses
+# U64_MAX - COUNTER_WINDOW_SIZE - 1 = 2^64 - 8130 on 64-bit (messages.h), and accepts counters
+# up to that (a probe against Debian's kernel confirms it). wgref follows the kernel.
+COUNTER_WINDOW_SIZE_KERNEL: Final = 8192 - 64
+REJECT_AFTER_MESSAGES: Final = (1 << 64) - 1 - COUNTER_WINDOW_SIZE_KERNEL - 1
 REKEY_AFTER_TIME: Final = 120.0
 REJECT_AFTER_TIME: Final = 180.0
 REKEY_ATTEMPT_TIME: Final = 90.0

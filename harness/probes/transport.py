@@ -57,7 +57,7 @@ def counter_reject_after(ctx: ProbeContext) -> str:
     session = ctx.confirmed_session()
     limit, _ = ctx.send_data(session, counter=REJECT_AFTER_MESSAGES)
     top, _ = ctx.send_data(session, counter=(1 << 64) - 1)
-    _judge(ctx, session, [("counter REJECT_AFTER_MESSAGES (2^64 - 2^13 - 1)", limit,
+    _judge(ctx, session, [("counter REJECT_AFTER_MESSAGES (2^64 - 8130)", limit,
                            CLIENT_INNER, 0),
                           ("counter 2^64 - 1", top, CLIENT_INNER, 0)],
            "control packet (next small counter)")
@@ -119,8 +119,9 @@ PROBES = [
           "WP 5.4.6; kernel receive.c counter_validate", counter_behind_window,
           delivery=True),
     Probe("counter-reject-after",
-          "authentic packets with counters REJECT_AFTER_MESSAGES (2^64 - 2^13 - 1) and "
-          "2^64 - 1",
+          "authentic packets with counters REJECT_AFTER_MESSAGES (the kernel's "
+          "U64_MAX - COUNTER_WINDOW_SIZE - 1 = 2^64 - 8130; WP 6.1 and wireguard-go stop "
+          "earlier, at 2^64 - 2^13 - 1) and 2^64 - 1",
           "neither is delivered or answered; a packet with the next small counter is",
           "WP 5.4.6, 6.1 (Reject-After-Messages)", counter_reject_after, delivery=True),
     Probe("ciphertext-bitflip",
