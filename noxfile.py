@@ -88,6 +88,15 @@ def interop_extras(session: nox.Session) -> None:
         session.run("python", "-m", "pip", "install", "-q", wheel, success_codes=[0, 1])
 
 
+DOCKER_PACKAGES = ("docker>=7",)  # the Docker backend talks to the engine's API
+
+
+def docker_backend(args: list[str]) -> bool:
+    return "--backend=docker" in args or any(
+        a == "--backend" and b == "docker" for a, b in zip(args, args[1:], strict=False)
+    )
+
+
 @nox.session
 def interop(session: nox.Session) -> None:
     """The interop matrix: every peer found x every non-slow scenario, with reports in
@@ -97,6 +106,9 @@ def interop(session: nox.Session) -> None:
     interop_extras(session)
     session.run("python", "-m", "harness", "cleanup")
     args = session.posargs or ["--out", "results/interop"]
+    if docker_backend(args):
+        session.install(*DOCKER_PACKAGES)
+        session.run("python", "-m", "harness", "images", "build")
     try:
         session.run("python", "-m", "harness", "run", *args)
     finally:

@@ -452,6 +452,16 @@ class DockerTopology(Topology):
     # -- teardown -----------------------------------------------------------------------------
 
     def down(self) -> list[str]:
+        # a SIGTERM/SIGINT arriving half-way would leave containers behind: hold such signals
+        # until everything is removed (they are delivered right after)
+        held = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            return self._down()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def _down(self) -> list[str]:
         problems: list[str] = []
         everyone = [*self.hosts.values(), *([self.router] if self.router else [])]
         for host in everyone:
