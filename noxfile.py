@@ -6,6 +6,7 @@ root (CI and the README's quick start run as root on Debian 12).
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 
@@ -93,7 +94,7 @@ DOCKER_PACKAGES = ("docker>=7",)  # the Docker backend talks to the engine's API
 
 def docker_backend(args: list[str]) -> bool:
     return "--backend=docker" in args or any(
-        a == "--backend" and b == "docker" for a, b in zip(args, args[1:], strict=False)
+        a == "--backend" and b == "docker" for a, b in itertools.pairwise(args)
     )
 
 
