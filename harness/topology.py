@@ -164,31 +164,13 @@ class Topology:
                 ns=hns)
 
     def _ruleset(self) -> str:
-        nat_rules = []
+        sources: list[tuple[str, str, str]] = []
         for host in self.hosts.values():
             if host.nat and self.ipv4:
-                nat_rules.append(f"ip saddr 198.18.{host.index}.0/24 "
-                                 f'oifname != "{host.router_ifname}" masquerade')
+                sources.append(("ip", f"198.18.{host.index}.0/24", host.router_ifname))
             if host.nat and self.ipv6:
-                nat_rules.append(f"ip6 saddr 2001:db8:{host.index}::/64 "
-                                 f'oifname != "{host.router_ifname}" masquerade')
-        nat = "\n".join(f"    {rule}" for rule in nat_rules)
-        return f"""table inet {self.table} {{
-  set blocked {{ type ifname; }}
-  chain loss {{
-  }}
-  chain forward {{
-    type filter hook forward priority filter; policy accept;
-    iifname @blocked drop
-    oifname @blocked drop
-    jump loss
-  }}
-  chain postrouting {{
-    type nat hook postrouting priority srcnat; policy accept;
-{nat}
-  }}
-}}
-"""
+                sources.append(("ip6", f"2001:db8:{host.index}::/64", host.router_ifname))
+        return router_ruleset(self.table, sources)
 
     def _nft(self, script: str) -> None:
         run(["nft", "-f", "-"], ns=self.router_ns, input_text=script)
@@ -307,3 +289,29 @@ def remove_namespace(ns: str) -> list[str]:
     if not result.ok and "No such file" not in result.stderr:
         problems.append(result.describe())
     return problems
+
+
+def router_ruleset(table: str, nat_sources: list[tuple[str, str, str]]) -> str:
+    """The router's nftables table (both backends): a set of blocked interfaces, a ``loss``
+    chain that shaping fills, and masquerade for each (family, source prefix, the router's
+    interface towards that host) leaving by any other interface."""
+    nat = "\n".join(
+        f'    {family} saddr {prefix} oifname != "{ifname}" masquerade'
+        for family, prefix, ifname in nat_sources
+    )
+    return f"""table inet {table} {{
+  set blocked {{ type ifname; }}
+  chain loss {{
+  }}
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    iifname @blocked drop
+    oifname @blocked drop
+    jump loss
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+{nat}
+  }}
+}}
+"""

@@ -36,7 +36,7 @@ from typing import Any
 
 from .. import naming, registry_files
 from ..shell import Background, CommandError, Result, run, spawn
-from ..topology import Host, Topology, TopologyError
+from ..topology import Host, Topology, TopologyError, router_ruleset
 from . import labels
 from .client import DockerUnavailable, connect
 
@@ -364,31 +364,13 @@ class DockerTopology(Topology):
                       router["ipv6_address"], "dev", host.ifname])
 
     def _ruleset(self) -> str:
-        nat_rules = []
+        sources: list[tuple[str, str, str]] = []
         for host in self._docker_hosts():
             if host.nat and self.ipv4:
-                nat_rules.append(f"ip saddr {host.subnet4} "
-                                 f'oifname != "{host.router_ifname}" masquerade')
+                sources.append(("ip", str(host.subnet4), host.router_ifname))
             if host.nat and self.ipv6:
-                nat_rules.append(f"ip6 saddr {host.subnet6} "
-                                 f'oifname != "{host.router_ifname}" masquerade')
-        nat = "\n".join(f"    {rule}" for rule in nat_rules)
-        return f"""table inet {self.table} {{
-  set blocked {{ type ifname; }}
-  chain loss {{
-  }}
-  chain forward {{
-    type filter hook forward priority filter; policy accept;
-    iifname @blocked drop
-    oifname @blocked drop
-    jump loss
-  }}
-  chain postrouting {{
-    type nat hook postrouting priority srcnat; policy accept;
-{nat}
-  }}
-}}
-"""
+                sources.append(("ip6", str(host.subnet6), host.router_ifname))
+        return router_ruleset(self.table, sources)
 
     def _router(self) -> DockerHost:
         if self.router is None or not self.router.pid:
