@@ -26,11 +26,18 @@ DEBIAN_TOOLS = {
     "ping": "iputils-ping",
     "ip": "iproute2",
 }
+# The kernel-vm peer (Debian's kernel in QEMU) needs these on the host.
+KERNEL_VM_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "busybox": "busybox"}
+# Only the test suite needs these: the HTML report's browser test and the Docker backend's.
+TEST_TOOLS = {"chromium": "chromium", "dockerd": "docker.io", "debootstrap": "debootstrap"}
 
 
-def debian_tools(session: nox.Session) -> None:
+def debian_tools(session: nox.Session, *extra: dict[str, str]) -> None:
     """Install the Debian packages of the tools the network tests drive, if missing."""
-    missing = sorted({pkg for cmd, pkg in DEBIAN_TOOLS.items() if shutil.which(cmd) is None})
+    tools = dict(DEBIAN_TOOLS)
+    for more in extra:
+        tools.update(more)
+    missing = sorted({pkg for cmd, pkg in tools.items() if shutil.which(cmd) is None})
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
@@ -47,7 +54,7 @@ def debian_tools(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (netns tests run when root; they skip with a reason otherwise)."""
-    debian_tools(session)
+    debian_tools(session, KERNEL_VM_TOOLS, TEST_TOOLS)
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
 
@@ -102,7 +109,7 @@ def docker_backend(args: list[str]) -> bool:
 def interop(session: nox.Session) -> None:
     """The interop matrix: every peer found x every non-slow scenario, with reports in
     results/interop/ (arguments go to `python -m harness run`, e.g. -- --slow)."""
-    debian_tools(session)
+    debian_tools(session, KERNEL_VM_TOOLS)
     session.install("-e", ".")
     interop_extras(session)
     session.run("python", "-m", "harness", "cleanup")
