@@ -134,25 +134,8 @@ class CellRunner:
         self.result = CellResult(cell.client.name, cell.server.name, sc.name, prefix=self.prefix)
 
     def run(self) -> CellResult:
-        result = self.result
-        result.started = now_iso()
-        started = time.monotonic()
-        self.progress.cell_started(result)
-        reason = why_unsupported(self.cell)
-        if reason:
-            result.status, result.reason = UNSUPPORTED, reason
-        else:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            result.folder = str(self.folder)
-            registry_files.claim(self.prefix)
-            try:
-                self._run_in_topology()
-            finally:
-                registry_files.release(self.prefix)
-        result.ended = now_iso()
-        result.seconds = round(time.monotonic() - started, 2)
-        self.progress.cell_done(result)
-        return result
+        return run_cell(self.result, self.progress, self.folder, self.prefix,
+                        why_unsupported(self.cell), self._run_in_topology)
 
     def _run_in_topology(self) -> None:
         result = self.result
@@ -287,3 +270,27 @@ class CellRunner:
             self.result.reason += " (editcap missing: key log not embedded in the pcaps)"
         self.result.artifacts = sorted(
             str(p.relative_to(self.folder)) for p in self.folder.rglob("*") if p.is_file())
+
+
+def run_cell(result: CellResult, progress: Progress, folder: Path, prefix: str,
+             unsupported: str | None, body: Callable[[], None]) -> CellResult:
+    """The frame of every matrix cell (scenarios and probes): timestamps and progress, then
+    either *unsupported* with the reason, or ``body`` in a test folder while the run prefix is
+    claimed (so `harness cleanup` leaves a live cell alone)."""
+    result.started = now_iso()
+    started = time.monotonic()
+    progress.cell_started(result)
+    if unsupported:
+        result.status, result.reason = UNSUPPORTED, unsupported
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        result.folder = str(folder)
+        registry_files.claim(prefix)
+        try:
+            body()
+        finally:
+            registry_files.release(prefix)
+    result.ended = now_iso()
+    result.seconds = round(time.monotonic() - started, 2)
+    progress.cell_done(result)
+    return result

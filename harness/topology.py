@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -223,12 +223,7 @@ class Topology:
             else:
                 run(["tc", "qdisc", "del", "dev", dev, "root"], ns=ns, check=False)
         self._loss[host.router_ifname] = loss_percent
-        rules = "".join(
-            f'add rule inet {self.table} loss iifname "{dev}" numgen random mod 100 < {pct} drop\n'
-            f'add rule inet {self.table} loss oifname "{dev}" numgen random mod 100 < {pct} drop\n'
-            for dev, pct in self._loss.items() if pct > 0
-        )
-        self._nft(f"flush chain inet {self.table} loss\n{rules}")
+        self._nft(loss_rules(self.table, self._loss))
 
     def block(self, name: str, blocked: bool = True) -> None:
         """Drop (or stop dropping) everything the router forwards to or from the host."""
@@ -315,3 +310,14 @@ def router_ruleset(table: str, nat_sources: list[tuple[str, str, str]]) -> str:
   }}
 }}
 """
+
+
+def loss_rules(table: str, losses: Mapping[str, float]) -> str:
+    """An nft script that refills the router's ``loss`` chain: drop ``pct`` percent of what
+    enters or leaves each router interface (both backends)."""
+    rules = "".join(
+        f'add rule inet {table} loss iifname "{dev}" numgen random mod 100 < {pct} drop\n'
+        f'add rule inet {table} loss oifname "{dev}" numgen random mod 100 < {pct} drop\n'
+        for dev, pct in losses.items() if pct > 0
+    )
+    return f"flush chain inet {table} loss\n{rules}"

@@ -36,7 +36,7 @@ from typing import Any
 
 from .. import naming, registry_files
 from ..shell import Background, CommandError, Result, run, spawn
-from ..topology import Host, Topology, TopologyError, router_ruleset
+from ..topology import Host, Topology, TopologyError, loss_rules, router_ruleset
 from . import labels
 from .client import DockerUnavailable, connect
 
@@ -418,12 +418,7 @@ class DockerTopology(Topology):
             else:
                 where.run(["tc", "qdisc", "del", "dev", dev, "root"], check=False)
         self._loss[host.router_ifname] = loss_percent
-        rules = "".join(
-            f'add rule inet {self.table} loss iifname "{dev}" numgen random mod 100 < {pct} drop\n'
-            f'add rule inet {self.table} loss oifname "{dev}" numgen random mod 100 < {pct} drop\n'
-            for dev, pct in self._loss.items() if pct > 0
-        )
-        self._nft(f"flush chain inet {self.table} loss\n{rules}")
+        self._nft(loss_rules(self.table, self._loss))
 
     def block(self, name: str, blocked: bool = True) -> None:
         host = self.host(name)

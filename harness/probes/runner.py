@@ -10,12 +10,12 @@ import time
 import traceback
 from pathlib import Path
 
-from .. import keys, naming, registry_files
+from .. import keys, naming
 from ..capture import CaptureError, start_capture, stop_capture
 from ..context import SERVER_PORT
 from ..peers.base import DriverError, InterfaceConfig, PeerDriver, PeerEntry, PeerInstance
-from ..results import ERROR, FAIL, PASS, UNSUPPORTED, CellResult, StepResult, now_iso
-from ..runner import Interrupted, Progress
+from ..results import ERROR, FAIL, PASS, UNSUPPORTED, CellResult, StepResult
+from ..runner import Interrupted, Progress, run_cell
 from ..shell import Background, CommandError
 from ..topology import Topology, TopologyError
 from ..traffic import harness_python
@@ -78,25 +78,8 @@ class ProbeCell:
                                  prefix=self.prefix)
 
     def run(self) -> CellResult:
-        result = self.result
-        result.started = now_iso()
-        started = time.monotonic()
-        self.progress.cell_started(result)
-        reason = why_unsupported(self.driver, self.probe)
-        if reason:
-            result.status, result.reason = UNSUPPORTED, reason
-        else:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            result.folder = str(self.folder)
-            registry_files.claim(self.prefix)
-            try:
-                self._run_in_topology()
-            finally:
-                registry_files.release(self.prefix)
-        result.ended = now_iso()
-        result.seconds = round(time.monotonic() - started, 2)
-        self.progress.cell_done(result)
-        return result
+        return run_cell(self.result, self.progress, self.folder, self.prefix,
+                        why_unsupported(self.driver, self.probe), self._run_in_topology)
 
     def _topology(self) -> Topology:
         topo = Topology(self.prefix, ipv4=True, ipv6=False)
