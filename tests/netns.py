@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 SOCKET_DIR = Path("/var/run/wireguard")
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[1]
 _counter = itertools.count()
 
 

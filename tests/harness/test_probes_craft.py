@@ -198,7 +198,7 @@ def test_oracles_read_their_files(tmp_path: object) -> None:
 def test_every_probe_is_documented_and_selectable() -> None:
     from pathlib import Path
 
-    docs = Path(__file__).resolve().parent.parent / "scenarios" / "probes"
+    docs = Path(__file__).resolve().parents[2] / "scenarios" / "probes"
     names = [p.name for p in PROBES]
     assert len(set(names)) == len(names)
     for probe in PROBES:  # rendered by `python -m harness.probes.docs`

@@ -27,7 +27,7 @@ from harness.runner import Cell, CellRunner, why_unsupported
 from harness.scenario import load_scenario
 from harness.shell import run
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 TOOLS = ("ip", "nft", "wg", "wireguard-go", "ping")
 
 

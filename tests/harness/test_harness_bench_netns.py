@@ -18,7 +18,7 @@ import pytest
 from harness import cleanup, naming
 from harness.shell import run
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TOOLS = ("ip", "nft", "wg", "wireguard-go", "iperf3", "ping", "ss")
 
 pytestmark = [

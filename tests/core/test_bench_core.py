@@ -9,8 +9,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from pairs import A_ADDR, A_TUN4, B_ADDR, B_TUN4, established_pair, ipv4_packet, make_pair
 
+from tests.pairs import A_ADDR, A_TUN4, B_ADDR, B_TUN4, established_pair, ipv4_packet, make_pair
 from wgref.device import Deliver, SendDatagram
 
 pytest.importorskip("pytest_benchmark")

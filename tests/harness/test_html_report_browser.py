@@ -21,7 +21,7 @@ from test_html_report import make_run
 from harness.html import write_compare, write_report
 from harness.html.browser import Chromium, find_chromium
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DESKTOP, NARROW = 1280, 390
 
 pytestmark = pytest.mark.skipif(find_chromium() is None,

@@ -13,7 +13,8 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pairs import (
+
+from tests.pairs import (
     A_ADDR,
     A_TUN4,
     A_TUN6,
@@ -26,7 +27,6 @@ from pairs import (
     ipv6_packet,
     make_pair,
 )
-
 from wgref.constants import REJECT_AFTER_TIME, REKEY_AFTER_TIME
 from wgref.device import Device, SendDatagram
 from wgref.fastpath import Batch, receive_datagrams, send_packets

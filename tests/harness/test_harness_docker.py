@@ -17,7 +17,7 @@ from harness.cli import _parser
 from harness.docker import engine, images, labels
 from harness.docker.topology import container_argv, nsenter
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = sorted((ROOT / "docker").glob("*.Dockerfile"))
 TOOLS = ("iproute2", "iputils-ping", "iperf3", "ncat", "tcpdump", "python3")
 

@@ -12,7 +12,7 @@ from wgref.capture import read_capture
 from wgref.decrypt import decode_capture
 from wgref.keylog import KeyLog, load_keylog, parse_keylog
 
-DATA = Path(__file__).parent / "data" / "captures"
+DATA = Path(__file__).parents[1] / "data" / "captures"
 KEYS: dict[str, str] = json.loads((DATA / "wireshark-keys.json").read_text())
 PING = "wireguard-ping-tcp.pcap"
 PSK = "wireguard-psk.pcap"

@@ -12,7 +12,8 @@ import random
 import struct
 
 import pytest
-from pairs import (
+
+from tests.pairs import (
     A_ADDR,
     A_TUN4,
     A_TUN6,
@@ -35,7 +36,6 @@ from pairs import (
     roundtrip,
     transfer,
 )
-
 from wgref.constants import (
     KEEPALIVE_TIMEOUT,
     MAX_TIMER_HANDSHAKES,

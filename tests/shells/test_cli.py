@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-DATA = Path(__file__).parent / "data" / "captures"
+DATA = Path(__file__).parents[1] / "data" / "captures"
 
 
 def wgref(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

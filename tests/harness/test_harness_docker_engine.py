@@ -23,7 +23,7 @@ from harness.runner import Cell, CellRunner
 from harness.scenario import load_scenarios
 
 pytestmark = pytest.mark.docker
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NEEDED_IMAGES = ["router", "wgref", "wireguard-go"]
 
 

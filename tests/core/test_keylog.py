@@ -19,7 +19,7 @@ from wgref.keylog import (
     parse_keylog,
 )
 
-DATA = Path(__file__).parent / "data" / "captures"
+DATA = Path(__file__).parents[1] / "data" / "captures"
 KEYS: dict[str, str] = json.loads((DATA / "wireshark-keys.json").read_text())
 
 

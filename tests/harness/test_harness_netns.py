@@ -21,7 +21,7 @@ from harness.scenario import Scenario, load_scenario, parse_scenario
 from harness.shell import run
 from harness.topology import Topology
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 TOOLS = ("ip", "nft", "wg", "wireguard-go", "dumpcap", "ping")
 
 pytestmark = [

@@ -27,7 +27,7 @@ from wgref.capture import (
 )
 from wgref.keylog import parse_keylog
 
-DATA = Path(__file__).parent / "data" / "captures"
+DATA = Path(__file__).parents[1] / "data" / "captures"
 PING_TCP = DATA / "wireguard-ping-tcp.pcap"
 PING_TCP_DSB = DATA / "wireguard-ping-tcp-dsb.pcapng"
 PSK = DATA / "wireguard-psk.pcap"

@@ -11,7 +11,7 @@ from harness.peers.base import InterfaceConfig, PeerEntry
 from harness.scenario import ScenarioError, load_scenarios, parse_scenario
 from harness.wgdump import DumpError, parse_dump
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
 MINIMAL = """
 name = "mini"

@@ -18,7 +18,8 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pairs import (
+
+from tests.pairs import (
     A_ADDR,
     A_TUN4,
     A_TUN6,
@@ -32,7 +33,6 @@ from pairs import (
     ipv6_packet,
     make_node,
 )
-
 from wgref import messages
 from wgref.device import Device, SendDatagram, padded_length
 from wgref.errors import ProtocolError
