@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_probe_arguments(sub.add_parser("probe", help="conformance probes against servers "
                                        "(packet-level, scapy + wgref's core)"))
+    from .tools import add_arguments as add_tools_arguments
+
+    add_tools_arguments(sub.add_parser("tools", help="build the pinned peers (boringtun-cli, "
+                                       "current wireguard-go) into ~/.cache/wgref/tools"))
     return parser
 
 
@@ -229,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench.cli import cmd_bench
 
         return cmd_bench(args)
+    if args.command == "tools":
+        from .tools import cmd_tools
+
+        return cmd_tools(args)
     if args.command == "probe":
         from .probes.cli import cmd_probe
 

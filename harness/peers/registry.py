@@ -9,13 +9,13 @@ from .base import PeerDriver
 from .conffile import load_conffile_drivers
 from .kernel import KernelDriver
 from .tclient import wgref_client
-from .uapi import boringtun_cli, wgref, wireguard_go
+from .uapi import boringtun_cli, wgref, wireguard_go, wireguard_go_debian
 from .wheels import MitmproxyWireguard, WireguardRequests
 
 
 def all_drivers(conffiles: list[Path] | None = None) -> list[PeerDriver]:
     drivers: list[PeerDriver] = [
-        wgref(), wireguard_go(), boringtun_cli(), KernelDriver(), KernelVMDriver(),
+        wgref(), wireguard_go(), wireguard_go_debian(), boringtun_cli(), KernelDriver(), KernelVMDriver(),
         MitmproxyWireguard(), WireguardRequests(), wgref_client(),
     ]
     for path in conffiles or []:

@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import naming
+from .. import naming, tools
+from ..tools import Tool
 from ..shell import Background, CommandError, run
 from ..topology import Host
 from ..wgdump import DeviceState, DumpError, parse_dump
@@ -116,15 +117,23 @@ class UapiDriver(PeerDriver):
     def __init__(self, name: str, command: Callable[[], list[str] | None], *,
                  env: dict[str, str] | None = None,
                  capabilities: frozenset[str] = FULL_CAPABILITIES,
-                 keylog: bool = False, missing_reason: str = "") -> None:
+                 keylog: bool = False, missing_reason: str | Callable[[], str] = "",
+                 log_env: Callable[[str], dict[str, str]] | None = None,
+                 version_suffix: str = "") -> None:
         self.name = name
         self._command = command
         self._env = env or {}
+        self._log_env = log_env or (lambda level: {"LOG_LEVEL": level})
+        self._version_suffix = version_suffix
         self.capabilities = capabilities | ({"keylog"} if keylog else frozenset())
         self.limitations = {"keylog": "no key log support"} if not keylog else {}
         self._keylog = keylog
-        self._missing_reason = missing_reason or f"{name} is not installed (not on PATH)"
+        self._missing = missing_reason or f"{name} is not installed (not on PATH)"
         self._version: str | None = None
+
+    @property
+    def _missing_reason(self) -> str:
+        return self._missing if isinstance(self._missing, str) else self._missing()
 
     def unavailable(self) -> str | None:
         return None if self._command() is not None else self._missing_reason
@@ -136,7 +145,7 @@ class UapiDriver(PeerDriver):
                 return "unavailable"
             result = run([*cmd, "--version"], check=False, timeout=15)
             text = (result.stdout or result.stderr).strip().splitlines()
-            self._version = text[0] if text else "unknown"
+            self._version = (text[0] if text else "unknown") + self._version_suffix
         return self._version
 
     def start(self, host: Host, config: InterfaceConfig, folder: Path) -> PeerInstance:
@@ -144,7 +153,7 @@ class UapiDriver(PeerDriver):
         if cmd is None:
             raise DriverError(self._missing_reason)
         folder.mkdir(parents=True, exist_ok=True)
-        env = {"LOG_LEVEL": config.log_level, **self._env}
+        env = {**self._log_env(config.log_level), **self._env}
         keylog = None
         if self._keylog:
             keylog = folder / f"{host.name}-{self.name}.keys"
@@ -180,7 +189,27 @@ def _which(program: str) -> Callable[[], list[str] | None]:
     return command
 
 
-def _wgref_command() -> list[str] | None:
+def _pinned(tool: Tool, *args: str, fallback: str | None = None,
+            ) -> Callable[[], list[str] | None]:
+    """The tool's cached build, else (when ``fallback`` is given) that program on PATH."""
+    def command() -> list[str] | None:
+        path = tool.installed()
+        found = str(path) if path else (shutil.which(fallback) if fallback else None)
+        return [found, *args] if found else None
+    return command
+
+
+def _distribution_wireguard_go() -> list[str] | None:
+    """`wireguard-go` on PATH that is not our pinned build (Debian's /usr/bin/wireguard-go)."""
+    cache = str(tools.cache_root())
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = Path(folder or ".") / "wireguard-go"
+        if not folder.startswith(cache) and path.is_file() and os.access(path, os.X_OK):
+            return [str(path)]
+    return None
+
+
+def wgref_command() -> list[str] | None:
     if importlib.util.find_spec("wgref") is None:
         return None
     if importlib.util.find_spec("wgref.interface") is None:
@@ -192,22 +221,40 @@ def _wgref_command() -> list[str] | None:
 
 
 def wireguard_go() -> UapiDriver:
-    return UapiDriver("wireguard-go", _which("wireguard-go"))
+    """Current wireguard-go, built from its Go module at the pinned version (harness.tools)."""
+    tool = tools.TOOLS["wireguard-go"]
+    return UapiDriver("wireguard-go", _pinned(tool), missing_reason=tool.missing_reason,
+                      version_suffix=f" ({tool.package}@{tool.version})")
+
+
+def wireguard_go_debian() -> UapiDriver:
+    """The distribution's wireguard-go (Debian 12: 0.0.20220316, before the offloads)."""
+    return UapiDriver("wireguard-go-debian", _distribution_wireguard_go,
+                      missing_reason="the distribution's wireguard-go is not installed "
+                      "(apt-get install wireguard-go)")
 
 
 def wgref() -> UapiDriver:
     return UapiDriver(
-        "wgref", _wgref_command, keylog=True,
+        "wgref", wgref_command, keylog=True,
         missing_reason="wgref's userspace interface (wgref.interface) is not importable "
         "in this Python: `wgref IFNAME` is not built yet or wgref is not installed",
     )
 
 
-def boringtun_cli() -> UapiDriver:
-    # boringtun drops privileges by default, after which it cannot serve the UAPI socket.
-    def command() -> list[str] | None:
-        path = shutil.which("boringtun-cli") or shutil.which("boringtun")
-        return [path, "--disable-drop-privileges"] if path else None
+# boringtun-cli's --verbosity (WG_LOG_LEVEL) for the harness's LOG_LEVEL words
+BORINGTUN_LEVELS = {"verbose": "debug", "debug": "debug", "error": "error", "silent": "error"}
 
-    return UapiDriver("boringtun-cli", command,
-                      missing_reason="boringtun-cli is not installed (not on PATH)")
+
+def boringtun_log_env(level: str) -> dict[str, str]:
+    return {"WG_LOG_LEVEL": BORINGTUN_LEVELS.get(level, "error"), "NO_COLOR": "1"}
+
+
+def boringtun_cli() -> UapiDriver:
+    """`boringtun-cli -f IFNAME`: the pinned crates build (harness.tools), else one on PATH.
+    It drops root after start unless told not to, and then cannot serve the UAPI socket; in
+    the foreground it logs to stdout at WG_LOG_LEVEL."""
+    tool = tools.TOOLS["boringtun-cli"]
+    return UapiDriver("boringtun-cli",
+                      _pinned(tool, "--disable-drop-privileges", fallback="boringtun-cli"),
+                      missing_reason=tool.missing_reason, log_env=boringtun_log_env)
