@@ -56,6 +56,7 @@ def tests(session: nox.Session) -> None:
     """The test suite (netns tests run when root; they skip with a reason otherwise)."""
     debian_tools(session, KERNEL_VM_TOOLS, TEST_TOOLS)
     session.install("-e", ".[test]")
+    pinned_tools(session)
     session.run("pytest", *session.posargs)
 
 
@@ -96,6 +97,13 @@ def interop_extras(session: nox.Session) -> None:
         session.run("python", "-m", "pip", "install", "-q", wheel, success_codes=[0, 1])
 
 
+def pinned_tools(session: nox.Session) -> None:
+    """boringtun-cli (crates) and current wireguard-go (Go module), built at their pinned
+    versions into ~/.cache/wgref/tools once per machine (harness/tools.py). Without cargo or
+    go the install fails with a warning and those peers show as unavailable."""
+    session.run("python", "-m", "harness", "tools", "install", success_codes=[0, 1])
+
+
 DOCKER_PACKAGES = ("docker>=7",)  # the Docker backend talks to the engine's API
 
 
@@ -112,6 +120,7 @@ def interop(session: nox.Session) -> None:
     debian_tools(session, KERNEL_VM_TOOLS)
     session.install("-e", ".")
     interop_extras(session)
+    pinned_tools(session)
     session.run("python", "-m", "harness", "cleanup")
     args = session.posargs or ["--out", "results/interop"]
     if docker_backend(args):
@@ -128,12 +137,14 @@ BENCH_PACKAGES = ("matplotlib>=3.7",)  # the chart (Agg backend); rich comes wit
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The throughput bench: iperf3 through the tunnel for each pair (raw veth, wireguard-go,
-    wgref both ways, mitmproxy-wireguard's probe), reports in results/bench/ (arguments go to
+    """The throughput bench: iperf3 through the tunnel for each pair (raw veth, current
+    wireguard-go and boringtun-cli each with itself and with wgref both ways, wgref with
+    itself, mitmproxy-wireguard's probe), reports in results/bench/ (arguments go to
     `python -m harness bench`, e.g. -- --repeat 1 --time 2 for a smoke run)."""
     debian_tools(session)
     session.install("-e", ".")
     interop_extras(session)
+    pinned_tools(session)
     session.install(*BENCH_PACKAGES)
     args = list(session.posargs)
     if "--out" not in args and not any(a.startswith("--out=") for a in args):

@@ -126,6 +126,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         state = "available" if reason is None else f"unavailable: {reason}"
         roles = "/".join(r for r in ("initiator", "responder") if r in driver.capabilities)
         print(f"  {driver.name:<22} {roles:<20} {state}")
+        if reason is None:
+            print(f"  {'':<22} {driver.version()}")
     print("scenarios:")
     for sc in _scenarios(args, [], slow=True):
         first = sc.description.split(". ")[0].split("\n")[0]

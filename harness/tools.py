@@ -8,6 +8,7 @@ machine and reuse it afterwards:
     python -m harness tools install [--only boringtun-cli] [--force]
     python -m harness tools list
     python -m harness tools path wireguard-go
+    python3 -m harness.tools install        (the same, standard library only: for .ci/run)
 
 A build goes into ``NAME-VERSION.partial/`` and is renamed into place when it succeeded, under
 a lock file, so an interrupted or concurrent install never leaves a half-built tool in use.
@@ -238,3 +239,14 @@ def cmd_tools(args: argparse.Namespace) -> int:
     print(f"tools: done in {time.monotonic() - started:.1f} s"
           + (f", {failed} failed" if failed else ""))
     return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.tools",
+                                     description="pinned peers built from their registries")
+    add_arguments(parser)
+    return cmd_tools(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

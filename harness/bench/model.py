@@ -13,6 +13,10 @@ from .stats import Summary, summarize
 OK, ERROR, UNSUPPORTED = "ok", "error", "unsupported"
 RAW = "veth"  # the pair name of the raw path (no tunnel)
 REFERENCE = "wireguard-go->wireguard-go"  # what wgref's ratios are measured against
+# The peers wgref is measured against: each wgref pair over the same test with the reference
+# peer in wgref's place (wgref->wgref over R->R, wgref->R over R->R), in the same run.
+REFERENCE_PEERS = ("wireguard-go", "boringtun-cli")
+WGREF = "wgref"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +72,15 @@ class PairSpec:
 DEFAULT_PAIRS = (
     PairSpec(None, None),
     PairSpec("wireguard-go", "wireguard-go"),
+    PairSpec("boringtun-cli", "boringtun-cli"),
     PairSpec("wgref", "wireguard-go"),
     PairSpec("wireguard-go", "wgref"),
+    PairSpec("wgref", "boringtun-cli"),
+    PairSpec("boringtun-cli", "wgref"),
     PairSpec("wgref", "wgref"),
     PairSpec("wireguard-go", "mitmproxy-wireguard"),
 )
+ALIASES = {"boringtun": "boringtun-cli"}  # short names accepted in --pairs
 
 
 def parse_pair(text: str) -> PairSpec:
@@ -82,10 +90,17 @@ def parse_pair(text: str) -> PairSpec:
         return PairSpec(None, None)
     for sep in ("->", ":"):
         if sep in text:
-            client, _, server = text.partition(sep)
-            if client.strip() and server.strip():
-                return PairSpec(client.strip(), server.strip())
+            client, _, server = (part.strip() for part in text.partition(sep))
+            if client and server:
+                return PairSpec(ALIASES.get(client, client), ALIASES.get(server, server))
     raise ValueError(f"bad pair {text!r}: use veth, CLIENT:SERVER or CLIENT->SERVER")
+
+
+def counterpart(pair: str, peer: str) -> str:
+    """``pair`` with ``peer`` in wgref's place (wgref->wgref, "boringtun-cli" ->
+    boringtun-cli->boringtun-cli)."""
+    client, _, server = pair.partition("->")
+    return "->".join(peer if name == WGREF else name for name in (client, server))
 
 
 @dataclass(slots=True)
@@ -199,15 +214,29 @@ class BenchRun:
             return None
         return mine / theirs
 
-    def ratios(self) -> dict[str, dict[str, float | None]]:
-        """pair -> test -> mean(pair) / mean(wireguard-go->wireguard-go), for every pair that
-        has wgref in it (all measured in this run, interleaved)."""
+    def ratio_vs(self, pair: str, test: str, peer: str) -> float | None:
+        """``pair`` (with wgref in it) over the same test with ``peer`` in wgref's place."""
+        if WGREF not in pair.split("->"):
+            return None
+        return self.ratio(pair, test, counterpart(pair, peer))
+
+    def reference_peers(self) -> list[str]:
+        """The reference peers whose own pair (R->R) this run measured."""
+        return [p for p in REFERENCE_PEERS if f"{p}->{p}" in self.pairs]
+
+    def ratios(self, peer: str = "wireguard-go") -> dict[str, dict[str, float | None]]:
+        """pair -> test -> mean(pair) / mean(the pair with ``peer`` in wgref's place), for
+        every pair with wgref in it whose counterpart was measured (same run, interleaved)."""
         out: dict[str, dict[str, float | None]] = {}
         for pair in self.pairs:
-            if "wgref" not in pair.split("->"):
+            if WGREF not in pair.split("->") or counterpart(pair, peer) not in self.pairs:
                 continue
-            out[pair] = {test: self.ratio(pair, test) for test in self.tests}
+            out[pair] = {test: self.ratio_vs(pair, test, peer) for test in self.tests}
         return out
+
+    def reference_ratios(self) -> dict[str, dict[str, dict[str, float | None]]]:
+        """reference peer -> :meth:`ratios` against it, for each reference pair measured."""
+        return {peer: self.ratios(peer) for peer in self.reference_peers()}
 
     @property
     def failed(self) -> list[Cell]:
@@ -230,7 +259,9 @@ class BenchRun:
                 "n": thr.n, "samples": [s.mbps for s in cell.good],
                 "udp_lost_percent": loss.mean if loss else None,
                 "mbit_per_cpu_second": eff.mean if eff else None,
-                "ratio_vs_wireguard_go": self.ratio(cell.pair, cell.test),
+                "ratio_vs_wireguard_go": self.ratio_vs(cell.pair, cell.test, "wireguard-go"),
+                "ratios_vs": {peer: self.ratio_vs(cell.pair, cell.test, peer)
+                              for peer in REFERENCE_PEERS},
             })
         return out
 
@@ -260,6 +291,7 @@ class BenchRun:
         data["cells"] = [c.to_json() for c in self.cells]
         data["baselines"] = self.published()
         data["ratios_vs_wireguard_go"] = self.ratios()
+        data["ratios_vs_reference"] = self.reference_ratios()
         data["fraction_of_veth"] = {
             pair: {test: self.ratio(pair, test, RAW) for test in self.tests}
             for pair in self.pairs if pair != RAW}

@@ -8,14 +8,21 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from .model import ERROR, OK, RAW, REFERENCE, TESTS, UNSUPPORTED, BenchRun, Cell
+from .model import ERROR, OK, RAW, REFERENCE, TESTS, UNSUPPORTED, WGREF, BenchRun, Cell
 
 HEADER = ["pair", "test", "n", "best", "mean", "± stdev", "UDP loss", "CPU-s client",
           "CPU-s server", "Mbit/CPU-s", "vs wg-go", "of veth"]
+SHORT = {"wireguard-go": "wg-go", "boringtun-cli": "boringtun"}
 RATE_NOTE = ("Mbit/s (10^6 bit/s) received; n = successful runs; CPU-s = CPU-seconds of the "
              "peer processes during one run (mean); Mbit/CPU-s = megabits delivered per "
-             "CPU-second of both peers; vs wg-go = mean over the mean of "
-             "wireguard-go→wireguard-go for the same test in the same run")
+             "CPU-second of both peers; vs R = mean over the mean of the same test with R in "
+             "wgref's place (R→R for wgref→wgref) in the same run")
+
+
+def header(bench: BenchRun) -> list[str]:
+    """HEADER with one "vs R" column per reference pair the run measured."""
+    refs = [f"vs {SHORT.get(p, p)}" for p in bench.reference_peers()] or ["vs wg-go"]
+    return [*HEADER[:-2], *refs, HEADER[-1]]
 
 
 def fmt_rate(value: float | None) -> str:
@@ -48,21 +55,23 @@ def _row(bench: BenchRun, cell: Cell) -> list[str]:
     thr = cell.throughput()
     loss = cell.loss()
     cpu_c, cpu_s, eff = cell.cpu("client"), cell.cpu("server"), cell.efficiency()
-    if cell.pair == REFERENCE:
-        ratio = "ref"
-    elif "wgref" in cell.pair.split("->"):
-        ratio = fmt_ratio(bench.ratio(cell.pair, cell.test))
-    else:
-        ratio = ""
+    ratios = []
+    for peer in bench.reference_peers() or ["wireguard-go"]:
+        if cell.pair == f"{peer}->{peer}":
+            ratios.append("ref")
+        elif WGREF in cell.pair.split("->"):
+            ratios.append(fmt_ratio(bench.ratio_vs(cell.pair, cell.test, peer)))
+        else:
+            ratios.append("")
     ceiling = "" if cell.pair == RAW else _percent(bench.ratio(cell.pair, cell.test, RAW))
     if thr is None:
         reason = (cell.reason or "no successful run")[:60]
-        return [_label(cell.pair), cell.test, "0", "error", reason, *[""] * 7]
+        return [_label(cell.pair), cell.test, "0", "error", reason, *[""] * (6 + len(ratios))]
     return [
         _label(cell.pair), cell.test, str(thr.n), fmt_rate(thr.best), fmt_rate(thr.mean),
         fmt_rate(thr.stdev), f"{loss.mean:.1f} %" if loss else "",
         f"{cpu_c.mean:.2f}" if cpu_c else "—", f"{cpu_s.mean:.2f}" if cpu_s else "—",
-        fmt_rate(eff.mean) if eff else "—", ratio, ceiling,
+        fmt_rate(eff.mean) if eff else "—", *ratios, ceiling,
     ]
 
 
@@ -70,11 +79,23 @@ def _percent(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f} %"
 
 
-def ratio_rows(bench: BenchRun) -> tuple[list[str], list[list[str]]]:
-    header = ["wgref pair ÷ wireguard-go→wireguard-go", *bench.tests]
+def ratio_rows(bench: BenchRun, peer: str = "wireguard-go",
+               ) -> tuple[list[str], list[list[str]]]:
+    """wgref's ratios to one reference peer: a row per wgref pair, a column per test."""
+    head = [f"wgref pair ÷ same with {peer} in wgref's place", *bench.tests]
     body = [[_label(pair), *(fmt_ratio(r.get(t)) for t in bench.tests)]
-            for pair, r in bench.ratios().items()]
-    return header, body
+            for pair, r in bench.ratios(peer).items()]
+    return head, body
+
+
+def ratio_tables(bench: BenchRun) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(reference peer, header, rows) for each reference pair the run measured."""
+    out = []
+    for peer in bench.reference_peers():
+        head, body = ratio_rows(bench, peer)
+        if body:
+            out.append((peer, head, body))
+    return out
 
 
 def not_measured(bench: BenchRun) -> list[tuple[str, str, str]]:
@@ -109,13 +130,13 @@ def markdown(bench: BenchRun) -> str:
     ]
     if bench.interrupted:
         lines += ["**Interrupted: incomplete.**", ""]
+    head = header(bench)
     lines += ["## Results", "", f"_{RATE_NOTE}._", "",
-              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_md(v) for v in row) + " |" for row in rows(bench)]
-    header, body = ratio_rows(bench)
-    if body:
-        lines += ["", "## wgref ÷ wireguard-go (same run)", "",
-                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for peer, ratio_head, body in ratio_tables(bench):
+        lines += ["", f"## wgref ÷ {peer} (same run)", "",
+                  "| " + " | ".join(ratio_head) + " |", "|" + "---|" * len(ratio_head)]
         lines += ["| " + " | ".join(row) + " |" for row in body]
     missing = not_measured(bench)
     if missing:
@@ -157,7 +178,7 @@ def print_table(bench: BenchRun, console: Any = None) -> None:
     s = bench.settings
     table = Table(title=f"throughput (Mbit/s), iperf3 -t {s.get('seconds')}, "
                   f"{s.get('repeat')} runs each", caption=RATE_NOTE, caption_justify="left")
-    for name in HEADER:
+    for name in header(bench):
         table.add_column(name, justify="left" if name in ("pair", "test") else "right",
                          no_wrap=name in ("pair", "test"))
     last = ""
@@ -167,11 +188,10 @@ def print_table(bench: BenchRun, console: Any = None) -> None:
         last = row[0]
         table.add_row(*row)
     console.print(table)
-    header, body = ratio_rows(bench)
-    if body:
-        ratios = Table(title="wgref ÷ wireguard-go→wireguard-go (mean, same run)")
-        for name in header:
-            ratios.add_column(name, justify="left" if name == header[0] else "right")
+    for peer, ratio_head, body in ratio_tables(bench):
+        ratios = Table(title=f"wgref ÷ {peer} in its place (mean, same run)")
+        for name in ratio_head:
+            ratios.add_column(name, justify="left" if name == ratio_head[0] else "right")
         for row in body:
             ratios.add_row(*row)
         console.print(ratios)
@@ -285,8 +305,10 @@ def _test_label(test: str, bench: BenchRun) -> str:
 
 def _colors(pairs: list[str]) -> dict[str, str]:
     fixed = {RAW: "#9e9e9e", REFERENCE: "#1f77b4", "wgref->wireguard-go": "#ff7f0e",
-             "wireguard-go->wgref": "#ffbb78", "wgref->wgref": "#d62728"}
-    spare = iter(["#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"])
+             "wireguard-go->wgref": "#ffbb78", "wgref->wgref": "#d62728",
+             "boringtun-cli->boringtun-cli": "#2ca02c", "wgref->boringtun-cli": "#98df8a",
+             "boringtun-cli->wgref": "#9467bd"}
+    spare = iter(["#8c564b", "#e377c2", "#17becf", "#bcbd22", "#c5b0d5", "#c49c94"])
     return {p: fixed.get(p) or next(spare, "#7f7f7f") for p in pairs}
 
 

@@ -17,7 +17,12 @@ from .. import naming
 from ..peers.base import DriverError, InterfaceConfig, PeerDriver, PeerInstance
 from ..peers.conffile import load_conffile_drivers
 from ..peers.kernel import KernelDriver
-from ..peers.uapi import UapiDriver
+from ..peers.uapi import (
+    BORINGTUN_LIMITATIONS,
+    FULL_CAPABILITIES,
+    UapiDriver,
+    boringtun_log_env,
+)
 from ..peers.wheels import MitmproxyWireguard, WireguardRequests
 from ..topology import Host
 from . import labels
@@ -143,14 +148,21 @@ def docker_drivers(conffiles: list[Path] | None = None) -> list[PeerDriver]:
                    ["wgref", "--version"]),
         DockerPeer(UapiDriver("wireguard-go", _fixed("wireguard-go")), "wireguard-go",
                    ["wireguard-go", "--version"]),
+        DockerPeer(UapiDriver("wireguard-go-debian", _fixed("wireguard-go")),
+                   "wireguard-go-debian", ["wireguard-go", "--version"]),
+        DockerPeer(UapiDriver("boringtun-cli",
+                              _fixed("boringtun-cli", "--disable-drop-privileges"),
+                              capabilities=FULL_CAPABILITIES - {"wire-counters"},
+                              limitations=BORINGTUN_LIMITATIONS, log_env=boringtun_log_env),
+                   "boringtun-cli", ["boringtun-cli", "--version"]),
         DockerPeer(KernelDriver(), "kernel", ["uname", "-r"], probe=probe_kernel_wireguard),
         DockerPeer(MitmproxyWireguard(), "wheels",
                    _wheel_version("mitmproxy_wireguard", "mitmproxy-wireguard")),
         DockerPeer(WireguardRequests(), "wheels",
                    _wheel_version("wireguard_requests", "wireguard-requests")),
     ]
-    for path in conffiles or []:  # config-file clients use the wireguard-go image's tools
-        drivers += [DockerPeer(d, "wireguard-go", d.version_command or None)
+    for path in conffiles or []:  # config-file clients use Debian's wireguard-go image
+        drivers += [DockerPeer(d, "wireguard-go-debian", d.version_command or None)
                     for d in load_conffile_drivers(path)]
     return drivers
 

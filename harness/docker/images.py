@@ -8,7 +8,8 @@ Builds go through the Docker API (the SDK), so no docker CLI, buildx or BuildKit
 Each image's build context is assembled here as a tar: its Dockerfile, ``ca/`` (the build
 machine's local CA certificates, so pip works behind a TLS-inspecting proxy) and, for wgref,
 ``pyproject.toml``, ``README.md`` and ``wgref/`` (nothing else of the work tree, so unrelated
-edits do not invalidate the cache). Images that exist are reused: Docker's layer cache makes a
+edits do not invalidate the cache), and for boringtun-cli and current wireguard-go the host's
+pinned build as ``tools/NAME`` (containers reach no crates registry or Go proxy). Images that exist are reused: Docker's layer cache makes a
 rebuild of an unchanged image take seconds.
 """
 
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import tools
 from . import labels
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -43,6 +45,7 @@ BUILD_TIMEOUT = 1800
 class ImageSpec:
     name: str  # the docker/NAME.Dockerfile
     extra: tuple[str, ...] = ()  # work-tree paths added to the context
+    tools: tuple[str, ...] = ()  # pinned builds (harness.tools) added as tools/NAME
 
     @property
     def tag(self) -> str:
@@ -55,7 +58,9 @@ class ImageSpec:
 
 IMAGES: dict[str, ImageSpec] = {spec.name: spec for spec in (
     ImageSpec("router"),
-    ImageSpec("wireguard-go"),
+    ImageSpec("wireguard-go", tools=("wireguard-go",)),
+    ImageSpec("wireguard-go-debian"),
+    ImageSpec("boringtun-cli", tools=("boringtun-cli",)),
     ImageSpec("wgref", ("pyproject.toml", "README.md", "wgref")),
     ImageSpec("kernel"),
     ImageSpec("wheels"),
@@ -216,6 +221,13 @@ def build_context(spec: ImageSpec, root: Path = ROOT, cas: list[Path] | None = N
         _add_dir(tar, "ca")
         for ca in cas if cas is not None else local_cas():
             _add_bytes(tar, f"ca/{ca.name}", ca.read_bytes())
+        if spec.tools:
+            _add_dir(tar, "tools")
+        for name in spec.tools:
+            built = tools.TOOLS[name].installed()
+            if built is None:
+                raise ImageError(f"{spec.name}: {tools.TOOLS[name].missing_reason()}")
+            _add_bytes(tar, f"tools/{name}", built.read_bytes(), mode=0o755)
         for rel in spec.extra:
             path = root / rel
             files = [path] if path.is_file() else sorted(
@@ -241,8 +253,14 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) 
 
 def build_image(client: Any, spec: ImageSpec, *, no_cache: bool = False,
                 say: Say = _print) -> str:
-    """Build one image through the API, printing each step; returns the image id."""
+    """Build one image through the API, printing each step; returns the image id. Pinned
+    tools the image copies in are built on the host first when missing (harness.tools)."""
     started = time.monotonic()
+    for name in spec.tools:
+        try:
+            say(f"{spec.name}: {tools.install(tools.TOOLS[name]).describe()}")
+        except tools.ToolError as exc:
+            raise ImageError(f"{spec.name}: {exc}") from exc
     context = build_context(spec)
     say(f"{spec.name}: building {spec.tag} ({len(context) / 1e3:.0f} kB context)")
     image_id: str | None = None

@@ -22,6 +22,7 @@ WORD = {PASS: "pass", FAIL: "fail", ERROR: "error", UNSUPPORTED: "unsupported",
 LOG_LIMIT = 32_000  # bytes of each peer log's tail inlined into the page
 LOG_BUDGET = 12_000_000  # inlined log bytes in one page; past it, logs are links only
 WGREF, REFERENCE = "wgref", "wireguard-go"
+REFERENCE_PEERS = (REFERENCE, "boringtun-cli")  # harness.bench.model.REFERENCE_PEERS
 COLOURS = {"wgref": "#0072B2", "reference": "#E69F00", "mixed": "#56B4E9", "other": "#7f7f7f"}
 
 
@@ -400,12 +401,12 @@ class Page:
         names = [row.client, row.server] if row.client or row.server else [row.label]
         text = " ".join(names)
         has_ours = WGREF in [n for n in names] or (not row.client and WGREF in text.split())
-        has_ref = REFERENCE in text
+        has_ref = any(ref in text for ref in REFERENCE_PEERS)
         if row.client and row.server:
             both = {row.client, row.server}
             if both == {WGREF}:
                 return "wgref"
-            if both == {REFERENCE}:
+            if len(both) == 1 and both <= set(REFERENCE_PEERS):
                 return "reference"
             return "mixed" if WGREF in both else "other"
         if has_ours and has_ref:
@@ -430,8 +431,9 @@ class Page:
         legend = "".join(
             f'<span><span class="swatch" style="background:{c}"></span>{_e(t)}</span>'
             for t, c in (("wgref ↔ wgref", COLOURS["wgref"]),
-                         ("wireguard-go ↔ wireguard-go", COLOURS["reference"]),
-                         ("wgref ↔ wireguard-go", COLOURS["mixed"]),
+                         ("reference ↔ itself (wireguard-go, boringtun-cli)",
+                          COLOURS["reference"]),
+                         ("wgref ↔ a reference", COLOURS["mixed"]),
                          ("other", COLOURS["other"])))
         if self.cmp is not None:
             legend += ('<span><span class="swatch" style="background:var(--changed)"></span>'
@@ -504,31 +506,33 @@ class Page:
 
     @staticmethod
     def ratios(rows: list[BenchRow]) -> str:
-        """wgref / wireguard-go: each pair with wgref against the same measurement with
-        wireguard-go in wgref's place (so wireguard-go → wireguard-go for every pair)."""
+        """wgref / R for each reference peer R: each pair with wgref against the same
+        measurement with R in wgref's place (so R → R for wgref → wgref and wgref → R)."""
         by_pair = {(r.group, r.unit, r.client, r.server): r for r in rows}
-
-        def swap(name: str) -> str:
-            return REFERENCE if name == WGREF else name
         out = []
-        for row in rows:
-            if WGREF not in (row.client, row.server):
-                continue
-            other = by_pair.get((row.group, row.unit, swap(row.client), swap(row.server)))
-            if other is None or other.mean <= 0 or row.mean <= 0:
-                continue
-            ratio = row.mean / other.mean
-            err = ratio * math.sqrt((row.stdev / row.mean) ** 2 + (other.stdev / other.mean) ** 2)
-            out.append(f"<tr><td>{_e(row.group)}</td>"
-                       f"<td class='pair' title='÷ {_e(other.label)}'>{_e(row.label)}</td>"
-                       f"<td class='num'><b>{ratio:.2f}×</b> ± {err:.2f}</td></tr>")
+        for ref in REFERENCE_PEERS:
+            def swap(name: str, ref: str = ref) -> str:
+                return ref if name == WGREF else name
+            for row in rows:
+                if WGREF not in (row.client, row.server):
+                    continue
+                other = by_pair.get((row.group, row.unit, swap(row.client), swap(row.server)))
+                if other is None or other.mean <= 0 or row.mean <= 0:
+                    continue
+                ratio = row.mean / other.mean
+                err = ratio * math.sqrt((row.stdev / row.mean) ** 2
+                                        + (other.stdev / other.mean) ** 2)
+                out.append(f"<tr><td>{_e(ref)}</td><td>{_e(row.group)}</td>"
+                           f"<td class='pair' title='÷ {_e(other.label)}'>{_e(row.label)}</td>"
+                           f"<td class='num'><b>{ratio:.2f}×</b> ± {err:.2f}</td></tr>")
         if not out:
             return ""
-        return ('<h3 style="margin-top:1rem">wgref / wireguard-go</h3>'
+        return ('<h3 style="margin-top:1rem">wgref / wireguard-go, wgref / boringtun-cli</h3>'
                 '<p class="sub" style="margin-top:0">Each pair with wgref over the same test '
-                "with wireguard-go in wgref's place (wireguard-go → wireguard-go), same run: "
-                "1× is parity; ± from both stdevs.</p>"
-                "<div class='scroll'><table class='data'><thead><tr><th>test</th>"
+                "with the reference peer in wgref's place (wireguard-go → wireguard-go, "
+                "boringtun-cli → boringtun-cli), same run: 1× is parity; ± from both "
+                "stdevs.</p>"
+                "<div class='scroll'><table class='data'><thead><tr><th>÷</th><th>test</th>"
                 "<th>pair</th><th class='num'>ratio</th></tr></thead>"
                 f"<tbody>{''.join(out)}</tbody></table></div>")
 

@@ -25,6 +25,7 @@ CAPABILITIES = (
     "mtu",  # the interface MTU can be set
     "keylog",  # writes a Wireshark key log
     "cookie",  # answers with cookie replies under load
+    "wire-counters",  # rx/tx counters count whole messages, keepalives too (kernel receive.c)
 )
 
 

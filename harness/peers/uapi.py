@@ -21,7 +21,7 @@ from .base import DriverError, InterfaceConfig, PeerDriver, PeerInstance
 
 FULL_CAPABILITIES = frozenset({
     "initiator", "responder", "psk", "ipv6-outer", "ipv6-inner", "keepalive", "roaming",
-    "icmp", "state", "reconfigure", "mtu", "cookie",
+    "icmp", "state", "reconfigure", "mtu", "cookie", "wire-counters",
 })
 START_TIMEOUT = 15.0
 
@@ -119,6 +119,7 @@ class UapiDriver(PeerDriver):
                  capabilities: frozenset[str] = FULL_CAPABILITIES,
                  keylog: bool = False, missing_reason: str | Callable[[], str] = "",
                  log_env: Callable[[str], dict[str, str]] | None = None,
+                 limitations: dict[str, str] | None = None,
                  version_suffix: str = "") -> None:
         self.name = name
         self._command = command
@@ -127,6 +128,7 @@ class UapiDriver(PeerDriver):
         self._version_suffix = version_suffix
         self.capabilities = capabilities | ({"keylog"} if keylog else frozenset())
         self.limitations = {"keylog": "no key log support"} if not keylog else {}
+        self.limitations.update(limitations or {})
         self._keylog = keylog
         self._missing = missing_reason or f"{name} is not installed (not on PATH)"
         self._version: str | None = None
@@ -246,6 +248,13 @@ def wgref() -> UapiDriver:
 BORINGTUN_LEVELS = {"verbose": "debug", "debug": "debug", "error": "error", "silent": "error"}
 
 
+BORINGTUN_LIMITATIONS = {
+    "wire-counters": "its UAPI rx_bytes/tx_bytes count the inner IP packets only (boringtun "
+                     "0.7.1 noise/mod.rs adds the decrypted packet's length), so a keepalive "
+                     "moves neither counter",
+}
+
+
 def boringtun_log_env(level: str) -> dict[str, str]:
     return {"WG_LOG_LEVEL": BORINGTUN_LEVELS.get(level, "error"), "NO_COLOR": "1"}
 
@@ -257,4 +266,6 @@ def boringtun_cli() -> UapiDriver:
     tool = tools.TOOLS["boringtun-cli"]
     return UapiDriver("boringtun-cli",
                       _pinned(tool, "--disable-drop-privileges", fallback="boringtun-cli"),
+                      capabilities=FULL_CAPABILITIES - {"wire-counters"},
+                      limitations=BORINGTUN_LIMITATIONS,
                       missing_reason=tool.missing_reason, log_env=boringtun_log_env)

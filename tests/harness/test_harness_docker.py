@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 from harness import cleanup as cleanup_mod
+from harness import tools
 from harness.cli import _parser
 from harness.docker import engine, images, labels
 from harness.docker.topology import container_argv, nsenter
+from tests.harness.conftest import needs_tools
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = sorted((ROOT / "docker").glob("*.Dockerfile"))
@@ -119,7 +121,8 @@ def _tools_block(text: str) -> str:
 
 def test_every_image_has_a_dockerfile_and_back() -> None:
     assert {p.name.removesuffix(".Dockerfile") for p in DOCKERFILES} == set(images.IMAGES)
-    for name in ("wgref", "wireguard-go", "kernel", "wheels", "router"):
+    for name in ("wgref", "wireguard-go", "wireguard-go-debian", "boringtun-cli", "kernel",
+                 "wheels", "router"):
         assert name in images.IMAGES
 
 
@@ -153,7 +156,10 @@ def test_peer_images_carry_their_program() -> None:
     def text(name: str) -> str:
         return (ROOT / "docker" / f"{name}.Dockerfile").read_text()
 
-    assert "wireguard-go wireguard-tools" in text("wireguard-go")
+    assert "wireguard-go wireguard-tools" in text("wireguard-go-debian")
+    for pinned in ("wireguard-go", "boringtun-cli"):  # the host's build, copied in
+        assert f"COPY tools/{pinned} /usr/local/bin/{pinned}" in text(pinned)
+        assert images.IMAGES[pinned].tools == (pinned,)
     assert "wireguard-tools" in text("kernel") and "wireguard-go" not in text("kernel")
     assert "pip install" in text("wgref") and "COPY wgref" in text("wgref")
     assert "mitmproxy-wireguard" in text("wheels") and "wireguard-requests" in text("wheels")
@@ -179,9 +185,28 @@ def test_build_context_of_wgref(tmp_path: Path) -> None:
 
 
 def test_build_context_of_a_plain_image() -> None:
-    data = images.build_context(images.IMAGES["wireguard-go"], cas=[])
+    data = images.build_context(images.IMAGES["wireguard-go-debian"], cas=[])
     names = _names(data)
     assert names == ["Dockerfile", "ca"]
+
+
+@needs_tools("boringtun-cli", "wireguard-go")
+@pytest.mark.parametrize("name", ["boringtun-cli", "wireguard-go"])
+def test_build_context_carries_the_pinned_build(name: str) -> None:
+    tools.install(tools.TOOLS[name])
+    with tarfile.open(fileobj=io.BytesIO(images.build_context(images.IMAGES[name], cas=[]))) as tar:
+        assert tar.getnames() == ["Dockerfile", "ca", "tools", f"tools/{name}"]
+        member = tar.getmember(f"tools/{name}")
+        assert member.mode == 0o755
+        assert member.size == tools.TOOLS[name].path.stat().st_size
+
+
+def test_build_context_without_the_pinned_build_says_how(monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    monkeypatch.setenv("WGREF_TOOLS_CACHE", str(tmp_path))
+    with pytest.raises(images.ImageError, match=r"boringtun-cli: boringtun-cli 0.7.1 is not "
+                       r"built \(python -m harness tools install --only boringtun-cli"):
+        images.build_context(images.IMAGES["boringtun-cli"], cas=[])
 
 
 def test_apt_mirror_reads_deb822_and_one_line_sources(tmp_path: Path) -> None:
