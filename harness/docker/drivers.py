@@ -18,8 +18,8 @@ from ..peers.base import DriverError, InterfaceConfig, PeerDriver, PeerInstance
 from ..peers.conffile import load_conffile_drivers
 from ..peers.kernel import KernelDriver
 from ..peers.uapi import (
+    BORINGTUN_CAPABILITIES,
     BORINGTUN_LIMITATIONS,
-    FULL_CAPABILITIES,
     UapiDriver,
     boringtun_log_env,
 )
@@ -152,7 +152,7 @@ def docker_drivers(conffiles: list[Path] | None = None) -> list[PeerDriver]:
                    "wireguard-go-debian", ["wireguard-go", "--version"]),
         DockerPeer(UapiDriver("boringtun-cli",
                               _fixed("boringtun-cli", "--disable-drop-privileges"),
-                              capabilities=FULL_CAPABILITIES - {"wire-counters"},
+                              capabilities=BORINGTUN_CAPABILITIES,
                               limitations=BORINGTUN_LIMITATIONS, log_env=boringtun_log_env),
                    "boringtun-cli", ["boringtun-cli", "--version"]),
         DockerPeer(KernelDriver(), "kernel", ["uname", "-r"], probe=probe_kernel_wireguard),

@@ -9,8 +9,8 @@ Each image's build context is assembled here as a tar: its Dockerfile, ``ca/`` (
 machine's local CA certificates, so pip works behind a TLS-inspecting proxy) and, for wgref,
 ``pyproject.toml``, ``README.md`` and ``wgref/`` (nothing else of the work tree, so unrelated
 edits do not invalidate the cache), and for boringtun-cli and current wireguard-go the host's
-pinned build as ``tools/NAME`` (containers reach no crates registry or Go proxy). Images that exist are reused: Docker's layer cache makes a
-rebuild of an unchanged image take seconds.
+pinned build as ``tools/NAME`` (containers reach no crates registry or Go proxy). Images that
+exist are reused: Docker's layer cache makes a rebuild of an unchanged image take seconds.
 """
 
 from __future__ import annotations

@@ -22,10 +22,12 @@ CAPABILITIES = (
     "icmp",  # a real interface: ping works through it
     "state",  # `wg show dump`-like state (handshake time, endpoint, counters)
     "reconfigure",  # runtime changes (wg set) after start
+    "peer-update",  # an existing peer changed at run time (wg set IF peer KEY option ...)
     "mtu",  # the interface MTU can be set
     "keylog",  # writes a Wireshark key log
     "cookie",  # answers with cookie replies under load
     "wire-counters",  # rx/tx counters count whole messages, keepalives too (kernel receive.c)
+    "passive-keepalive",  # a keepalive 10 s after data received when nothing was sent (WP 6.5)
 )
 
 

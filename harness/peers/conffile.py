@@ -87,7 +87,7 @@ class ConfFileDriver(PeerDriver):
                                 f"(known: {', '.join(CAPABILITIES)})")
         self.wg_state = spec.get("state") == "wg"
         if self.wg_state:
-            caps |= {"state", "reconfigure"}
+            caps |= {"state", "reconfigure", "peer-update"}
         self.capabilities = frozenset(caps)
         self.limitations = {"responder": "a config-file client only initiates"}
         self.version_command = [str(x) for x in spec.get("version", [])]

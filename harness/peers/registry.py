@@ -15,8 +15,8 @@ from .wheels import MitmproxyWireguard, WireguardRequests
 
 def all_drivers(conffiles: list[Path] | None = None) -> list[PeerDriver]:
     drivers: list[PeerDriver] = [
-        wgref(), wireguard_go(), wireguard_go_debian(), boringtun_cli(), KernelDriver(), KernelVMDriver(),
-        MitmproxyWireguard(), WireguardRequests(), wgref_client(),
+        wgref(), wireguard_go(), wireguard_go_debian(), boringtun_cli(), KernelDriver(),
+        KernelVMDriver(), MitmproxyWireguard(), WireguardRequests(), wgref_client(),
     ]
     for path in conffiles or []:
         drivers += load_conffile_drivers(path)

@@ -13,15 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import naming, tools
-from ..tools import Tool
 from ..shell import Background, CommandError, run
+from ..tools import Tool
 from ..topology import Host
 from ..wgdump import DeviceState, DumpError, parse_dump
-from .base import DriverError, InterfaceConfig, PeerDriver, PeerInstance
+from .base import DriverError, InterfaceConfig, PeerDriver, PeerInstance, Unsupported
 
 FULL_CAPABILITIES = frozenset({
     "initiator", "responder", "psk", "ipv6-outer", "ipv6-inner", "keepalive", "roaming",
     "icmp", "state", "reconfigure", "mtu", "cookie", "wire-counters",
+    "passive-keepalive", "peer-update",
 })
 START_TIMEOUT = 15.0
 
@@ -82,6 +83,9 @@ class UapiInstance(PeerInstance):
         return wg_state(self.host, self.config.ifname)
 
     def set_peer(self, public_key: str, **options: str) -> None:
+        missing = self.driver.missing({"peer-update"})
+        if missing:  # never send what takes the peer down
+            raise Unsupported(missing[0])
         wg_set_peer(self.host, self.config.ifname, self.folder, public_key, options)
 
     def set_listen_port(self, port: int) -> None:
@@ -249,10 +253,18 @@ BORINGTUN_LEVELS = {"verbose": "debug", "debug": "debug", "error": "error", "sil
 
 
 BORINGTUN_LIMITATIONS = {
+    "peer-update": "`wg set` on an existing peer panics its device thread (boringtun 0.7.1 "
+                   "device/mod.rs: 'Modifying existing peers is not yet supported. Remove and "
+                   "add again instead.'), after which the interface hangs",
     "wire-counters": "its UAPI rx_bytes/tx_bytes count the inner IP packets only (boringtun "
                      "0.7.1 noise/mod.rs adds the decrypted packet's length), so a keepalive "
                      "moves neither counter",
+    "passive-keepalive": "its timers are rounded to a second (boringtun 0.7.1 noise/timers.rs: "
+                         "'for efficiency our timers are rounded to a second'): data received "
+                         "within the same second as its last send is not newer than the send, "
+                         "so no keepalive follows 10 s later",
 }
+BORINGTUN_CAPABILITIES = FULL_CAPABILITIES - set(BORINGTUN_LIMITATIONS)
 
 
 def boringtun_log_env(level: str) -> dict[str, str]:
@@ -266,6 +278,5 @@ def boringtun_cli() -> UapiDriver:
     tool = tools.TOOLS["boringtun-cli"]
     return UapiDriver("boringtun-cli",
                       _pinned(tool, "--disable-drop-privileges", fallback="boringtun-cli"),
-                      capabilities=FULL_CAPABILITIES - {"wire-counters"},
-                      limitations=BORINGTUN_LIMITATIONS,
+                      capabilities=BORINGTUN_CAPABILITIES, limitations=BORINGTUN_LIMITATIONS,
                       missing_reason=tool.missing_reason, log_env=boringtun_log_env)

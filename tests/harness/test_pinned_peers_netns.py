@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import cleanup
-from harness.peers.base import PeerDriver
+from harness import cleanup, naming
+from harness.keys import keypair
+from harness.peers.base import InterfaceConfig, PeerDriver, PeerEntry, Unsupported
 from harness.peers.uapi import boringtun_cli, wgref, wireguard_go
 from harness.probes.registry import select
 from harness.probes.runner import ProbeCell
@@ -22,6 +23,7 @@ from harness.results import CellResult, StepResult
 from harness.runner import Cell, CellRunner
 from harness.scenario import load_scenario
 from harness.shell import run
+from harness.topology import Topology
 from tests.harness.conftest import REPO, needs_tools
 
 SCENARIOS = REPO / "scenarios"
@@ -66,17 +68,41 @@ def test_handshake_and_psk_with_wgref(name: str, wgref_is: str, tmp_path: Path) 
         assert log.stat().st_size > 0  # the peer ran and logged in the foreground
 
 
-def test_boringtun_server_keepalive_skips_only_what_its_counters_cannot_show(
-        tmp_path: Path) -> None:
-    """Its rx counter ignores keepalives (inner bytes only), so the passive-keepalive step is
-    skipped with that reason; the persistent keepalive and the NAT control still run."""
+def test_boringtun_server_keepalive_skips_only_the_passive_step(tmp_path: Path) -> None:
+    """Its rx counter ignores keepalives (inner bytes only): the passive step is skipped with
+    that reason; the persistent keepalive and the NAT control still run."""
     result = _cell(wgref(), boringtun_cli(), "keepalive", tmp_path)
     assert result.status == "pass", result.reason
     skipped = [s for s in result.steps if s.status == "skipped"]
     assert [s.label for s in skipped] == ["passive keepalive from the client"]
-    assert "boringtun-cli lacks wire-counters (its UAPI rx_bytes/tx_bytes count the inner IP " \
-           "packets only" in skipped[0].detail
-    assert [s.status for s in result.steps if s not in skipped] == ["pass"] * 6
+    assert "boringtun-cli lacks wire-counters (its UAPI rx_bytes/tx_bytes count the inner " \
+           "IP packets only" in skipped[0].detail
+    assert [s.status for s in result.steps if s not in skipped] == ["pass"] * 7
+
+
+def test_boringtun_client_is_never_sent_a_peer_update(tmp_path: Path) -> None:
+    """`wg set` on an existing peer would panic boringtun: the keepalive cell is unsupported
+    with that reason, and the driver itself refuses the update (the peer stays healthy)."""
+    result = _cell(boringtun_cli(), wgref(), "keepalive", tmp_path)
+    assert result.status == "unsupported"
+    assert "boringtun-cli lacks peer-update (`wg set` on an existing peer panics" in result.reason
+    topo = Topology(naming.new_prefix())
+    try:
+        host = topo.add_host("client")
+        topo.up()
+        config = InterfaceConfig(naming.ifname(topo.prefix, "wgc"), keypair().private,
+                                 ("198.19.77.2/24",), None, 1420,
+                                 [PeerEntry(keypair().public, ("198.19.77.1/32",))])
+        instance = boringtun_cli().start(host, config, tmp_path)
+        try:
+            with pytest.raises(Unsupported, match="lacks peer-update"):
+                instance.set_peer(config.peers[0].public_key, **{"persistent-keepalive": "1"})
+            assert instance.problem() is None
+            assert instance.state().peers[config.peers[0].public_key] is not None
+        finally:
+            instance.stop()
+    finally:
+        topo.down()
 
 
 @pytest.mark.parametrize("name", sorted(PINNED))

@@ -132,6 +132,8 @@ def test_registry_names_both_wireguard_go_builds_and_boringtun() -> None:
         "packets only (boringtun 0.7.1 noise/mod.rs adds the decrypted packet's length), so a "
         "keepalive moves neither counter)"]
     assert "wire-counters" in drivers["wireguard-go"].capabilities
+    assert {"peer-update", "passive-keepalive"} & bt.capabilities == set()
+    assert "Modifying existing peers is not yet supported" in bt.limitations["peer-update"]
     assert uapi.boringtun_log_env("debug") == {"WG_LOG_LEVEL": "debug", "NO_COLOR": "1"}
     assert uapi.boringtun_log_env("silent")["WG_LOG_LEVEL"] == "error"
 
