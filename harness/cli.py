@@ -84,8 +84,13 @@ def _drivers(args: argparse.Namespace) -> list[PeerDriver]:
     if files is None:
         files = sorted((args.scenarios_dir / "peers").glob("*.toml"))
     if getattr(args, "backend", "netns") == "docker":
+        from .docker.client import DockerUnavailable, sdk
         from .docker.drivers import docker_drivers
 
+        try:
+            sdk()
+        except DockerUnavailable as exc:
+            raise SystemExit(f"error: {exc}") from None
         return docker_drivers(files)
     return all_drivers(files)
 

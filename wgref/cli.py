@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
-from .capture import CaptureError, read_capture
 from .crypto import generate_private_key, generate_psk, key_from_base64, key_to_base64, public_key
-from .decrypt import TYPE_NAMES, DecodeResult, decode_capture
 from .errors import ConfigError
-from .keylog import KeyLog, KeyLogError, load_keylog, parse_keylog
+
+if TYPE_CHECKING:  # decrypt's modules need scapy (the `capture` extra): imported when used
+    from .decrypt import DecodeResult
+    from .keylog import KeyLog
 
 SUBCOMMANDS = ("genkey", "pubkey", "genpsk", "decrypt", "client", "allowed-ips")
 
 USAGE = """\
-usage: wgref [-f|--foreground] INTERFACE-NAME
+usage: wgref [-f|--foreground] [--keylog FILE] INTERFACE-NAME
        wgref genkey | pubkey | genpsk
        wgref decrypt CAPTURE [--keylog FILE]... [--json]
        wgref client CONFIG.conf [--foreground] | --status | --cleanup
@@ -37,15 +40,40 @@ usage: wgref [-f|--foreground] INTERFACE-NAME
   decrypt          decode and decrypt the WireGuard frames of a pcap/pcapng capture
   client           the transparent client: no virtual adapter, per-application tunnelling
   allowed-ips      print AllowedIPs equal to allowed minus disallowed prefixes
+  --keylog FILE    (interface) append a Wireshark key log of every handshake, mode 0600
+
+environment:
+  LOG_LEVEL        verbose | error | silent, as wireguard-go (debug = verbose; default error;
+                   `wgref client` also takes info, its default)
+  WG_KEYLOG_FILE   like --keylog
 """
 
+CAPTURE_EXTRA = "wgref decrypt needs scapy: pip install 'wgref[capture]' (or '.[capture]')"
+WORLD_ACCESSIBLE = (
+    "Warning: writing to world accessible file.\n"
+    "Consider setting the umask to 077 and trying again.\n"
+)
 
-def _genkey(out: TextIO) -> int:
+
+def _warn_if_world_accessible(out: TextIO, err: TextIO) -> None:
+    """What wg(8) does before printing a secret key: warn when stdout is a regular file that
+    others may read (wg's genkey.c checks S_IRWXO)."""
+    try:
+        mode = os.fstat(out.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):
+        return  # not a real file (a pipe wrapper, a StringIO)
+    if stat.S_ISREG(mode) and mode & stat.S_IRWXO:
+        err.write(WORLD_ACCESSIBLE)
+
+
+def _genkey(out: TextIO, err: TextIO) -> int:
+    _warn_if_world_accessible(out, err)
     out.write(key_to_base64(generate_private_key()) + "\n")
     return 0
 
 
-def _genpsk(out: TextIO) -> int:
+def _genpsk(out: TextIO, err: TextIO) -> int:
+    _warn_if_world_accessible(out, err)
     out.write(key_to_base64(generate_psk()) + "\n")
     return 0
 
@@ -81,6 +109,15 @@ def _decrypt_parser() -> argparse.ArgumentParser:
 
 def _decrypt(argv: list[str], out: TextIO, err: TextIO) -> int:
     args = _decrypt_parser().parse_args(argv)
+    try:
+        from .capture import CaptureError, read_capture
+        from .decrypt import decode_capture
+        from .keylog import KeyLogError, load_keylog, parse_keylog
+    except ImportError as exc:
+        if exc.name is None or not exc.name.startswith("scapy"):
+            raise
+        err.write(f"{CAPTURE_EXTRA}\n")
+        return 1
     try:
         capture = read_capture(args.capture)
         keylog = parse_keylog(capture.embedded_keylog, f"{args.capture} (embedded secrets)")
@@ -154,6 +191,8 @@ def _describe(frame: dict[str, Any]) -> str:
 
 
 def _print_table(result: DecodeResult, out: TextIO) -> None:
+    from .decrypt import TYPE_NAMES
+
     if not result.frames:
         return
     start = result.frames[0]["time"]
@@ -176,12 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = args[0]
     if command in ("genkey", "genpsk", "pubkey") and len(args) > 1:
-        err.write(f"Usage: wgref {command}\n")
+        err.write(f"wgref {command}: unexpected argument {args[1]}\nUsage: wgref {command}\n")
         return 1
     if command == "genkey":
-        return _genkey(out)
+        return _genkey(out, err)
     if command == "genpsk":
-        return _genpsk(out)
+        return _genpsk(out, err)
     if command == "pubkey":
         return _pubkey(sys.stdin, out, err)
     if command == "decrypt":
