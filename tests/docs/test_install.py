@@ -95,4 +95,4 @@ def test_readme_install_block_in_a_fresh_clone(tmp_path: Path) -> None:
     assert "peers:" in after and "scenarios:" in after and "handshake" in after, log
     new_shell = after.split("=== a new shell", 1)[1]
     assert "/usr/local/bin/wgref" in new_shell and "wgref v" in new_shell, log
-    print(f"README Install + checks: {seconds:.0f} s")
+    print(f"README Install + checks: {seconds:.0f} s\n{log}")
