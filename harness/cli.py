@@ -123,8 +123,9 @@ def _scenarios(args: argparse.Namespace, names: list[str], slow: bool) -> list[S
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    drivers = _drivers(args)
     print("peers:")
-    for driver in _drivers(args):
+    for driver in drivers:
         reason = driver.unavailable()
         state = "available" if reason is None else f"unavailable: {reason}"
         roles = "/".join(r for r in ("initiator", "responder") if r in driver.capabilities)
