@@ -159,3 +159,27 @@ def test_sdk_missing_is_one_line_from_the_repo_root(args: list[str], tmp_path: P
     assert result.returncode != 0
     assert said == [f"error: {SDK_MISSING}"], said
     assert not (tmp_path / "o").exists()
+
+
+WITHOUT_SCAPY = textwrap.dedent("""\
+    import runpy, sys
+
+    class NotInstalled:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "scapy":
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.meta_path.insert(0, NotInstalled())
+    sys.argv = ["harness", "list"]
+    runpy.run_module("harness", run_name="__main__", alter_sys=True)
+    """)
+
+
+def test_a_missing_harness_extra_is_one_line() -> None:
+    result = subprocess.run([sys.executable, "-c", WITHOUT_SCAPY], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, text=True,
+                            capture_output=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert result.stderr == ("error: python -m harness needs scapy: pip install -e "
+                             "'.[harness]' in the clone (README, Install)\n")
