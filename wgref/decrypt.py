@@ -109,6 +109,7 @@ class DecodeResult:
     messages: list[DecodedMessage]
     failed_handshakes: list[int]  # frame numbers of responses that did not authenticate
     undecrypted: list[int]  # frames of transport messages we could not decrypt (per message)
+    splits: dict[int, list[bytes]] = field(default_factory=dict)  # frame -> its GSO segments
 
     @property
     def frames(self) -> list[Frame]:
@@ -126,6 +127,7 @@ class Decoder:
         self._flows: set[frozenset[tuple[str, int]]] = set()
         self.failed_handshakes: list[int] = []
         self.undecrypted: list[int] = []
+        self.splits: dict[int, list[bytes]] = {}
 
     def decode(self, datagram: UdpDatagram) -> list[DecodedMessage]:
         """The messages of a datagram (several for a GSO super-frame); [] if not WireGuard."""
@@ -140,6 +142,8 @@ class Decoder:
                     segment=index, segments=len(pieces), segment_size=len(pieces[0])
                 )
             out.append(decoded)
+        if len(pieces) > 1 and out:
+            self.splits[datagram.frame] = pieces
         return out
 
     def _segments(self, payload: bytes) -> list[bytes]:
@@ -391,7 +395,7 @@ def decode_capture(capture: Capture, keylog: KeyLog) -> DecodeResult:
     """Decode every WireGuard frame of ``capture`` with the keys of ``keylog``."""
     decoder = Decoder(Keys.from_keylog(keylog))
     messages = [m for d in capture.datagrams for m in decoder.decode(d)]
-    return DecodeResult(messages, decoder.failed_handshakes, decoder.undecrypted)
+    return DecodeResult(messages, decoder.failed_handshakes, decoder.undecrypted, decoder.splits)
 
 
 TYPE_NAMES = {
