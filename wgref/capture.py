@@ -90,6 +90,7 @@ class RawFrame:
     linktype: int
     time_ns: int  # nanoseconds since the Unix epoch
     data: bytes
+    wirelen: int  # the frame's length on the wire (more than len(data) if cut by the snaplen)
 
 
 @dataclass
@@ -287,7 +288,8 @@ def _frames(name: str, f: IO[bytes], capture: Capture | None) -> Iterator[RawFra
             linktype = getattr(meta, "linktype", None)
             if linktype is None:
                 linktype = reader.linktype
-            yield RawFrame(number, linktype, _frame_time_ns(reader, meta), data)
+            wirelen = getattr(meta, "wirelen", None) or len(data)
+            yield RawFrame(number, linktype, _frame_time_ns(reader, meta), data, wirelen)
         if capture is not None:
             capture.frame_count = number
             if isinstance(reader, _WgPcapNgReader):

@@ -83,7 +83,7 @@ def write_with_keys(
         for frame in iter_frames(capture_path):
             segments = result.splits.get(frame.number)
             if segments is None:
-                out.frame(frame.linktype, frame.time_ns, frame.data)
+                out.frame(frame.linktype, frame.time_ns, frame.data, wirelen=frame.wirelen)
                 written += 1
                 continue
             split += 1

@@ -69,11 +69,20 @@ class PcapNgWriter:
             self._file.write(_block(_IDB, struct.pack("<HHI", linktype, 0, 0), options))
         return ifid
 
-    def frame(self, linktype: int, time_ns: int, data: bytes, comment: str | None = None) -> None:
-        """An Enhanced Packet Block: the whole frame, its timestamp and an optional comment."""
+    def frame(
+        self,
+        linktype: int,
+        time_ns: int,
+        data: bytes,
+        comment: str | None = None,
+        wirelen: int | None = None,
+    ) -> None:
+        """An Enhanced Packet Block: the frame as captured, its timestamp, an optional comment
+        and its length on the wire (when the capture cut it short)."""
         ifid = self._interface(linktype)
+        original = max(wirelen or 0, len(data))
         header = struct.pack(
-            "<IIIII", ifid, time_ns >> 32, time_ns & 0xFFFFFFFF, len(data), len(data)
+            "<IIIII", ifid, time_ns >> 32, time_ns & 0xFFFFFFFF, len(data), original
         )
         options = [(_OPT_COMMENT, comment.encode("utf-8"))] if comment else []
         self._file.write(_block(_EPB, header + data, options))
