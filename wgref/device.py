@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 
 from .allowedips import AllowedIPs
+from .checks import ALL_CHECKS, Checks
 from .constants import (
     DEFAULT_MTU,
     KEEPALIVE_TIMEOUT,
@@ -168,7 +169,9 @@ class Device:
         index_allocator: Callable[[Callable[[int], bool]], int] | None = None,
         under_load_threshold: int = UNDER_LOAD_THRESHOLD,
         keylog: bool = False,
+        checks: Checks = ALL_CHECKS,
     ) -> None:
+        self.checks = checks
         self.mtu = mtu
         self.epoch_offset = epoch_offset
         self.keylog = keylog
@@ -324,6 +327,14 @@ class Device:
             actions += self._initiate(peer, now, retry=False)
         return actions
 
+    def _dh(self, private_key: bytes, public: bytes) -> bytes:
+        try:
+            return dh(private_key, public)
+        except ProtocolError:
+            if self.checks.low_order:
+                raise
+            return bytes(32)
+
     def _jitter(self) -> float:
         return self.rng.uniform(0.0, REKEY_TIMEOUT_JITTER_MAX)
 
@@ -366,6 +377,8 @@ class Device:
     def receive_datagram(self, data: bytes, source: Address, now: float) -> list[Action]:
         """Process one UDP datagram; never raises for bad input (drops and counts it)."""
         try:
+            if not self.checks.reserved and len(data) >= 4:
+                data = data[:1] + bytes(3) + data[4:]
             kind = message_type(data)
             if kind == 4:
                 return self._receive_transport(data, source, now)
@@ -386,9 +399,9 @@ class Device:
         assert checker is not None
         # WP 5.3 and kernel receive.c: mac1 first; under load, mac2 or a cookie reply, then
         # a per-source token bucket.
-        if not checker.check_mac1(data):
+        if self.checks.mac1 and not checker.check_mac1(data):
             raise ProtocolError("bad-mac1", "mac1 is not for our public key")
-        if self.load.record_handshake(now):
+        if self.load.record_handshake(now) and self.checks.cookie_replies:
             if not checker.check_mac2(data, source, now):
                 reply = checker.make_reply(data, source, now)
                 self.dropped["cookie-sent"] += 1
@@ -418,11 +431,13 @@ class Device:
         opened = open_initiation(
             message,
             self.public_key,
-            dh(self.private_key, message.ephemeral),
+            self._dh(self.private_key, message.ephemeral),
             self._static_static,
         )
         peer = self.peers[opened.initiator_static]
-        peer.handshake.consume_initiation(opened, message.sender, now)
+        peer.handshake.consume_initiation(
+            opened, message.sender, now, check_timestamp=self.checks.timestamp
+        )
         self._free_handshake_index(peer)  # an initiation of ours in flight is abandoned
         peer.endpoint = source  # WP 6.5: roam to the source of an authenticated message
         peer.rx_bytes += size
@@ -430,7 +445,7 @@ class Device:
         # Respond at once (WP 5.4.3) and derive the responder's keypair, kept as "next".
         index = self.allocate_index(self._indices.__contains__)
         ephemeral = clamp(self.random_bytes(32))
-        response = peer.handshake.create_response(index, ephemeral)
+        response = peer.handshake.create_response(index, ephemeral, dh=self._dh)
         data = peer.cookie.add_macs(response.to_bytes()[:60], now)
         self._install_keypair(peer, peer.handshake.derive_keys(is_initiator=False), now)
         # Kernel send.c: a response also counts as a handshake sent, so a responder does not
@@ -490,7 +505,9 @@ class Device:
         except InvalidTag:
             raise ProtocolError("decrypt-failed", "transport does not authenticate") from None
         # WP 5.4.6: the replay window is checked after authentication.
-        if not keypair.replay.check_and_update(counter, REJECT_AFTER_MESSAGES):
+        if self.checks.replay and not keypair.replay.check_and_update(
+            counter, REJECT_AFTER_MESSAGES
+        ):
             raise ProtocolError("replay", f"counter {counter} already seen or too old")
         keypair.receive_count += 1
         if counter > keypair.receive_top:
@@ -501,7 +518,8 @@ class Device:
                 self._indices.pop(old.local_index, None)
             self._handshake_complete(peer, now)
             actions += self._send_staged_if_any(peer, now)
-        peer.endpoint = source  # WP 6.5: roaming, on authenticated packets only
+        if self.checks.roaming:
+            peer.endpoint = source  # WP 6.5: roaming, on authenticated packets only
         peer.rx_bytes += len(data)
         self._timers_authenticated_received(peer, now)
         # WP 6.2: the initiator rekeys when the session nears REJECT_AFTER_TIME.
@@ -522,7 +540,8 @@ class Device:
         length = inner_length(plaintext)
         packet = plaintext[:length]
         # WP 3: cryptokey routing on receive, the inner source must belong to this peer.
-        if self.allowed_ips.lookup(source_address(packet)) is not peer:
+        owner = self.allowed_ips.lookup(source_address(packet))
+        if self.checks.crypto_routing and owner is not peer:
             self.dropped["crypto-rp"] += 1
             return actions
         actions.append(Deliver(packet, peer))
@@ -633,7 +652,7 @@ class Device:
             self._forget_handshake(peer)
         if timers.persistent_keepalive is not None and timers.persistent_keepalive <= now:
             timers.persistent_keepalive = None
-            if peer.persistent_keepalive:
+            if peer.persistent_keepalive and self.checks.persistent_keepalive:
                 actions += self.send_keepalive(peer, now)
         return actions
 

@@ -96,6 +96,10 @@ def _destination(packet: bytes) -> bytes | None:
 
 def send_packets(device: Device, packets: list[bytes], now: float, out: Batch) -> None:
     """:meth:`Device.send_packet` for each packet, in order, into ``out``."""
+    if not device.checks.all_on:
+        for packet in packets:
+            out.add(device.send_packet(packet, now))
+        return
     lookup = device.allowed_ips.lookup
     i, n = 0, len(packets)
     while i < n:
@@ -158,6 +162,10 @@ def receive_datagrams(
     device: Device, datagrams: list[bytes], sources: list[Address], now: float, out: Batch
 ) -> None:
     """:meth:`Device.receive_datagram` for each datagram, in order, into ``out``."""
+    if not device.checks.all_on:
+        for data, source in zip(datagrams, sources, strict=True):
+            out.add(device.receive_datagram(data, source, now))
+        return
     indices = device._indices
     lookup = device.allowed_ips.lookup
     unpack = _TRANSPORT.unpack_from

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 
 from . import __version__
+from .checks import ALL_CHECKS, Checks
 from .device import Deliver, Device, HandshakeSecrets, SendDatagram
 from .fastpath import Batch, receive_datagrams, send_packets
 from .keylog import KeyLogWriter
@@ -312,13 +313,21 @@ def send_batch(sock: socket.socket, destination: Address, datagrams: list[bytes]
 class Interface:
     """The I/O shell around a :class:`Device`; also the UAPI host (listen port, fwmark)."""
 
-    def __init__(self, name: str, keylog: str | None = None, mtu: int = DEFAULT_MTU) -> None:
+    def __init__(
+        self,
+        name: str,
+        keylog: str | None = None,
+        mtu: int = DEFAULT_MTU,
+        *,
+        checks: Checks = ALL_CHECKS,
+    ) -> None:
         self.tun = Tun(name, mtu)
         self.name = name
         self.device = Device(
             mtu=self.tun.mtu(),
             epoch_offset=time.time() - time.monotonic(),
             keylog=keylog is not None,
+            checks=checks,
         )
         self.keylog = KeyLogWriter(keylog) if keylog is not None else None
         self._sock4: socket.socket | None = None
@@ -613,15 +622,16 @@ class Interface:
             self.keylog.close()
 
 
-def main(argv: list[str]) -> int:
-    """``wgref [-f|--foreground] [--keylog PATH] IFNAME``: 0 once the interface is up."""
+def main(argv: list[str], *, checks: Checks = ALL_CHECKS) -> int:
+    """``wgref [-f|--foreground] [--keylog PATH] IFNAME``: 0 once the interface is up.
+    ``checks`` is for negative controls only (harness/probes/sloppy.py)."""
     options = parse_args(argv)
     if isinstance(options, int):
         return options
     setup_logging(options.name)
     log.debug("Starting wgref version %s", __version__)
     try:
-        interface = Interface(options.name, options.keylog)
+        interface = Interface(options.name, options.keylog, checks=checks)
     except (OSError, ValueError) as exc:
         log.error("Failed to create interface %s: %s", options.name, exc)
         sys.stderr.write(f"wgref: {options.name}: {exc}\n")
