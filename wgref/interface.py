@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 from . import __version__
 from .checks import ALL_CHECKS, Checks
-from .device import Deliver, Device, HandshakeSecrets, SendDatagram
-from .fastpath import Batch, receive_datagrams, send_packets
+from .device import Device
 from .keylog import KeyLogWriter
 from .peer import Address
+from .results import Batch, Endpoint
 from .tun import DEFAULT_MTU, Tun, TunGone
 from .uapi import UapiConnection
 
@@ -232,9 +232,9 @@ class BatchReceiver:
         self._pristine = bytes(self._headers)
         self._address = _address_of(self._headers)
         self._last_name = b""
-        self._last_source: Address = ("", 0)
+        self._last_source = Endpoint("", 0)
 
-    def receive(self) -> tuple[list[bytes], list[Address]]:
+    def receive(self) -> tuple[list[bytes], list[Endpoint]]:
         """The datagrams waiting (up to ``count`` messages) and their sources; empty lists
         when there are none. OSError for a socket error (e.g. an ICMP error reported)."""
         n = _recvmmsg(self.sock.fileno(), self._address, self.count, MSG_DONTWAIT, None)
@@ -244,7 +244,7 @@ class BatchReceiver:
                 return [], []
             raise OSError(code, os.strerror(code))
         datagrams: list[bytes] = []
-        sources: list[Address] = []
+        sources: list[Endpoint] = []
         view, names = self._view, self._names
         last_name, source = self._last_name, self._last_source
         used = n * _MMSGHDR.size
@@ -254,7 +254,7 @@ class BatchReceiver:
             start = i * _NAME_SIZE
             name = bytes(names[start : start + namelen])
             if name != last_name:
-                last_name, source = name, _sockaddr(name)
+                last_name, source = name, Endpoint(*_sockaddr(name))
             base = i * RECV_SIZE
             if controllen:
                 at = i * _CONTROL_SIZE
@@ -427,12 +427,6 @@ class Interface:
 
     # ----------------------------------------------------------------- I/O
 
-    def _perform(self, actions: list[SendDatagram | Deliver | HandshakeSecrets]) -> None:
-        """Carry out the actions of the reference path (timers, UAPI)."""
-        out = Batch()
-        out.add(actions)
-        self._flush(out)
-
     def _flush(self, out: Batch) -> None:
         """Write the batch's packets to the TUN together (so TCP segments coalesce) and send
         each run of datagrams to one endpoint together (UDP_SEGMENT)."""
@@ -451,10 +445,10 @@ class Interface:
                 log.debug("TUN write: %s", exc)
         sock4, sock6 = self._sock4, self._sock6
         for destination, datagrams in out.sends:
-            sock = sock6 if ":" in destination[0] else sock4
+            sock = sock6 if ":" in destination.host else sock4
             if sock is not None:
                 try:
-                    send_batch(sock, destination, datagrams)
+                    send_batch(sock, destination.address, datagrams)
                 except OSError as exc:
                     log.debug("sendto %s: %s", destination, exc)
 
@@ -472,7 +466,7 @@ class Interface:
                 raise
             except OSError as exc:
                 raise TunGone(exc.errno, "TUN read failed") from None
-            send_packets(device, packets, now, out)
+            device.send_packets(packets, now, out)
             pending += len(packets)
             if pending >= RECV_BATCH:  # send a TSO frame's worth at once
                 self._flush(out)
@@ -492,7 +486,7 @@ class Interface:
             if not datagrams:
                 break
             out = Batch()
-            receive_datagrams(device, datagrams, sources, now, out)
+            device.receive_datagrams(datagrams, sources, now, out)
             if out:
                 self._flush(out)
 
@@ -514,9 +508,9 @@ class Interface:
             data = b""
         if data:
             self.device.mtu = self._poll_mtu()
-            answer, actions = session.feed(data, time.monotonic())
-            if actions:
-                self._perform(actions)
+            answer, out = session.feed(data, time.monotonic())
+            if out:
+                self._flush(out)
             try:
                 if answer:
                     conn.sendall(answer)
@@ -590,7 +584,7 @@ class Interface:
                 now = time.monotonic()
                 deadline = device.next_timer()
                 if deadline is not None and deadline <= now:
-                    self._perform(device.handle_timer(now))
+                    self._flush(device.handle_timer(now))
                 if now >= next_housekeeping:
                     next_housekeeping = now + HOUSEKEEPING
                     self._housekeeping()
