@@ -3,8 +3,9 @@
 A :class:`Node` wraps one :class:`~wgref.device.Device` with a UDP address, turns the batches it
 returns into records (:class:`SendDatagram` waiting in ``outbox``, :class:`Deliver` in
 ``delivered``, events in ``events``) and logs every datagram it sent. :func:`transfer` moves
-the datagrams of one node to another; :func:`roundtrip` does it both ways until nothing is left; :meth:`Pair.run` advances the fake
-clock from timer deadline to timer deadline, moving datagrams as it goes. Everything is
+the datagrams of one node to another; :func:`roundtrip` does it both ways until nothing is
+left; :meth:`Pair.run` advances the fake clock from timer deadline to timer deadline, moving
+datagrams as it goes. Everything is
 deterministic: keys, indices and ephemerals come from seeded ``random.Random`` instances.
 """
 
