@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from typing import TextIO
 
@@ -17,7 +19,7 @@ from .errors import ConfigError
 SUBCOMMANDS = ("genkey", "pubkey", "genpsk", "decrypt", "client", "allowed-ips")
 
 USAGE = """\
-usage: wgref [-f|--foreground] INTERFACE-NAME
+usage: wgref [-f|--foreground] [--keylog FILE] INTERFACE-NAME
        wgref genkey | pubkey | genpsk
        wgref decrypt CAPTURE [--keylog FILE]... [--json] [--write OUT.pcapng]
                      [--write-dsb OUT.pcapng]
@@ -33,15 +35,40 @@ usage: wgref [-f|--foreground] INTERFACE-NAME
   decrypt          decode and decrypt the WireGuard frames of a pcap/pcapng capture
   client           the transparent client: no virtual adapter, per-application tunnelling
   allowed-ips      print AllowedIPs equal to allowed minus disallowed prefixes
+  --keylog FILE    (interface) append a Wireshark key log of every handshake, mode 0600
+
+environment:
+  LOG_LEVEL        verbose | error | silent, as wireguard-go (debug = verbose; default error;
+                   `wgref client` also takes info, its default)
+  WG_KEYLOG_FILE   like --keylog
 """
 
+CAPTURE_EXTRA = "wgref decrypt needs scapy: pip install 'wgref[capture]' (or '.[capture]')"
+WORLD_ACCESSIBLE = (
+    "Warning: writing to world accessible file.\n"
+    "Consider setting the umask to 077 and trying again.\n"
+)
 
-def _genkey(out: TextIO) -> int:
+
+def _warn_if_world_accessible(out: TextIO, err: TextIO) -> None:
+    """What wg(8) does before printing a secret key: warn when stdout is a regular file that
+    others may read (wg's genkey.c checks S_IRWXO)."""
+    try:
+        mode = os.fstat(out.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):
+        return  # not a real file (a pipe wrapper, a StringIO)
+    if stat.S_ISREG(mode) and mode & stat.S_IRWXO:
+        err.write(WORLD_ACCESSIBLE)
+
+
+def _genkey(out: TextIO, err: TextIO) -> int:
+    _warn_if_world_accessible(out, err)
     out.write(key_to_base64(generate_private_key()) + "\n")
     return 0
 
 
-def _genpsk(out: TextIO) -> int:
+def _genpsk(out: TextIO, err: TextIO) -> int:
+    _warn_if_world_accessible(out, err)
     out.write(key_to_base64(generate_psk()) + "\n")
     return 0
 
@@ -67,17 +94,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = args[0]
     if command in ("genkey", "genpsk", "pubkey") and len(args) > 1:
-        err.write(f"Usage: wgref {command}\n")
+        err.write(f"wgref {command}: unexpected argument {args[1]}\nUsage: wgref {command}\n")
         return 1
     if command == "genkey":
-        return _genkey(out)
+        return _genkey(out, err)
     if command == "genpsk":
-        return _genpsk(out)
+        return _genpsk(out, err)
     if command == "pubkey":
         return _pubkey(sys.stdin, out, err)
     if command == "decrypt":
-        from .decrypt_cli import main as decrypt_main
-
+        try:
+            from .decrypt_cli import main as decrypt_main
+        except ImportError as exc:
+            if exc.name is None or not exc.name.startswith("scapy"):
+                raise
+            err.write(f"{CAPTURE_EXTRA}\n")
+            return 1
         return decrypt_main(args[1:], out, err)
     if command == "client":
         from .client import main as client_main

@@ -10,13 +10,22 @@ from html import escape
 from pathlib import Path
 from urllib.parse import quote
 
-from ..results import ERROR, FAIL, PASS, SKIPPED, UNSUPPORTED, CellResult, StepResult
+from ..results import (
+    ERROR,
+    FAIL,
+    PASS,
+    SKIPPED,
+    SYMBOL,
+    UNSUPPORTED,
+    CellResult,
+    StepResult,
+    typed_command,
+)
 from . import svg
 from .assets import CSS, JS
 from .compare import Comparison, bench_key, cell_key
 from .model import Baseline, BenchRow, RunData, cell_files, read_tail
 
-SYMBOL = {PASS: "✓", FAIL: "✗", ERROR: "!", UNSUPPORTED: "–", SKIPPED: "↷"}
 WORD = {PASS: "pass", FAIL: "fail", ERROR: "error", UNSUPPORTED: "unsupported",
         SKIPPED: "skipped"}
 LOG_LIMIT = 32_000  # bytes of each peer log's tail inlined into the page
@@ -587,7 +596,7 @@ class Page:
         if run is not None:
             items += [("started", _when(run.started)), ("ended", _when(run.ended)),
                       ("duration", _secs(run.seconds) if run.seconds else ""),
-                      ("command", " ".join(shlex.quote(a) for a in run.command))]
+                      ("command", shlex.join(typed_command(run.command)))]
             if run.interrupted:
                 items.append(("interrupted", "yes: the matrix is incomplete"))
             items += [(f"host {k}", v) for k, v in run.host.items()]
