@@ -364,15 +364,24 @@ class Page:
                         f"{_e(Path(static_keys).name)}</a> (reads the initiations only)</li>")
         out = [f"<ul class='files'>{items}{''.join(keys)}</ul>"]
         key = keylog or static_keys
+        if decrypted:
+            out.append("<p>The <code>-decrypted</code> captures have one WireGuard message per "
+                       "frame and carry the key log inside: open them as they are.</p>"
+                       + _cmd(f"tshark -r {shlex.quote(decrypted[0])}"))
         if pcaps and key:
             cmd = (f"tshark -r {shlex.quote(pcaps[0])} "
                    f"-o {shlex.quote('wg.keylog_file:' + key)}")
-            out.append("<p>Decrypt with Wireshark's key log (run in the run's folder):</p>"
+            out.append("<p>The raw captures, with Wireshark's key log (run in the run's folder; "
+                       "of a UDP GSO super-frame it decrypts only the first message):</p>"
                        + _cmd(cmd))
-        if decrypted:
-            out.append("<p>The <code>-decrypted</code> captures carry the key log inside: "
-                       "open them as they are.</p>"
-                       + _cmd(f"tshark -r {shlex.quote(decrypted[0])}"))
+        if pcaps and keylog:
+            out.append("<p>Every message of the raw captures:</p>" + _cmd(
+                f"wgref decrypt {shlex.quote(pcaps[0])} --keylog {shlex.quote(keylog)}"))
+        secrets = [Path(p).name for p in [*([keylog] if keylog else []),
+                                          *([static_keys] if static_keys else []), *decrypted]]
+        if secrets:
+            out.append('<p class="notice">Carry secrets (mode 0600; keys made for this run): '
+                       f"{_e(', '.join(secrets))}.</p>")
         return "".join(out)
 
     # -- probes ----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from ..secrets import write_secret
 from ..shell import run
 from ..topology import Host
 from ..wgdump import DeviceState
@@ -138,9 +139,7 @@ class ConfFileDriver(PeerDriver):
 
     def start(self, host: Host, config: InterfaceConfig, folder: Path) -> PeerInstance:
         folder.mkdir(parents=True, exist_ok=True)
-        conf = folder / f"{config.ifname}.conf"
-        conf.write_text(config.quick_conf())
-        conf.chmod(0o600)
+        conf = write_secret(folder / f"{config.ifname}.conf", config.quick_conf(), runtime=True)
         log = folder / f"{host.name}-{self.name}.log"
         self.run_command(self.up, host, config, conf, log)
         return ConfFileInstance(self, host, config, folder, conf, log)
