@@ -38,8 +38,8 @@ from wgref.handshake import HandshakeState
 from wgref.messages import CookieReply, parse, transport_header
 from wgref.results import (
     CookieReplyReceived,
-    DropReason,
     Dropped,
+    DropReason,
     Endpoint,
     HandshakeCompleted,
 )
