@@ -27,6 +27,7 @@ from . import __version__
 from .checks import ALL_CHECKS, Checks
 from .device import Device
 from .keylog import KeyLogWriter
+from .loglevel import level_from_env
 from .peer import Address
 from .results import Batch, Endpoint
 from .tun import DEFAULT_MTU, Tun, TunGone
@@ -49,7 +50,9 @@ Usage: wgref [-f/--foreground] [--keylog PATH] INTERFACE-NAME
 
 Creates TUN device INTERFACE-NAME and serves the WireGuard UAPI on
 /var/run/wireguard/INTERFACE-NAME.sock; configure it with `wg`.
-Environment: LOG_LEVEL=verbose|debug|error|silent (default error),
+  -f, --foreground   stay in the foreground (default: fork once the interface is up)
+  --keylog PATH      append a Wireshark key log of every handshake (mode 0600)
+Environment: LOG_LEVEL=verbose|error|silent (as wireguard-go; debug = verbose; default error),
              WG_KEYLOG_FILE=PATH (Wireshark key log, like --keylog).
 """
 
@@ -83,13 +86,17 @@ def parse_args(argv: list[str]) -> Options | int:
             keylog = args.pop(0)
         elif arg.startswith("--keylog="):
             keylog = arg.partition("=")[2]
+        elif arg == "--keylog":
+            sys.stderr.write(f"wgref: --keylog needs a PATH\n{USAGE}")
+            return 2
         elif arg.startswith("-") and arg != "-":
-            sys.stderr.write(USAGE)
+            sys.stderr.write(f"wgref: unknown option {arg}\n{USAGE}")
             return 2
         else:
             names.append(arg)
     if len(names) != 1:
-        sys.stderr.write(USAGE)
+        got = " ".join(names) if names else "none"
+        sys.stderr.write(f"wgref: expected one INTERFACE-NAME, got {got}\n{USAGE}")
         return 2
     return Options(names[0], foreground, keylog)
 
@@ -103,10 +110,7 @@ class _Formatter(logging.Formatter):
 
 def setup_logging(name: str) -> None:
     # wireguard-go logs to stdout, in the foreground and once daemonised.
-    level_name = os.environ.get("LOG_LEVEL", "error").lower()
-    level = {"verbose": logging.DEBUG, "debug": logging.DEBUG, "error": logging.ERROR}.get(
-        level_name, logging.CRITICAL + 1
-    )
+    level = level_from_env("error")
     root = logging.getLogger("wgref")
     root.handlers.clear()
     handler = logging.StreamHandler(sys.stdout)
