@@ -155,9 +155,9 @@ class Tunnel:
         bound to it; without one, a stable opaque source stands in."""
         if not datagram:
             return self._pending.popleft() if self._pending else Done()
+        # The peer's endpoint follows the source (the core roams); the caller sends every
+        # WriteToNetwork to its one peer socket whatever it is.
         out = self.device.receive_datagram(datagram, source or PEER_ADDRESS, now)
-        # The caller sends every result to its one peer socket, whatever the source was.
-        self.peer.endpoint = PEER_ADDRESS
         return self._results(out, now)
 
     def tick(self, now: float) -> TunnResult:
