@@ -191,3 +191,11 @@ def test_keylog_round_trips_through_the_dsb_format(captures: Path) -> None:
 
     log = load_keylog(captures / "wireguard-psk.peerA.keys")
     assert parse_keylog(format_keylog(log)) == log
+
+
+def test_an_unwritable_output_is_one_clear_line(tmp_path: Path, captures: Path) -> None:
+    out = tmp_path / "missing-folder" / "inner.pcapng"
+    result = wgref("decrypt", captures / PING, "--keylog", captures / KEYS, "--write", out)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"wgref decrypt: cannot write {out}: No such file or directory"]
