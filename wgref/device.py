@@ -449,6 +449,8 @@ class Device:
         Transport data is opened here (receive.c wg_packet_rx_poll and
         wg_packet_consume_data_done); every other message goes to :meth:`_receive_control`.
         """
+        if sources and not isinstance(sources[0], Endpoint):  # (host, port) pairs: tolerated
+            sources = [as_endpoint(source) for source in sources]
         indices = self._indices
         lookup = self.allowed_ips.lookup
         unpack = _TRANSPORT.unpack_from

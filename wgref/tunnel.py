@@ -94,8 +94,9 @@ def prefixed_indices(prefix: int) -> Callable[[Callable[[int], bool]], int]:
 
 class Tunnel:
     """BoringTun's ``Tunn``. ``now`` is the caller's monotonic clock; TAI64N timestamps come
-    from ``wall_clock`` (default :func:`time.time`), as in the kernel and BoringTun, so a
-    restarted client's initiations are newer than those it sent before the restart."""
+    from ``wall_clock`` (default :func:`time.time`): noise.c wg_noise_handshake_create_initiation
+    stamps initiations with tai64n_now(), wall time (BoringTun likewise), so a restarted
+    client's initiations are newer than those it sent before the restart."""
 
     def __init__(
         self,
