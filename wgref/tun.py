@@ -51,6 +51,7 @@ _GONE_ERRNOS = frozenset({errno.EBADFD, errno.EIO, errno.ENXIO, errno.ENODEV, er
 # The largest frame a read can return: a 64 KiB super-packet plus its header (with room).
 READ_SIZE = (1 << 16) + VNET_HDR_LEN + 256
 
+
 class TunGone(OSError):
     """The link behind the TUN file descriptor was deleted."""
 
