@@ -110,26 +110,61 @@ class Tun:
         self._name = name
         return name
 
-    def _control_socket(self) -> socket.socket:
-        """A socket in the link's current namespace (made there with setns if it moved)."""
+    def _link_netns(self) -> int | None:
+        """A new fd of the link's network namespace (TUNGETDEVNETNS), None on old kernels."""
         try:
-            nsfd = fcntl.ioctl(self.fd, TUNGETDEVNETNS)
+            return int(fcntl.ioctl(self.fd, TUNGETDEVNETNS))
         except OSError as exc:
             if exc.errno in _GONE_ERRNOS:
                 raise TunGone(exc.errno, "TUN link deleted") from None
-            return self._control  # old kernel: assume the link did not move
+            return None  # old kernel: assume the link did not move
+
+    def in_own_namespace(self) -> bool:
+        """Whether the link is in the namespace this process started in."""
+        nsfd = self._link_netns()
+        if nsfd is None:
+            return True
         try:
-            ino = os.fstat(nsfd).st_ino
-            if ino != self._netns_ino:
-                _libc_setns(nsfd, CLONE_NEWNET)
-                try:
-                    control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                finally:
-                    _libc_setns(self._own_netns, CLONE_NEWNET)
-                self._control.close()
-                self._control, self._netns_ino = control, ino
+            return os.fstat(nsfd).st_ino == os.fstat(self._own_netns).st_ino
         finally:
             os.close(nsfd)
+
+    def open_socket(
+        self, family: socket.AddressFamily, kind: socket.SocketKind, proto: int = 0
+    ) -> tuple[socket.socket, int]:
+        """A socket made in the link's current namespace, and that namespace's inode."""
+        nsfd = self._link_netns()
+        if nsfd is None:
+            return socket.socket(family, kind, proto), os.fstat(self._own_netns).st_ino
+        try:
+            ino = os.fstat(nsfd).st_ino
+            if ino == os.fstat(self._own_netns).st_ino:
+                return socket.socket(family, kind, proto), ino
+            _libc_setns(nsfd, CLONE_NEWNET)
+            try:
+                return socket.socket(family, kind, proto), ino
+            finally:
+                _libc_setns(self._own_netns, CLONE_NEWNET)
+        finally:
+            os.close(nsfd)
+
+    def netns_inode(self) -> int:
+        """The inode of the link's current namespace (it changes when the link moves)."""
+        nsfd = self._link_netns()
+        if nsfd is None:
+            return os.fstat(self._own_netns).st_ino
+        try:
+            return os.fstat(nsfd).st_ino
+        finally:
+            os.close(nsfd)
+
+    def _control_socket(self) -> socket.socket:
+        """A socket in the link's current namespace (made there with setns if it moved)."""
+        ino = self.netns_inode()
+        if ino != self._netns_ino:
+            control, ino = self.open_socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._control.close()
+            self._control, self._netns_ino = control, ino
         return self._control
 
     def _ifreq_int(self, request: int, value: int = 0) -> int:

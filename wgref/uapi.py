@@ -40,7 +40,9 @@ _DIGITS = re.compile(r"[0-9]+")
 _PREFIX = re.compile(r"\+?[0-9]+")  # wireguard-go accepts "/+8" and "/08"
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 _V4_MAPPED = bytes(10) + b"\xff\xff"
-_MAX_LINE = 4096
+# A longer line is answered with errno=-5 (EIO), as wireguard-go answers a 1 MB line, and the
+# connection is closed; the longest valid line (an allowed_ip or endpoint) is ~60 bytes.
+MAX_LINE = 4096
 
 
 class UapiError(Exception):
@@ -91,10 +93,24 @@ def _key(value: str) -> bytes:
     return bytes.fromhex(value)
 
 
+def _bounded(digits: str, maximum: int) -> int | None:
+    """The value of a decimal string if it is at most ``maximum``, else None. Leading zeros
+    are allowed (Go's strconv.ParseUint allows them); the length is checked before ``int()``,
+    so thousands of digits cost nothing and never hit Python's int-conversion limit."""
+    if not _DIGITS.fullmatch(digits):
+        return None
+    digits = digits.lstrip("0") or "0"
+    if len(digits) > len(str(maximum)):
+        return None
+    value = int(digits)
+    return value if value <= maximum else None
+
+
 def _uint(value: str, maximum: int) -> int:
-    if not _DIGITS.fullmatch(value) or int(value) > maximum:
-        raise UapiError(errno.EINVAL, f"not an integer in [0, {maximum}]: {value!r}")
-    return int(value)
+    number = _bounded(value, maximum)
+    if number is None:
+        raise UapiError(errno.EINVAL, f"not an integer in [0, {maximum}]: {value[:32]!r}")
+    return number
 
 
 def _true(value: str) -> None:
@@ -116,9 +132,9 @@ def _zone_ok(zone: str) -> bool:
 def parse_endpoint(value: str) -> Address:
     """``a.b.c.d:port`` or ``[v6(%zone)]:port``, numeric only (no DNS), as wireguard-go."""
     host, sep, port_text = value.rpartition(":")
-    if not sep or not _DIGITS.fullmatch(port_text) or int(port_text) > 0xFFFF:
-        raise UapiError(errno.EINVAL, f"bad endpoint {value!r}")
-    port = int(port_text)
+    port = _bounded(port_text, 0xFFFF) if sep else None
+    if port is None:
+        raise UapiError(errno.EINVAL, f"bad endpoint {value[:64]!r}")
     try:
         if host.startswith("[") and host.endswith("]"):
             address, _, zone = host[1:-1].partition("%")
@@ -141,7 +157,7 @@ def _format_v6(packed: bytes) -> str:
 
 
 def format_endpoint(endpoint: Address) -> str:
-    host, port = endpoint
+    host, port = endpoint[0], endpoint[1]  # an Endpoint also carries the local source
     if ":" not in host:
         return f"{host}:{port}"
     packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
@@ -151,9 +167,9 @@ def format_endpoint(endpoint: Address) -> str:
 def parse_allowed_ip(value: str) -> Network:
     """``address/cidr``; host bits are cleared (as wireguard-go does)."""
     address, sep, prefix = value.partition("/")
-    if not sep or not _PREFIX.fullmatch(prefix):
-        raise UapiError(errno.EINVAL, f"bad allowed ip {value!r}")
-    plen = int(prefix)
+    plen = _bounded(prefix.removeprefix("+"), 128) if sep and _PREFIX.fullmatch(prefix) else None
+    if plen is None:
+        raise UapiError(errno.EINVAL, f"bad allowed ip {value[:64]!r}")
     try:
         if ":" in address:
             raw = int.from_bytes(socket.inet_pton(socket.AF_INET6, address))
@@ -259,8 +275,10 @@ class UapiConnection:
             if answer:
                 out.append(answer)
         del buffer[:start]
-        if len(buffer) > _MAX_LINE:
+        if len(buffer) > MAX_LINE and not self.closed:
+            buffer.clear()
             self.closed = True
+            out.append(f"errno=-{errno.EIO}\n\n")
         actions, self._actions = self._actions, []
         return "".join(out).encode(), actions
 
@@ -299,7 +317,10 @@ class UapiConnection:
             key, sep, value = line.partition("=")
             if not sep:
                 raise UapiError(errno.EPROTO, "a line without '='")
-            self._set_line(key, value, now)
+            try:
+                self._set_line(key, value, now)
+            except (ValueError, OverflowError) as exc:  # a value no check above foresaw
+                raise UapiError(errno.EINVAL, str(exc)) from None
         except UapiError as exc:
             self._end_peer(now)
             self._mode = "skip"
