@@ -17,7 +17,7 @@ import struct
 
 from .offload import checksum
 
-__all__ = ["ErrorRateLimit", "unreachable"]
+__all__ = ["ErrorRateLimit", "unreachable", "wants_error"]
 
 _ICMP, _ICMPV6 = 1, 58
 _DEST_UNREACH, _HOST_UNREACH = 3, 1  # ICMPv4 (RFC 792)
@@ -33,23 +33,38 @@ def _v4_source_ok(address: bytes) -> bool:
     return address != bytes(4) and first < 224 and address != b"\xff\xff\xff\xff"
 
 
+def wants_error(packet: bytes) -> bool:
+    """Whether the kernel would answer ``packet`` with an ICMP error at all."""
+    if len(packet) < 20:
+        return False
+    version = packet[0] >> 4
+    if version == 4:
+        ihl = (packet[0] & 15) * 4
+        if ihl < 20 or len(packet) < ihl or (packet[6] & 0x1F) or packet[7]:
+            return False  # bad header, or not the first fragment
+        if not _v4_source_ok(packet[12:16]) or packet[16] >= 224:
+            return False
+        return not (packet[9] == _ICMP and (len(packet) <= ihl or packet[ihl] in _V4_ERROR_TYPES))
+    if version == 6 and len(packet) >= 40:
+        sender, destination = packet[8:24], packet[24:40]
+        if sender == bytes(16) or sender[0] == 0xFF or destination[0] == 0xFF:
+            return False
+        if sender[0] == 0xFE and sender[1] & 0xC0 == 0x80:
+            return False  # link-local: the route back needs the tunnel's scope (not sent)
+        return not (packet[6] == _ICMPV6 and (len(packet) <= 40 or packet[40] < 128))
+    return False
+
+
 def unreachable(packet: bytes, source: bytes) -> bytes | None:
     """The ICMP/ICMPv6 error that tells ``packet``'s sender its destination is unreachable,
     sent from ``source`` (the address routing picks to reach the sender); None when the
     kernel would send none."""
-    if len(packet) < 20:
+    if not wants_error(packet):
         return None
     version = packet[0] >> 4
     if version == 4:
-        ihl = (packet[0] & 15) * 4
-        if ihl < 20 or len(packet) < ihl or len(source) != 4:
+        if len(source) != 4:
             return None
-        if (packet[6] & 0x1F) or packet[7]:
-            return None  # not the first fragment
-        if not _v4_source_ok(packet[12:16]) or packet[16] >= 224 or packet[16:20] == b"\xff" * 4:
-            return None
-        if packet[9] == _ICMP and (len(packet) < ihl + 1 or packet[ihl] in _V4_ERROR_TYPES):
-            return None  # never an error about an error (RFC 1122 3.2.2)
         quoted = packet[: _V4_MAX - 28]
         body = bytearray(struct.pack(">BBHI", _DEST_UNREACH, _HOST_UNREACH, 0, 0) + quoted)
         body[2:4] = checksum(body).to_bytes(2, "big")
@@ -72,13 +87,9 @@ def unreachable(packet: bytes, source: bytes) -> bytes | None:
         ip_header[10:12] = checksum(ip_header).to_bytes(2, "big")
         return bytes(ip_header + body)
     if version == 6:
-        if len(packet) < 40 or len(source) != 16:
+        if len(source) != 16:
             return None
-        sender, destination = packet[8:24], packet[24:40]
-        if sender == bytes(16) or sender[0] == 0xFF or destination[0] == 0xFF:
-            return None
-        if packet[6] == _ICMPV6 and (len(packet) < 41 or packet[40] < 128):
-            return None  # an ICMPv6 error (types below 128)
+        sender = packet[8:24]
         quoted = packet[: _V6_MAX - 48]
         body = bytearray(struct.pack(">BBHI", _V6_DEST_UNREACH, _V6_ADDR_UNREACH, 0, 0) + quoted)
         pseudo = source + sender + struct.pack(">I3xB", len(body), _ICMPV6)

@@ -30,7 +30,7 @@ from .device import (
 )
 from .eventloop import EventLoop, setup_logging
 from .fastpath import Batch, receive_datagrams, send_packets
-from .icmp import ErrorRateLimit, unreachable
+from .icmp import ErrorRateLimit, unreachable, wants_error
 from .keylog import KeyLogWriter
 from .results import Endpoint
 from .tun import DEFAULT_MTU, Tun, TunGone
@@ -250,7 +250,7 @@ class Interface:
             if destination is None:
                 continue
             peer = lookup(destination)
-            if peer is not None and peer.endpoint is not None:
+            if (peer is not None and peer.endpoint is not None) or not wants_error(packet):
                 continue
             sender = source_address(packet)
             try:

@@ -63,9 +63,11 @@ RECV_SIZE = 1 << 16  # one datagram, or one UDP_GRO train
 _NAME_SIZE = 28  # sizeof(struct sockaddr_in6)
 # Room for a UDP_GRO int and an in6_pktinfo, each after a 16-byte cmsghdr, 8-byte aligned.
 _CONTROL_SIZE = 96
-# A send whose source address is not (or no longer) ours: ip_route_output_flow -EINVAL;
-# ip6_datagram_send_ctl -EINVAL, or EADDRNOTAVAIL from the IPv6 source check.
-SOURCE_GONE = frozenset({errno.EINVAL, errno.EADDRNOTAVAIL})
+# A send whose source address is not (or no longer) ours: ip_route_output_key_hash_rcu
+# answers -ENETUNREACH (no device has the address) or -EINVAL; ip6_datagram_send_ctl -EINVAL,
+# or EADDRNOTAVAIL from the IPv6 source check. Only a send that then works without the
+# source proves the source was the problem.
+SOURCE_GONE = frozenset({errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH})
 
 # Native layouts (C alignment): struct mmsghdr is a msghdr (name, namelen, iov, iovlen,
 # control, controllen, flags) and msg_len; struct iovec; a cmsghdr (len, level, type).
@@ -354,10 +356,12 @@ class UdpSockets:
             if exc.errno not in SOURCE_GONE or not destination.local:
                 log.debug("sendto %s: %s", destination.address, exc)
                 return
-            log.debug("source %s of %s is gone: routing picks one", destination.local, exc)
-            if self.on_source_gone is not None:
-                self.on_source_gone(destination)
             try:
                 send_batch(sock, destination.without_source(), datagrams)
             except OSError as again:
                 log.debug("sendto %s: %s", destination.address, again)
+                return
+            log.debug("source %s of %s is gone (%s): routing picks one", destination.local,
+                      destination.address, exc.strerror)  # fmt: skip
+            if self.on_source_gone is not None:
+                self.on_source_gone(destination)
