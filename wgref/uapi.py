@@ -40,9 +40,10 @@ _DIGITS = re.compile(r"[0-9]+")
 _PREFIX = re.compile(r"\+?[0-9]+")  # wireguard-go accepts "/+8" and "/08"
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 _V4_MAPPED = bytes(10) + b"\xff\xff"
-# A longer line is answered with errno=-5 (EIO), as wireguard-go answers a 1 MB line, and the
-# connection is closed; the longest valid line (an allowed_ip or endpoint) is ~60 bytes.
-MAX_LINE = 4096
+# A longer line is answered with errno=-5 (EIO) and ends the connection, as wireguard-go does
+# (observed: a 70,000-byte line gets -5, a 5,000-byte one -22; Go's bufio.Scanner stops at
+# 64 KiB). The longest valid line (an allowed_ip or endpoint) is ~60 bytes.
+MAX_LINE = 1 << 16
 
 
 class UapiError(Exception):
@@ -259,21 +260,29 @@ class UapiConnection:
     _set: _SetState = field(default_factory=_SetState)
     _actions: list[Action] = field(default_factory=list)
 
-    def feed(self, data: bytes, now: float) -> tuple[bytes, list[Action]]:
-        """Consume bytes; return the answer bytes to send and the actions to perform."""
+    def feed(
+        self, data: bytes, now: float, max_output: int | None = None
+    ) -> tuple[bytes, list[Action]]:
+        """Consume bytes; return the answer bytes to send and the actions to perform.
+
+        With ``max_output``, parsing stops once the answers reach that many bytes; the rest
+        stays buffered (:attr:`pending`) for the next call, so one client's thousand
+        pipelined get=1 requests cost one slice of work at a time."""
         out: list[str] = []
         self._buffer += data
         start = 0
         buffer = self._buffer
-        while not self.closed:
+        produced = 0
+        while not self.closed and (max_output is None or produced < max_output):
             end = buffer.find(b"\n", start)
-            if end < 0:
+            if end < 0 or end - start > MAX_LINE:
                 break
             line = bytes(buffer[start:end])
             start = end + 1
             answer = self._line(line, now)
             if answer:
                 out.append(answer)
+                produced += len(answer)
         del buffer[:start]
         if len(buffer) > MAX_LINE and not self.closed:
             buffer.clear()
@@ -281,6 +290,11 @@ class UapiConnection:
             out.append(f"errno=-{errno.EIO}\n\n")
         actions, self._actions = self._actions, []
         return "".join(out).encode(), actions
+
+    @property
+    def pending(self) -> bool:
+        """Whether a whole line waits to be parsed (after a ``max_output`` stop)."""
+        return not self.closed and b"\n" in self._buffer
 
     def _line(self, raw: bytes, now: float) -> str:
         try:

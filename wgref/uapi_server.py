@@ -36,6 +36,9 @@ BACKLOG = socket.SOMAXCONN
 # peer with 130,560 allowed ips is ~3.6 MB, so one such answer always fits.
 OUTPUT_LIMIT = 8 << 20
 READ_SIZE = 1 << 16
+# Answers made per client per turn of the loop: pipelined requests are answered a slice at a
+# time, so one client cannot hold the loop (a get=1 of 1,000 allowed ips takes ~2.5 ms).
+SLICE = 1 << 16
 
 
 def open_listener(name: str) -> tuple[socket.socket, str]:
@@ -69,7 +72,8 @@ class _Client:
     session: UapiConnection
     output: bytearray = field(default_factory=bytearray)
     reading: bool = True
-    closing: bool = False  # close once the output is written
+    closing: bool = False  # answer written: shut down our side, discard input until EOF
+    shut: bool = False
 
 
 class UapiServer:
@@ -115,6 +119,8 @@ class UapiServer:
             return
         if mask & select.EPOLLOUT:
             self._write(client)
+            if client.reading and client.session.pending and len(client.output) < OUTPUT_LIMIT:
+                self._process(client, b"")  # the next slice of pipelined requests
         if client.reading and mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
             self._read(client)
         if fd in self.clients:
@@ -127,13 +133,17 @@ class UapiServer:
             return
         except OSError:
             data = b""
-        if not data:
+        if not data:  # EOF (or a half-close: the answer is still written, as far as it goes)
             client.reading, client.closing = False, True
-            client.output.clear()  # nobody reads it any more
             return
+        if client.closing:
+            return  # the rest of a request we already refused: read so the client can finish
+        self._process(client, data)
+
+    def _process(self, client: _Client, data: bytes) -> None:
         self.before_request()
         try:
-            answer, actions = client.session.feed(data, time.monotonic())
+            answer, actions = client.session.feed(data, time.monotonic(), SLICE)
         except Exception:  # a parser bug must not take the interface down
             log.exception("UAPI request failed")
             answer, actions = f"errno=-{errno.EIO}\n\n".encode(), []
@@ -142,7 +152,7 @@ class UapiServer:
             self.perform(actions)
         client.output += answer
         if client.session.closed:
-            client.reading, client.closing = False, True
+            client.closing = True
         self._write(client)
 
     def _write(self, client: _Client) -> None:
@@ -161,13 +171,26 @@ class UapiServer:
     def _update(self, fd: int, client: _Client) -> None:
         """Close a finished client, or watch for what it is waiting for."""
         if client.closing and not client.output:
-            self.drop(fd)
-            return
-        if client.reading and len(client.output) > OUTPUT_LIMIT:
+            if not client.reading:
+                self.drop(fd)
+                return
+            if not client.shut:
+                # The answer is out: the client sees EOF, and may still be sending (a 1 MB
+                # line) without getting a reset before it reads the errno line.
+                client.shut = True
+                try:
+                    client.sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    self.drop(fd)
+                    return
+        if client.closing:
+            pass  # draining: keep reading (and discarding) until EOF
+        elif client.reading and len(client.output) > OUTPUT_LIMIT:
             client.reading = False  # back-pressure: read again once it has read ours
         elif not client.reading and not client.closing and len(client.output) <= OUTPUT_LIMIT:
             client.reading = True
-        mask = (select.EPOLLIN if client.reading else 0) | (select.EPOLLOUT if client.output else 0)
+        waiting = client.output or (client.reading and client.session.pending)
+        mask = (select.EPOLLIN if client.reading else 0) | (select.EPOLLOUT if waiting else 0)
         self.loop.modify(fd, mask)
 
     def drop(self, fd: int) -> None:
