@@ -129,11 +129,12 @@ def _control(data: bytes) -> tuple[int, str, int]:
     return gso_size, local, ifindex
 
 
-def source_control(endpoint: Endpoint) -> list[tuple[int, int, bytes]]:
-    """The control message that sends from ``endpoint.local`` (none when it is unset). The
-    interface index stays 0: routing picks the way out, as the kernel's route lookup with a
-    fixed source does (socket.c send4/send6 set only the source address)."""
-    local = endpoint.local
+def source_control(endpoint: Endpoint | tuple[str, int]) -> list[tuple[int, int, bytes]]:
+    """The control message that sends from ``endpoint.local`` (none when it is unset, or for
+    a plain ``(host, port)``). The interface index stays 0: routing picks the way out, as
+    the kernel's route lookup with a fixed source does (socket.c send4/send6 set only the
+    source address)."""
+    local = endpoint.local if isinstance(endpoint, Endpoint) else ""
     if not local:
         return []
     if ":" in local:
@@ -227,7 +228,9 @@ class BatchReceiver:
         return datagrams, sources
 
 
-def send_batch(sock: socket.socket, destination: Endpoint, datagrams: list[bytes]) -> None:
+def send_batch(
+    sock: socket.socket, destination: Endpoint | tuple[str, int], datagrams: list[bytes]
+) -> None:
     """Send ``datagrams`` to one destination in order, from ``destination.local`` if set, in
     as few sendmsg calls as UDP_SEGMENT allows: a run of equal sizes (the last may be
     shorter) up to 64 datagrams or 64 KiB goes in one call. Raises the first OSError after

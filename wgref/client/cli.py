@@ -9,33 +9,12 @@ import os
 import sys
 
 from .. import __version__
+from ..eventloop import setup_logging
 from . import nft, status
 from .config import ClientConfigError, load
 from .run import DEFAULT_QUEUE, Client
 
 log = logging.getLogger("wgref.client")
-
-LEVELS = {"verbose": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
-          "error": logging.ERROR}
-
-
-class _Formatter(logging.Formatter):
-    """wgref's (and wireguard-go's) format: ``INFO: (name) 2006/01/02 15:04:05 message``."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"%(levelname)s: ({name}) %(asctime)s %(message)s", "%Y/%m/%d %H:%M:%S")
-
-
-def setup_logging(name: str) -> None:
-    level = LEVELS.get(os.environ.get("LOG_LEVEL", "info").lower(), logging.CRITICAL + 1)
-    logger = logging.getLogger("wgref")
-    logger.handlers.clear()
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_Formatter(name))
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -120,7 +99,7 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(f"{args.config}: OK\n")
         return 0
     name = os.path.splitext(os.path.basename(args.config))[0]
-    setup_logging(name)
+    setup_logging(name, default="info")
     for warning in config.warnings:
         log.warning("%s", warning)
     if config.dns:
