@@ -33,6 +33,7 @@ from .fastpath import Batch, receive_datagrams, send_packets
 from .icmp import ErrorRateLimit, unreachable, wants_error
 from .keylog import KeyLogWriter
 from .results import Endpoint
+from .routes import RouteCache
 from .tun import DEFAULT_MTU, Tun, TunGone
 from .uapi import UapiConnection
 from .uapi_server import SOCKET_DIR, UapiServer, open_listener
@@ -106,7 +107,12 @@ class Interface:
         )
         self.keylog = KeyLogWriter(keylog) if keylog is not None else None
         self.loop = EventLoop()
-        self.udp = UdpSockets(self._source_gone)
+        try:
+            self.routes: RouteCache | None = RouteCache()
+        except OSError as exc:  # no rtnetlink: sources stay until a send fails
+            log.error("route lookups unavailable: %s", exc)
+            self.routes = None
+        self.udp = UdpSockets(self._source_gone, self.routes)
         # What the shell itself dropped or sent, by reason (the core counts its own drops).
         self.counters: Counter[str] = Counter()
         self._icmp_limit = ErrorRateLimit()
@@ -133,6 +139,8 @@ class Interface:
             self._perform,
         )
         self.loop.add(self.tun.fd, self._on_tun)
+        if self.routes is not None:
+            self.loop.add(self.routes.fileno(), self._routes_changed)
 
     # ----------------------------------------------------------------- UAPI host
 
@@ -190,6 +198,10 @@ class Interface:
                 send(destination, datagrams)
             else:  # an endpoint set through the UAPI
                 send(Endpoint(destination[0], destination[1]), datagrams)
+
+    def _routes_changed(self, _mask: int) -> None:
+        assert self.routes is not None
+        self.routes.changed()
 
     def _source_gone(self, endpoint: Endpoint) -> None:
         """A send from a peer's remembered source failed: forget it (kernel socket.c
@@ -359,6 +371,8 @@ class Interface:
         except OSError:
             pass
         self.udp.close()
+        if self.routes is not None:
+            self.routes.close()
         for sock in self._raw.values():
             sock.close()
         self._raw.clear()

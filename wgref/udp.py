@@ -35,6 +35,7 @@ import sys
 from collections.abc import Callable
 
 from .results import Endpoint
+from .routes import RouteCache
 
 __all__ = [
     "SO_MARK",
@@ -296,10 +297,18 @@ class UdpSockets:
     """The IPv4 and IPv6 sockets of one listen port (IPv6 optional: a namespace may have
     none), their receivers, and sends with sticky sources.
 
-    ``on_source_gone(endpoint)`` is called when a send from ``endpoint.local`` failed because
-    the address is no longer usable; the datagrams were sent again from a routed source."""
+    ``on_source_gone(endpoint)`` is called when ``endpoint.local`` stopped being usable: a
+    send from it failed, or (IPv4, with ``routes``) the route to the peer no longer leaves
+    through the interface its datagrams arrived on (socket.c send4: ``rt->dst.dev->ifindex
+    != endpoint->src_if4``, e.g. a more specific route appeared); the datagrams went from a
+    routed source instead."""
 
-    def __init__(self, on_source_gone: Callable[[Endpoint], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_source_gone: Callable[[Endpoint], None] | None = None,
+        routes: RouteCache | None = None,
+    ) -> None:
+        self.routes = routes
         self.sock4: socket.socket | None = None
         self.sock6: socket.socket | None = None
         self.receivers: dict[int, BatchReceiver] = {}
@@ -353,6 +362,14 @@ class UdpSockets:
         sock = self.sock6 if ":" in destination[0] else self.sock4
         if sock is None:
             return
+        if destination.ifindex and sock is self.sock4 and self.routes is not None:
+            route = self.routes.lookup(destination.host, destination.local, self.mark)
+            if route is None or route.oif != destination.ifindex:
+                log.debug("route to %s leaves from another interface than it came in on: "
+                          "source %s forgotten", destination.host, destination.local)  # fmt: skip
+                if self.on_source_gone is not None:
+                    self.on_source_gone(destination)
+                destination = destination.without_source()
         try:
             send_batch(sock, destination, datagrams)
         except OSError as exc:

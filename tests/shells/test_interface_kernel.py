@@ -145,6 +145,31 @@ def test_endpoint_set_by_wg_then_learnt_source(lab: Lab) -> None:
     assert h.endpoint_seen_by(2) == f"10.0.0.10:{PORT1}"
 
 
+def test_more_specific_route_wins_over_the_remembered_source(lab: Lab) -> None:
+    """A second link between the hosts and a /32 route to the peer over it: the route no
+    longer leaves through the interface the peer's datagrams arrive on, so the remembered
+    source is dropped and routing picks the source of the new way out (socket.c send4:
+    ``rt->dst.dev->ifindex != endpoint->src_if4``); the peer then roams to it."""
+    h = _hosts(lab, endpoint2=f"10.0.0.1:{PORT1}")
+    veth3, veth4 = f"w{lab.id}a"[-15:], f"w{lab.id}b"[-15:]
+    lab.sh(None, "ip", "link", "add", veth3, "netns", h.ns1, "type", "veth", "peer", "name",
+           veth4, "netns", h.ns2)  # fmt: skip
+    for ns, veth, host in ((h.ns1, veth3, "1"), (h.ns2, veth4, "2")):
+        lab.sh(ns, "ip", "addr", "add", f"10.0.1.{host}/24", "dev", veth)
+        lab.sh(ns, "ip", "link", "set", veth, "up")
+    assert h.ping(2, "192.168.241.1").returncode == 0, lab.log(h.if1)
+    assert h.endpoint_seen_by(2) == f"10.0.0.1:{PORT1}"
+    lab.sh(h.ns1, "ip", "route", "add", "10.0.0.2/32", "via", "10.0.1.2", "dev", veth3)
+    assert h.ping(1, "192.168.241.2").returncode == 0, lab.log(h.if1)
+    assert h.endpoint_seen_by(2) == f"10.0.1.1:{PORT1}"
+    # Back to the first link once the route goes.
+    lab.sh(h.ns1, "ip", "route", "del", "10.0.0.2/32")
+    lab.wg("set", h.if2, "peer", h.pub1, "endpoint", f"10.0.0.1:{PORT1}")
+    assert h.ping(2, "192.168.241.1").returncode == 0
+    assert h.ping(1, "192.168.241.2").returncode == 0
+    assert h.endpoint_seen_by(2) == f"10.0.0.1:{PORT1}"
+
+
 # ----------------------------------------------------------------- routing loops
 
 
