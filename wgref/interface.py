@@ -33,7 +33,7 @@ from .fastpath import Batch, receive_datagrams, send_packets
 from .icmp import ErrorRateLimit, unreachable, wants_error
 from .keylog import KeyLogWriter
 from .results import Endpoint
-from .routes import RouteCache
+from .routes import RouteCache, RouteMtus
 from .tun import DEFAULT_MTU, Tun, TunGone
 from .uapi import UapiConnection
 from .uapi_server import SOCKET_DIR, UapiServer, open_listener
@@ -122,6 +122,9 @@ class Interface:
         # possible while the link is in the sockets' namespace.
         self._loop_guard = True
         self._port_bytes = b""
+        # Routes into the link with an MTU below the link's (padding follows them).
+        self._route_mtus: RouteMtus | None = None
+        self._route_mtus_netns = 0
         try:
             self.set_listen_port(0)  # wireguard-go binds a random port at start
             listener, self.socket_path = open_listener(name)
@@ -245,7 +248,11 @@ class Interface:
                 self.counters["routing-loop"] += 1
                 log.debug("Avoiding routing loop: our own datagram came back through the TUN")
                 continue
-            send_packets(device, packets, now, out)
+            mtus = self._route_mtus
+            if mtus is not None and mtus.active:
+                self._send_by_route_mtu(mtus, packets, now, out)
+            else:
+                send_packets(device, packets, now, out)
             pending += len(packets)
             if dropped["no-route"] + dropped["no-endpoint"] != unsendable:
                 unsendable = dropped["no-route"] + dropped["no-endpoint"]
@@ -255,6 +262,67 @@ class Interface:
                 out, pending = Batch(), 0
         if out:
             self._flush(out)
+
+    def _send_by_route_mtu(
+        self, mtus: RouteMtus, packets: list[bytes], now: float, out: Batch
+    ) -> None:
+        """send_packets with the padding limit of each packet's route (kernel send.c
+        calculate_skb_padding: ``dst_mtu(skb_dst(skb))``); runs with the same MTU together."""
+        device = self.device
+        link_mtu = device.mtu
+        mtu_for = mtus.mtu_for
+        i, n = 0, len(packets)
+        while i < n:
+            destination = destination_address(packets[i])
+            mtu = link_mtu if destination is None else mtu_for(destination, link_mtu)
+            j = i + 1
+            while j < n:
+                following = destination_address(packets[j])
+                if following != destination and (
+                    following is None or mtu_for(following, link_mtu) != mtu
+                ):
+                    break
+                j += 1
+            device.mtu = mtu
+            try:
+                send_packets(device, packets[i:j], now, out)
+            finally:
+                device.mtu = link_mtu
+            i = j
+
+    def _open_route_mtus(self) -> None:
+        """(Re)open the route watch in the link's namespace (it may have moved)."""
+        ino = self.tun.netns_inode()
+        if self._route_mtus is not None and ino == self._route_mtus_netns:
+            return
+        if self._route_mtus is not None:
+            self.loop.remove(self._route_mtus.fileno())
+            self._route_mtus.close()
+            self._route_mtus = None
+        try:
+            mtus = RouteMtus(lambda f, k, p: self.tun.open_socket(f, k, p)[0])
+        except OSError as exc:
+            log.error("route MTUs unavailable: %s", exc)
+            return
+        self._route_mtus, self._route_mtus_netns = mtus, ino
+        self.loop.add(mtus.fileno(), self._route_mtus_changed)
+        self._refresh_route_mtus()
+
+    def _route_mtus_changed(self, _mask: int) -> None:
+        if self._route_mtus is not None:
+            self._route_mtus.changed()
+            self._refresh_route_mtus()
+
+    def _refresh_route_mtus(self) -> None:
+        mtus = self._route_mtus
+        if mtus is None:
+            return
+        try:
+            mtus.refresh(self.tun.ifindex(), self.device.mtu)
+        except TunGone:
+            raise
+        except OSError as exc:
+            log.debug("route dump: %s", exc)
 
     def _unreachable(self, packets: list[bytes], now: float) -> None:
         """ICMP errors for the packets no peer can take (kernel device.c wg_xmit)."""
@@ -331,16 +399,20 @@ class Interface:
 
     def _refresh_mtu(self) -> None:
         try:
-            self.device.mtu = self.tun.mtu()
+            mtu = self.tun.mtu()
         except TunGone:
             raise
         except OSError:
-            pass
+            return
+        if mtu != self.device.mtu:
+            self.device.mtu = mtu
+            self._refresh_route_mtus()
 
     def _housekeeping(self, _now: float) -> None:
         self.tun.check()  # raises TunGone once the link is deleted
         self._refresh_mtu()
         self._loop_guard = self.tun.in_own_namespace()
+        self._open_route_mtus()
         try:
             alive = os.stat(self.socket_path).st_ino == self._socket_ino
         except FileNotFoundError:
@@ -356,6 +428,7 @@ class Interface:
         log.debug("Device started")
         try:
             self._loop_guard = self.tun.in_own_namespace()
+            self._open_route_mtus()
             self.loop.run(self.device.next_timer, self._on_timer, self._housekeeping, HOUSEKEEPING)
         except TunGone:
             log.debug("Interface deleted")
@@ -371,8 +444,9 @@ class Interface:
         except OSError:
             pass
         self.udp.close()
-        if self.routes is not None:
-            self.routes.close()
+        for watch in (self.routes, self._route_mtus):
+            if watch is not None:
+                watch.close()
         for sock in self._raw.values():
             sock.close()
         self._raw.clear()

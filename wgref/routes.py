@@ -12,13 +12,16 @@ is one dictionary hit. rtnetlink(7), include/uapi/linux/rtnetlink.h.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import itertools
 import socket
 import struct
 from collections.abc import Callable
 from typing import NamedTuple
 
-__all__ = ["Route", "RouteCache"]
+from .allowedips import AllowedIPs
+
+__all__ = ["Route", "RouteCache", "RouteMtus"]
 
 NETLINK_ROUTE = 0
 RTM_NEWROUTE = 24
@@ -144,6 +147,131 @@ class RouteCache:
                 mtu = _U32.unpack(metric)[0]
         text = socket.inet_ntop(family, prefsrc) if len(prefsrc) in (4, 16) else ""
         return Route(oif, text, mtu)
+
+    def close(self) -> None:
+        for sock in (getattr(self, "_query", None), getattr(self, "_monitor", None)):
+            if sock is not None:
+                sock.close()
+
+
+NLM_F_DUMP = 0x300
+NLMSG_DONE = 3
+RTN_UNICAST = 1
+
+
+class RouteMtus:
+    """The MTUs of the routes that lead into the tunnel link, for padding (kernel send.c
+    calculate_skb_padding pads to ``dst_mtu(skb_dst(skb))``, the MTU of the route the inner
+    packet took, not the interface's).
+
+    A TUN read carries no route, so the routes through the link (any table) are dumped from
+    the link's namespace and matched by longest prefix on the inner destination. The dump is
+    redone when rtnetlink there announces a change and when the link's MTU changes.
+    :attr:`active` is False unless some route has an MTU below the link's: then the data path
+    does not look anything up at all.
+
+    Not covered (documented limits): policy routing that picks a table by source, mark, uid or
+    ports (the longest prefix over all tables stands in for the kernel's rule walk); path-MTU
+    exceptions learnt from ICMP for destinations behind the tunnel (they live in the route
+    cache, not the tables dumped); a route MTU above the link MTU (the kernel also caps at
+    the device: dst_mtu cannot exceed it for a route via the device).
+    """
+
+    def __init__(
+        self, make_socket: Callable[[socket.AddressFamily, socket.SocketKind, int], socket.socket]
+    ) -> None:
+        self._query = make_socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        self._query.settimeout(1.0)
+        self._monitor = make_socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        try:
+            self._monitor.bind((0, _GROUPS))
+            self._monitor.setblocking(False)
+        except BaseException:
+            self.close()
+            raise
+        self._table: AllowedIPs[int] = AllowedIPs()
+        self.active = False
+        self.stale = True
+        self._seq = itertools.count(1)
+
+    def fileno(self) -> int:
+        return self._monitor.fileno()
+
+    def changed(self) -> None:
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while self._monitor.recv(1 << 16):
+                pass
+        self.stale = True
+
+    def refresh(self, ifindex: int, link_mtu: int) -> None:
+        """Dump the routes through ``ifindex`` again."""
+        table: AllowedIPs[int] = AllowedIPs()
+        active = False
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for prefix, mtu in self._dump(family, ifindex):
+                effective = min(mtu, link_mtu) if mtu else link_mtu
+                active = active or effective < link_mtu
+                table.insert(prefix, effective)
+        self._table, self.active, self.stale = table, active, False
+
+    def mtu_for(self, destination: bytes, default: int) -> int:
+        value = self._table.lookup(destination)
+        return default if value is None else value
+
+    def _dump(
+        self, family: socket.AddressFamily, ifindex: int
+    ) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int]]:
+        seq = next(self._seq)
+        body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+        header = _NLMSGHDR.pack(
+            _NLMSGHDR.size + len(body), RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, seq, 0
+        )
+        found: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int]] = []
+        bits = 32 if family == socket.AF_INET else 128
+        try:
+            self._query.send(header + body)
+            while True:
+                data = self._query.recv(1 << 20)
+                offset = 0
+                while offset + _NLMSGHDR.size <= len(data):
+                    length, kind, _flags, got, _pid = _NLMSGHDR.unpack_from(data, offset)
+                    if length < _NLMSGHDR.size:
+                        return found
+                    if got == seq and kind in (NLMSG_DONE, NLMSG_ERROR):
+                        return found
+                    if got == seq and kind == RTM_NEWROUTE:
+                        route = self._route(data[offset : offset + length], family, bits, ifindex)
+                        if route is not None:
+                            found.append(route)
+                    offset += (length + 3) & ~3
+        except OSError:
+            return found
+
+    @staticmethod
+    def _route(
+        message: bytes, family: socket.AddressFamily, bits: int, ifindex: int
+    ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int] | None:
+        fields = _RTMSG.unpack_from(message, _NLMSGHDR.size)
+        dst_len, route_type = fields[1], fields[7]
+        if route_type != RTN_UNICAST:
+            return None
+        attributes = _attributes(message, _NLMSGHDR.size + _RTMSG.size)
+        oif = attributes.get(RTA_OIF)
+        if oif is None or _U32.unpack(oif)[0] != ifindex:
+            return None
+        raw = attributes.get(RTA_DST, bytes(bits // 8))
+        mtu = 0
+        if RTA_METRICS in attributes:
+            metric = _attributes(attributes[RTA_METRICS], 0).get(RTAX_MTU)
+            if metric is not None:
+                mtu = _U32.unpack(metric)[0]
+        address = int.from_bytes(raw, "big")
+        network = (
+            ipaddress.IPv4Network((address, dst_len), strict=False)
+            if family == socket.AF_INET
+            else ipaddress.IPv6Network((address, dst_len), strict=False)
+        )
+        return network, mtu
 
     def close(self) -> None:
         for sock in (getattr(self, "_query", None), getattr(self, "_monitor", None)):

@@ -39,6 +39,7 @@ TUN_F_TSO6 = 0x04
 SIOCGIFFLAGS = 0x8913
 SIOCGIFMTU = 0x8921
 SIOCSIFMTU = 0x8922
+SIOCGIFINDEX = 0x8933
 IFF_UP = 0x1
 CLONE_NEWNET = 0x40000000
 
@@ -174,6 +175,10 @@ class Tun:
 
     def mtu(self) -> int:
         return self._ifreq_int(SIOCGIFMTU)
+
+    def ifindex(self) -> int:
+        """The link's index in its current namespace."""
+        return self._ifreq_int(SIOCGIFINDEX)
 
     def set_mtu(self, mtu: int) -> None:
         self._ifreq_int(SIOCSIFMTU, mtu)

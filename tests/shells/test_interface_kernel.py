@@ -170,6 +170,34 @@ def test_more_specific_route_wins_over_the_remembered_source(lab: Lab) -> None:
     assert h.endpoint_seen_by(2) == f"10.0.0.1:{PORT1}"
 
 
+# ----------------------------------------------------------------- padding to the route MTU
+
+
+def _tx(h: Hosts) -> int:
+    return int(h.lab.wg("show", h.if1, "transfer").split()[2])
+
+
+@pytest.mark.parametrize(("route_mtu", "expected"), [(1299, 1331), (None, 1332)])
+def test_padding_follows_the_route_mtu(lab: Lab, route_mtu: int | None, expected: int) -> None:
+    """Interface MTU 1300, a route MTU of 1299 to the peer: a 1297-byte inner packet is
+    padded to 1299, not 1300 (send.c calculate_skb_padding uses dst_mtu), so the datagram is
+    1331 + 28 = 1359 bytes on the wire; without the route, 1360."""
+    h = _hosts(lab, endpoint1=f"10.0.0.2:{PORT2}")
+    lab.sh(h.ns1, "ip", "link", "set", h.if1, "mtu", "1300")
+    if route_mtu is not None:
+        lab.sh(h.ns1, "ip", "route", "add", "192.168.241.2/32", "dev", h.if1, "mtu",
+               str(route_mtu))  # fmt: skip
+    assert h.ping(1, "192.168.241.2").returncode == 0, lab.log(h.if1)
+    # A UAPI request makes wgref read the link's MTU (as its 1 s poll does); the route
+    # reaches it at once (rtnetlink).
+    before = _tx(h)
+    size = 1297 - 28
+    result = lab.sh(h.ns1, "ping", "-4", "-c", "1", "-W", "2", "-s", str(size), "-M", "do",
+                    "192.168.241.2", check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout + lab.log(h.if1)
+    assert _tx(h) - before == expected
+
+
 # ----------------------------------------------------------------- routing loops
 
 
