@@ -116,6 +116,7 @@ class Interface:
         # What the shell itself dropped or sent, by reason (the core counts its own drops).
         self.counters: Counter[str] = Counter()
         self._icmp_limit = ErrorRateLimit()
+        self._icmp_sources: dict[bytes, tuple[bytes, float]] = {}
         self._raw: dict[int, socket.socket] = {}  # IP version -> raw socket in the TUN's netns
         self._raw_netns = 0
         # Our own outer datagrams coming back through the TUN (a routing loop) are only
@@ -336,7 +337,7 @@ class Interface:
                 continue
             sender = source_address(packet)
             try:
-                source = self._icmp_source(sender)
+                source = self._icmp_source(sender, now)
             except OSError as exc:
                 log.debug("no route back to %s for an ICMP error: %s", sender.hex(), exc)
                 continue
@@ -346,14 +347,22 @@ class Interface:
             if error is not None:
                 self._inject(error, sender)
 
-    def _icmp_source(self, sender: bytes) -> bytes:
+    def _icmp_source(self, sender: bytes, now: float) -> bytes:
         """The address routing in the TUN's namespace picks to reach ``sender``, which is
-        where the kernel's icmp_send sends its errors from (icmp_route_lookup, saddr 0)."""
+        where the kernel's icmp_send sends its errors from (icmp_route_lookup, saddr 0).
+        Kept for a second per sender, so a flood costs one lookup a second."""
+        cached = self._icmp_sources.get(sender)
+        if cached is not None and now - cached[1] < 1.0:
+            return cached[0]
         family = socket.AF_INET if len(sender) == 4 else socket.AF_INET6
         probe, _ = self.tun.open_socket(family, socket.SOCK_DGRAM)
         with probe:
             probe.connect((socket.inet_ntop(family, sender), 9))
-            return socket.inet_pton(family, probe.getsockname()[0].partition("%")[0])
+            source = socket.inet_pton(family, probe.getsockname()[0].partition("%")[0])
+        if len(self._icmp_sources) > 1024:
+            self._icmp_sources.clear()
+        self._icmp_sources[sender] = (source, now)
+        return source
 
     def _inject(self, packet: bytes, destination: bytes) -> None:
         """Send a whole IP packet we built into the TUN's namespace. A raw socket, not a TUN
