@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import select
 import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+
+from . import loglevel
 
 __all__ = ["EventLoop", "setup_logging"]
 
@@ -108,14 +109,6 @@ class EventLoop:
         self._wake_w.close()
 
 
-_LEVELS = {
-    "verbose": logging.DEBUG,
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "error": logging.ERROR,
-}
-
-
 class _Formatter(logging.Formatter):
     """wireguard-go's format: ``DEBUG: (wg0) 2006/01/02 15:04:05 message``."""
 
@@ -123,12 +116,12 @@ class _Formatter(logging.Formatter):
         super().__init__(f"%(levelname)s: ({name}) %(asctime)s %(message)s", "%Y/%m/%d %H:%M:%S")
 
 
-def setup_logging(name: str, default: str = "error") -> None:
+def setup_logging(
+    name: str, default: str = "error", levels: Mapping[str, int] = loglevel.LEVELS
+) -> None:
     """Log the ``wgref`` loggers to stdout (as wireguard-go does, in the foreground and once
-    daemonised) at the level named by LOG_LEVEL (verbose|debug|info|error; anything else,
-    e.g. silent, logs nothing)."""
-    level_name = os.environ.get("LOG_LEVEL", default).lower()
-    level = _LEVELS.get(level_name, logging.CRITICAL + 1)
+    daemonised) at the level LOG_LEVEL names (:func:`wgref.loglevel.level_from_env`)."""
+    level = loglevel.level_from_env(default, levels)
     root = logging.getLogger("wgref")
     root.handlers.clear()
     handler = logging.StreamHandler(sys.stdout)

@@ -20,19 +20,12 @@ from collections import Counter
 from dataclasses import dataclass
 
 from . import __version__
-from .device import (
-    Deliver,
-    Device,
-    HandshakeSecrets,
-    SendDatagram,
-    destination_address,
-    source_address,
-)
+from .checks import ALL_CHECKS, Checks
+from .device import Device, destination_address
 from .eventloop import EventLoop, setup_logging
-from .fastpath import Batch, receive_datagrams, send_packets
 from .icmp import ErrorRateLimit, unreachable, wants_error
 from .keylog import KeyLogWriter
-from .results import Endpoint
+from .results import Batch, DropReason, Endpoint
 from .routes import RouteCache, RouteMtus
 from .tun import DEFAULT_MTU, Tun, TunGone
 from .uapi import UapiConnection
@@ -53,7 +46,9 @@ Usage: wgref [-f/--foreground] [--keylog PATH] INTERFACE-NAME
 
 Creates TUN device INTERFACE-NAME and serves the WireGuard UAPI on
 /var/run/wireguard/INTERFACE-NAME.sock; configure it with `wg`.
-Environment: LOG_LEVEL=verbose|debug|error|silent (default error),
+  -f, --foreground   stay in the foreground (default: fork once the interface is up)
+  --keylog PATH      append a Wireshark key log of every handshake (mode 0600)
+Environment: LOG_LEVEL=verbose|error|silent (as wireguard-go; debug = verbose; default error),
              WG_KEYLOG_FILE=PATH (Wireshark key log, like --keylog).
 """
 
@@ -83,13 +78,17 @@ def parse_args(argv: list[str]) -> Options | int:
             keylog = args.pop(0)
         elif arg.startswith("--keylog="):
             keylog = arg.partition("=")[2]
+        elif arg == "--keylog":
+            sys.stderr.write(f"wgref: --keylog needs a PATH\n{USAGE}")
+            return 2
         elif arg.startswith("-") and arg != "-":
-            sys.stderr.write(USAGE)
+            sys.stderr.write(f"wgref: unknown option {arg}\n{USAGE}")
             return 2
         else:
             names.append(arg)
     if len(names) != 1:
-        sys.stderr.write(USAGE)
+        got = " ".join(names) if names else "none"
+        sys.stderr.write(f"wgref: expected one INTERFACE-NAME, got {got}\n{USAGE}")
         return 2
     return Options(names[0], foreground, keylog)
 
@@ -97,13 +96,21 @@ def parse_args(argv: list[str]) -> Options | int:
 class Interface:
     """The I/O shell around a :class:`Device`; also the UAPI host (listen port, fwmark)."""
 
-    def __init__(self, name: str, keylog: str | None = None, mtu: int = DEFAULT_MTU) -> None:
+    def __init__(
+        self,
+        name: str,
+        keylog: str | None = None,
+        mtu: int = DEFAULT_MTU,
+        *,
+        checks: Checks = ALL_CHECKS,
+    ) -> None:
         self.tun = Tun(name, mtu)
         self.name = name
         self.device = Device(
             mtu=self.tun.mtu(),
             epoch_offset=time.time() - time.monotonic(),
             keylog=keylog is not None,
+            checks=checks,
         )
         self.keylog = KeyLogWriter(keylog) if keylog is not None else None
         self.loop = EventLoop()
@@ -140,7 +147,7 @@ class Interface:
             listener,
             lambda: UapiConnection(self.device, self),
             self._refresh_mtu,
-            self._perform,
+            self._flush,
         )
         self.loop.add(self.tun.fd, self._on_tun)
         if self.routes is not None:
@@ -173,12 +180,6 @@ class Interface:
 
     # ----------------------------------------------------------------- I/O
 
-    def _perform(self, actions: list[SendDatagram | Deliver | HandshakeSecrets]) -> None:
-        """Carry out the actions of the reference path (timers, UAPI)."""
-        out = Batch()
-        out.add(actions)
-        self._flush(out)
-
     def _flush(self, out: Batch) -> None:
         """Write the batch's packets to the TUN together (so TCP segments coalesce) and send
         each run of datagrams to one endpoint together (UDP_SEGMENT), from its remembered
@@ -198,10 +199,7 @@ class Interface:
                 log.debug("TUN write: %s", exc)
         send = self.udp.send
         for destination, datagrams in out.sends:
-            if isinstance(destination, Endpoint):
-                send(destination, datagrams)
-            else:  # an endpoint set through the UAPI
-                send(Endpoint(destination[0], destination[1]), datagrams)
+            send(destination, datagrams)
 
     def _routes_changed(self, _mask: int) -> None:
         assert self.routes is not None
@@ -212,8 +210,8 @@ class Interface:
         send4/send6 clear ``src4``/``src6`` and route again)."""
         self.counters["source-cleared"] += 1
         for peer in self.device.peers.values():
-            if peer.endpoint is not None and tuple(peer.endpoint) == tuple(endpoint):
-                peer.endpoint = endpoint.without_source()  # type: ignore[assignment]
+            if peer.endpoint == endpoint:
+                self.device.clear_endpoint_source(peer)
 
     def _is_own_datagram(self, packet: bytes) -> bool:
         """Whether a packet read from the TUN is one of our own encrypted datagrams, routed
@@ -235,7 +233,7 @@ class Interface:
         now = time.monotonic()
         pending = 0
         dropped = device.dropped
-        unsendable = dropped["no-route"] + dropped["no-endpoint"]
+        unsendable = dropped[DropReason.NO_ROUTE] + dropped[DropReason.NO_ENDPOINT]
         for _ in range(BATCH):
             try:
                 packets = read()
@@ -253,10 +251,10 @@ class Interface:
             if mtus is not None and mtus.active:
                 self._send_by_route_mtu(mtus, packets, now, out)
             else:
-                send_packets(device, packets, now, out)
+                device.send_packets(packets, now, out)
             pending += len(packets)
-            if dropped["no-route"] + dropped["no-endpoint"] != unsendable:
-                unsendable = dropped["no-route"] + dropped["no-endpoint"]
+            if dropped[DropReason.NO_ROUTE] + dropped[DropReason.NO_ENDPOINT] != unsendable:
+                unsendable = dropped[DropReason.NO_ROUTE] + dropped[DropReason.NO_ENDPOINT]
                 self._unreachable(packets, now)
             if pending >= RECV_BATCH:  # send a TSO frame's worth at once
                 self._flush(out)
@@ -286,7 +284,7 @@ class Interface:
                 j += 1
             device.mtu = mtu
             try:
-                send_packets(device, packets[i:j], now, out)
+                device.send_packets(packets[i:j], now, out)
             finally:
                 device.mtu = link_mtu
             i = j
@@ -335,7 +333,7 @@ class Interface:
             peer = lookup(destination)
             if (peer is not None and peer.endpoint is not None) or not wants_error(packet):
                 continue
-            sender = source_address(packet)
+            sender = packet[12:16] if len(destination) == 4 else packet[8:24]
             try:
                 source = self._icmp_source(sender, now)
             except OSError as exc:
@@ -399,12 +397,14 @@ class Interface:
             if not datagrams:
                 break
             out = Batch()
-            receive_datagrams(device, datagrams, sources, now, out)  # type: ignore[arg-type]
+            device.receive_datagrams(datagrams, sources, now, out)
             if out:
                 self._flush(out)
 
     def _on_timer(self, now: float) -> None:
-        self._perform(self.device.handle_timer(now))
+        out = Batch()
+        self.device.handle_timers(now, out)
+        self._flush(out)
 
     def _refresh_mtu(self) -> None:
         try:
@@ -465,15 +465,16 @@ class Interface:
             self.keylog.close()
 
 
-def main(argv: list[str]) -> int:
-    """``wgref [-f|--foreground] [--keylog PATH] IFNAME``: 0 once the interface is up."""
+def main(argv: list[str], *, checks: Checks = ALL_CHECKS) -> int:
+    """``wgref [-f|--foreground] [--keylog PATH] IFNAME``: 0 once the interface is up.
+    ``checks`` is for negative controls only (harness/probes/sloppy.py)."""
     options = parse_args(argv)
     if isinstance(options, int):
         return options
     setup_logging(options.name)
     log.debug("Starting wgref version %s", __version__)
     try:
-        interface = Interface(options.name, options.keylog)
+        interface = Interface(options.name, options.keylog, checks=checks)
     except (OSError, ValueError) as exc:
         log.error("Failed to create interface %s: %s", options.name, exc)
         sys.stderr.write(f"wgref: {options.name}: {exc}\n")

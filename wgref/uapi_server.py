@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .device import Action
 from .eventloop import EventLoop
+from .results import Batch
 from .uapi import UapiConnection
 
 __all__ = ["OUTPUT_LIMIT", "SOCKET_DIR", "UapiServer", "open_listener"]
@@ -80,7 +80,7 @@ class UapiServer:
     """Accepts and serves UAPI connections on ``loop``.
 
     ``make_session()`` gives the parser of a new connection; ``before_request()`` runs before
-    each chunk of requests is parsed (the shell refreshes the MTU); ``perform(actions)``
+    each chunk of requests is parsed (the shell refreshes the MTU); ``perform(batch)``
     carries out what a request asked the device to do."""
 
     def __init__(
@@ -89,7 +89,7 @@ class UapiServer:
         listener: socket.socket,
         make_session: Callable[[], UapiConnection],
         before_request: Callable[[], None],
-        perform: Callable[[list[Action]], None],
+        perform: Callable[[Batch], None],
     ) -> None:
         self.loop = loop
         self.listener = listener
@@ -143,13 +143,13 @@ class UapiServer:
     def _process(self, client: _Client, data: bytes) -> None:
         self.before_request()
         try:
-            answer, actions = client.session.feed(data, time.monotonic(), SLICE)
+            answer, out = client.session.feed(data, time.monotonic(), SLICE)
         except Exception:  # a parser bug must not take the interface down
             log.exception("UAPI request failed")
-            answer, actions = f"errno=-{errno.EIO}\n\n".encode(), []
+            answer, out = f"errno=-{errno.EIO}\n\n".encode(), Batch()
             client.session.closed = True
-        if actions:
-            self.perform(actions)
+        if out:
+            self.perform(out)
         client.output += answer
         if client.session.closed:
             client.closing = True

@@ -8,13 +8,20 @@ import logging
 import os
 import sys
 
-from .. import __version__
-from ..eventloop import setup_logging
+from .. import __version__, eventloop, loglevel
 from . import nft, status
 from .config import ClientConfigError, load
 from .run import DEFAULT_QUEUE, Client
 
 log = logging.getLogger("wgref.client")
+
+LEVELS = {**loglevel.LEVELS, "info": logging.INFO}
+
+
+def setup_logging(name: str) -> None:
+    """The shared logging setup, with the client's default level (info)."""
+    eventloop.setup_logging(name, "info", LEVELS)
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -99,7 +106,7 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(f"{args.config}: OK\n")
         return 0
     name = os.path.splitext(os.path.basename(args.config))[0]
-    setup_logging(name, default="info")
+    setup_logging(name)
     for warning in config.warnings:
         log.warning("%s", warning)
     if config.dns:
