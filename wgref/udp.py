@@ -64,6 +64,10 @@ RECV_SIZE = 1 << 16  # one datagram, or one UDP_GRO train
 _NAME_SIZE = 28  # sizeof(struct sockaddr_in6)
 # Room for a UDP_GRO int and an in6_pktinfo, each after a 16-byte cmsghdr, 8-byte aligned.
 _CONTROL_SIZE = 96
+# Each message's address and ancillary data share one slot (the control part 8-aligned), so
+# one slice is the key that tells whether a message came the same way as the one before.
+_CONTROL_AT = 32
+_META_SIZE = _CONTROL_AT + _CONTROL_SIZE
 # A send whose source address is not (or no longer) ours: ip_route_output_key_hash_rcu
 # answers -ENETUNREACH (no device has the address) or -EINVAL; ip6_datagram_send_ctl -EINVAL,
 # or EADDRNOTAVAIL from the IPv6 source check. Only a send that then works without the
@@ -162,22 +166,21 @@ class BatchReceiver:
         # kernel writes to them (a 1500-byte datagram touches one page of its 64 KiB slot).
         self._data = mmap.mmap(-1, count * RECV_SIZE)
         self._view = memoryview(self._data)
-        self._names = bytearray(count * _NAME_SIZE)
-        self._controls = bytearray(count * _CONTROL_SIZE)
+        self._meta = bytearray(count * _META_SIZE)
         self._iovecs = bytearray(count * _IOVEC.size)
         self._headers = bytearray(count * _MMSGHDR.size)
-        data, names = _address_of(self._data), _address_of(self._names)
-        controls, iovecs = _address_of(self._controls), _address_of(self._iovecs)
+        data, meta = _address_of(self._data), _address_of(self._meta)
+        iovecs = _address_of(self._iovecs)
         for i in range(count):
             _IOVEC.pack_into(self._iovecs, i * _IOVEC.size, data + i * RECV_SIZE, RECV_SIZE)
             _MMSGHDR.pack_into(
                 self._headers,
                 i * _MMSGHDR.size,
-                names + i * _NAME_SIZE,
+                meta + i * _META_SIZE,
                 _NAME_SIZE,
                 iovecs + i * _IOVEC.size,
                 1,
-                controls + i * _CONTROL_SIZE,
+                meta + i * _META_SIZE + _CONTROL_AT,
                 _CONTROL_SIZE,
                 0,
                 0,
@@ -200,19 +203,20 @@ class BatchReceiver:
             raise OSError(code, os.strerror(code))
         datagrams: list[bytes] = []
         sources: list[Endpoint] = []
-        view, names, controls = self._view, self._names, self._controls
+        view, meta = self._view, self._meta
         last_key, (source, gso_size) = self._last_key, self._last
         used = n * _MMSGHDR.size
         for i, (_, namelen, _, _, _, controllen, _, length) in enumerate(
             _MMSGHDR.iter_unpack(memoryview(self._headers)[:used])
         ):
-            start, at = i * _NAME_SIZE, i * _CONTROL_SIZE
-            # Consecutive datagrams of one flow have the same address and ancillary data.
-            key = bytes(names[start : start + namelen]) + bytes(controls[at : at + controllen])
+            # Consecutive datagrams of one flow have the same address and ancillary data
+            # (the kernel writes the same name length every time on one socket).
+            start = i * _META_SIZE
+            key = bytes(meta[start : start + _CONTROL_AT + controllen])
             if key != last_key:
                 last_key = key
                 host, port = _sockaddr(key[:namelen])
-                gso_size, local, ifindex = _control(key[namelen:])
+                gso_size, local, ifindex = _control(key[_CONTROL_AT:])
                 source = Endpoint(host, port, local, ifindex)
             base = i * RECV_SIZE
             if 0 < gso_size < length:
