@@ -12,6 +12,7 @@ from pathlib import Path
 from types import FrameType
 
 from . import cleanup as cleanup_mod
+from .peers import registry
 from .peers.base import PeerDriver
 from .peers.registry import all_drivers
 from .progress import make_progress
@@ -93,11 +94,10 @@ def _drivers(args: argparse.Namespace) -> list[PeerDriver]:
 def _select(drivers: list[PeerDriver], names: list[str], what: str) -> list[PeerDriver]:
     if not names:
         return drivers
-    by_name = {d.name: d for d in drivers}
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        raise SystemExit(f"unknown {what} {', '.join(unknown)} (known: {', '.join(by_name)})")
-    return [by_name[n] for n in names]
+    try:
+        return registry.select(drivers, names, what)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def _scenarios(args: argparse.Namespace, names: list[str], slow: bool) -> list[Scenario]:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..peers import registry
 from ..peers.base import PeerDriver
 from ..progress import make_progress
 from ..report import print_matrix, write_all
@@ -18,7 +19,6 @@ from ..runner import Interrupted
 from . import report
 from .registry import PROBES, select
 from .runner import ProbeCell, scenario_name
-from .sloppy import sloppy_driver
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,12 +45,10 @@ def _split(values: list[str]) -> list[str]:
 def _servers(drivers: list[PeerDriver], args: argparse.Namespace) -> list[PeerDriver]:
     names = _split(args.server)
     if names:
-        by_name = {d.name: d for d in [*drivers, sloppy_driver()]}
-        unknown = [n for n in names if n not in by_name]
-        if unknown:
-            raise SystemExit(f"unknown server {', '.join(unknown)} "
-                             f"(known: {', '.join(by_name)})")
-        servers = [by_name[n] for n in names]
+        try:
+            servers = registry.select(drivers, names, "server")
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
     else:
         servers = [d for d in drivers if "responder" in d.capabilities]
     if args.skip_unavailable:
