@@ -12,12 +12,13 @@ from pathlib import Path
 from types import FrameType
 
 from . import cleanup as cleanup_mod
+from . import required
 from .peers import registry
 from .peers.base import PeerDriver
 from .peers.registry import all_drivers
 from .progress import make_progress
 from .report import print_matrix, write_all
-from .results import PeerInfo, RunResult, now_iso
+from .results import FAILING, CellResult, PeerInfo, RunResult, now_iso
 from .runner import CellRunner, Interrupted, plan
 from .scenario import Scenario, ScenarioError, load_scenarios
 
@@ -50,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="leave peers that cannot run here out of the matrix")
     run_p.add_argument("--backend", choices=BACKENDS, default="netns",
                        help="hosts as network namespaces (default) or Docker containers")
+    run_p.add_argument("--required", type=Path, default=None, metavar="FILE",
+                       help="cells whose failure (or unsupported) fails the run, one "
+                       "`CLIENT SERVER SCENARIO` a line (* matches any); other failures "
+                       "only report")
     list_p = sub.add_parser("list", help="list peers and scenarios")
     list_p.add_argument("--backend", choices=BACKENDS, default="netns")
     clean_p = sub.add_parser("cleanup", help="remove leftovers of killed runs")
@@ -144,9 +149,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         clients = [d for d in clients if "initiator" in d.capabilities]
     if not args.server:
         servers = [d for d in servers if "responder" in d.capabilities]
+    rules = required_list(args.required)
     if args.skip_unavailable:
-        clients = [d for d in clients if d.unavailable() is None]
-        servers = [d for d in servers if d.unavailable() is None]
+        keep = required.named_peers(rules or [])
+        clients = [d for d in clients if d.unavailable() is None or d.name in keep]
+        servers = [d for d in servers if d.unavailable() is None or d.name in keep]
     scenarios = _scenarios(args, _split(args.scenario), args.slow)
     out = args.out or Path("results") / time.strftime("interop-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
@@ -194,7 +201,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     if run.interrupted:
         print("interrupted: the matrix is incomplete", file=sys.stderr)
         return 130
-    return 1 if run.failed else 0
+    return exit_code(run.cells, rules)
+
+
+def required_list(path: Path | None) -> list[required.Pattern] | None:
+    if path is None:
+        return None
+    try:
+        return required.load(path)
+    except required.RequiredError as exc:
+        raise SystemExit(f"error: --required: {exc}") from None
+
+
+def exit_code(cells: list[CellResult], rules: list[required.Pattern] | None) -> int:
+    """1 when a cell failed or errored; with a required list, 1 only when a required cell
+    failed, errored or was unsupported (the others are reported)."""
+    if rules is None:
+        return 1 if any(c.status in FAILING for c in cells) else 0
+    for line in required.unmatched(rules, cells):
+        print(f"note: required {line} ({line.where}) matches no cell of this run")
+    problems = required.failures(rules, cells)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    others = [c for c in cells if c.status in FAILING and not any(r.matches(c) for r in rules)]
+    if others:
+        print(f"{len(others)} failed cell(s) outside the required list (reported only)")
+    return 1 if problems else 0
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
