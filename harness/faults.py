@@ -378,9 +378,11 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           ("crypto-rp/inner source outside allowed-ips is dropped", "probe:crypto-rp"),
           _no_crypto_rp),
     Fault("no-replay-window", "accepts every transport counter again", "server",
-          ("probe:transport-replay", "probe:counter-behind-window"), _defence("replay")),
+          ("probe:transport-replay", "probe:counter-behind-window", "probe:roaming-spoof"),
+          _defence("replay")),
     Fault("no-timestamp-check", "accepts replayed and old initiations, no 50/s limit",
-          "server", ("probe:initiation-replay", "probe:initiation-old-timestamp"),
+          "server", ("probe:initiation-replay", "probe:initiation-old-timestamp",
+                     "probe:initiation-rate-limit"),
           _defence("timestamp")),
     Fault("no-mac1", "answers initiations whatever their mac1", "server",
           ("probe:bad-mac1",), _defence("mac1")),
@@ -415,6 +417,15 @@ def fault(name: str) -> Fault:
             return Fault(name, template.does.replace("1200", str(limit)), template.role,
                          template.caught_by, _drop_above(limit))
     raise ValueError(f"unknown fault {name!r} (known: {', '.join(FAULTS)}, drop-above-N)")
+
+
+def fault_table() -> str:
+    """The fault table of scenarios/README.md (a test keeps the two the same)."""
+    lines = ["| fault | what the peer does wrong | caught by |", "|---|---|---|"]
+    for one in FAULTS.values():
+        caught = "; ".join(c.replace("probe:", "probe ") for c in one.caught_by)
+        lines.append(f"| `{one.name}` | {one.does} | {caught} |")
+    return "\n".join(lines)
 
 
 def fault_driver(names: str) -> UapiDriver:
