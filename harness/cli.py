@@ -139,6 +139,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    rules = required_list(args.required)  # a bad list is reported before anything runs
     if os.geteuid() != 0:
         print("error: the harness needs root (network namespaces)", file=sys.stderr)
         return 2
@@ -149,7 +150,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         clients = [d for d in clients if "initiator" in d.capabilities]
     if not args.server:
         servers = [d for d in servers if "responder" in d.capabilities]
-    rules = required_list(args.required)
     if args.skip_unavailable:
         keep = required.named_peers(rules or [])
         clients = [d for d in clients if d.unavailable() is None or d.name in keep]

@@ -248,19 +248,33 @@ def _no_rebind() -> None:
 
 
 def _no_crypto_rp() -> None:
-    """Every address belongs to the only peer (a 0/0 route in both directions)."""
+    """On receive, every inner source belongs to the only peer (sending still routes by
+    allowed-ips: the fault is the missing check, not a 0/0 route)."""
+    from wgref import interface
     from wgref.allowedips import AllowedIPs
 
+    receiving = [False]
     lookup = AllowedIPs.lookup
 
     def patched(self: AllowedIPs[Any], address: bytes) -> Any:
         found = lookup(self, address)
-        if found is not None:
+        if found is not None or not receiving[0]:
             return found
         owners = [peer for peer, _ in self._by_peer.values()]
         return owners[0] if len(owners) == 1 else None
 
     _patch(AllowedIPs, "lookup", patched)
+    received = getattr(interface, _RECEIVE)
+
+    def receive(device: Any, datagrams: list[bytes], sources: list[tuple[str, int]],
+                now: float, out: Any) -> None:
+        receiving[0] = True
+        try:
+            received(device, datagrams, sources, now, out)
+        finally:
+            receiving[0] = False
+
+    _patch(interface, _RECEIVE, receive)
 
 
 def _lenient_size() -> None:
