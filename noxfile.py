@@ -1,4 +1,4 @@
-"""Sessions: tests, lint, decrypt (a demo of capture replay), interop and bench (later issues).
+"""Sessions: tests, lint, decrypt (a demo of capture replay), interop, probes and bench.
 
 Sessions that need Debian tools install them with apt-get when they are missing and we are
 root (CI and the README's quick start run as root on Debian 12).
@@ -119,6 +119,21 @@ def interop(session: nox.Session) -> None:
         session.run("python", "-m", "harness", "images", "build")
     try:
         session.run("python", "-m", "harness", "run", *args)
+    finally:
+        session.run("python", "-m", "harness", "cleanup")
+
+
+@nox.session
+def probes(session: nox.Session) -> None:
+    """The conformance probes (packet-level checks of a server) with reports in
+    results/probes/ (arguments go to `python -m harness probe`, e.g. -- --server wgref)."""
+    debian_tools(session)
+    session.install("-e", ".")
+    interop_extras(session)
+    args = session.posargs or ["--out", "results/probes"]
+    session.run("python", "-m", "harness", "cleanup")
+    try:
+        session.run("python", "-m", "harness", "probe", *args)
     finally:
         session.run("python", "-m", "harness", "cleanup")
 

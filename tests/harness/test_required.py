@@ -143,3 +143,25 @@ def test_a_failed_cell_fails_the_run_unless_it_is_outside_the_list(tmp_path: Pat
     reported = harness(*args, "--out", str(tmp_path / "b"), "--required", str(rules))
     assert reported.returncode == 0, reported.stdout + reported.stderr
     assert "1 failed cell(s) outside the required list (reported only)" in reported.stdout
+
+
+def test_ci_requires_every_peer_it_runs() -> None:
+    """.ci/run's pairs and probe servers are all named in .ci/required.txt, so a peer CI
+    installs that stops working turns CI red, not grey."""
+    import re
+
+    rules = required.load(REPO / ".ci" / "required.txt")
+    script = (REPO / ".ci" / "run").read_text()
+    run_peers = {name for pairs in re.findall(r'for pair in ((?:"[^"]+" ?)+)', script)
+                 for pair in re.findall(r'"([^"]+)"', pairs) for name in pair.split()}
+    probe_servers = {name for servers in re.findall(r"nox -s probes -- --server (\S+)", script)
+                     for name in servers.split(",")}
+    assert run_peers >= {"wgref", "wireguard-go", "kernel-vm"}
+    assert probe_servers >= {"wgref", "wireguard-go"}
+    for client, server in (pair.split() for pairs in
+                           re.findall(r'for pair in ((?:"[^"]+" ?)+)', script)
+                           for pair in re.findall(r'"([^"]+)"', pairs)):
+        assert any(r.matches(cell(client, server, "handshake", PASS)) for r in rules), \
+            (client, server)
+    for server in probe_servers:
+        assert any(r.matches(cell("probe", server, "probe:bad-mac1", PASS)) for r in rules)
