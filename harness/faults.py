@@ -54,34 +54,45 @@ def _patch(owner: Any, name: str, value: Any) -> Any:
     return old
 
 
-def _wrap_inbound(change: Inbound) -> None:
-    """Datagrams as the interface reads them, before the device (reference and fast path)."""
+Receive = Callable[[Any, list[bytes], list[tuple[str, int]], float, Any], None]
+
+
+def _around_receive(around: Callable[[Receive, Any, list[bytes], list[tuple[str, int]]],
+                                     None]) -> None:
+    """Every batch of datagrams the interface reads goes through ``around(receive, device,
+    datagrams, sources)``, which calls ``receive`` (the device's batch receive: reference
+    and fast path) as it sees fit."""
     from wgref import interface
 
     received = getattr(interface, _RECEIVE)
 
     def receive(device: Any, datagrams: list[bytes], sources: list[tuple[str, int]],
                 now: float, out: Any) -> None:
-        datagrams, sources = change(device, datagrams, sources)
-        received(device, datagrams, sources, now, out)
+        def inner(device: Any, datagrams: list[bytes], sources: list[tuple[str, int]]
+                  ) -> None:
+            received(device, datagrams, sources, now, out)
+        around(inner, device, datagrams, sources)  # type: ignore[arg-type]
 
     _patch(interface, _RECEIVE, receive)
+
+
+def _wrap_inbound(change: Inbound) -> None:
+    """Datagrams as the interface reads them, changed before the device sees them."""
+    def around(receive: Any, device: Any, datagrams: list[bytes],
+               sources: list[tuple[str, int]]) -> None:
+        receive(device, *change(device, datagrams, sources))
+    _around_receive(around)
 
 
 def _after_receive(then: Callable[[Any, dict[bytes, Any]], None]) -> None:
     """Run ``then(device, before)`` after every batch the device received; ``before`` maps
     each peer's public key to its endpoint before the batch."""
-    from wgref import interface
-
-    received = getattr(interface, _RECEIVE)
-
-    def receive(device: Any, datagrams: list[bytes], sources: list[tuple[str, int]],
-                now: float, out: Any) -> None:
+    def around(receive: Any, device: Any, datagrams: list[bytes],
+               sources: list[tuple[str, int]]) -> None:
         before = {key: peer.endpoint for key, peer in device.peers.items()}
-        received(device, datagrams, sources, now, out)
+        receive(device, datagrams, sources)
         then(device, before)
-
-    _patch(interface, _RECEIVE, receive)
+    _around_receive(around)
 
 
 def _wrap_outbound(change: Callable[[Any, Any], None]) -> None:
@@ -250,7 +261,6 @@ def _no_rebind() -> None:
 def _no_crypto_rp() -> None:
     """On receive, every inner source belongs to the only peer (sending still routes by
     allowed-ips: the fault is the missing check, not a 0/0 route)."""
-    from wgref import interface
     from wgref.allowedips import AllowedIPs
 
     receiving = [False]
@@ -264,17 +274,16 @@ def _no_crypto_rp() -> None:
         return owners[0] if len(owners) == 1 else None
 
     _patch(AllowedIPs, "lookup", patched)
-    received = getattr(interface, _RECEIVE)
 
-    def receive(device: Any, datagrams: list[bytes], sources: list[tuple[str, int]],
-                now: float, out: Any) -> None:
+    def around(receive: Any, device: Any, datagrams: list[bytes],
+               sources: list[tuple[str, int]]) -> None:
         receiving[0] = True
         try:
-            received(device, datagrams, sources, now, out)
+            receive(device, datagrams, sources)
         finally:
             receiving[0] = False
 
-    _patch(interface, _RECEIVE, receive)
+    _around_receive(around)
 
 
 def _lenient_size() -> None:
