@@ -98,3 +98,24 @@ def test_usage_and_version() -> None:
     assert wgref("--version").stdout.startswith("wgref v")
     extra = wgref("genkey", "extra")
     assert extra.returncode == 1 and "Usage: wgref genkey" in extra.stdout + extra.stderr
+
+
+def test_interface_errors_name_the_interface() -> None:
+    long_name = "averyveryverylongname0"  # IFNAMSIZ is 16 with the NUL
+    result = wgref("-f", long_name)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"wgref: {long_name}: invalid interface name '{long_name}'" in result.stderr
+    slash = wgref("-f", "a/b")
+    assert slash.returncode == 1
+    assert "wgref: a/b: invalid interface name 'a/b'" in slash.stderr
+
+
+def test_client_errors_name_file_line_key_and_option(tmp_path: Path) -> None:
+    conf = tmp_path / "bad.conf"
+    conf.write_text("[Interface]\nPrivateKey = nope\n")
+    result = wgref("client", str(conf))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"wgref client: {conf}:2: PrivateKey: not a base64 key" in result.stderr
+    bogus = wgref("client", "--bogus")
+    assert bogus.returncode == 2
+    assert "unrecognized arguments: --bogus" in bogus.stderr
