@@ -258,32 +258,36 @@ def _no_rebind() -> None:
     _patch(Interface, "set_listen_port", patched)
 
 
-def _no_crypto_rp() -> None:
-    """On receive, every inner source belongs to the only peer (sending still routes by
-    allowed-ips: the fault is the missing check, not a 0/0 route)."""
-    from wgref.allowedips import AllowedIPs
+def _only_peer_owns_everything(*, receive_only: bool) -> Callable[[], None]:
+    """Every address belongs to the only peer: on receive only (the missing cryptokey-routing
+    check; replies are still routed by allowed-ips), or both ways (a 0/0 allowed-ips)."""
+    def install() -> None:
+        from wgref.allowedips import AllowedIPs
 
-    receiving = [False]
-    lookup = AllowedIPs.lookup
+        receiving = [not receive_only]
+        lookup = AllowedIPs.lookup
 
-    def patched(self: AllowedIPs[Any], address: bytes) -> Any:
-        found = lookup(self, address)
-        if found is not None or not receiving[0]:
-            return found
-        owners = [peer for peer, _ in self._by_peer.values()]
-        return owners[0] if len(owners) == 1 else None
+        def patched(self: AllowedIPs[Any], address: bytes) -> Any:
+            found = lookup(self, address)
+            if found is not None or not receiving[0]:
+                return found
+            owners = [peer for peer, _ in self._by_peer.values()]
+            return owners[0] if len(owners) == 1 else None
 
-    _patch(AllowedIPs, "lookup", patched)
+        _patch(AllowedIPs, "lookup", patched)
+        if not receive_only:
+            return
 
-    def around(receive: Any, device: Any, datagrams: list[bytes],
-               sources: list[tuple[str, int]]) -> None:
-        receiving[0] = True
-        try:
-            receive(device, datagrams, sources)
-        finally:
-            receiving[0] = False
+        def around(receive: Any, device: Any, datagrams: list[bytes],
+                   sources: list[tuple[str, int]]) -> None:
+            receiving[0] = True
+            try:
+                receive(device, datagrams, sources)
+            finally:
+                receiving[0] = False
 
-    _around_receive(around)
+        _around_receive(around)
+    return install
 
 
 def _lenient_size() -> None:
@@ -393,13 +397,16 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("no-cookie-reply", "under load, drops handshakes instead of sending cookie "
           "replies (WP 5.3)", "server",
           ("cookie-under-load/server under load answers with cookies",
-           "probe:cookie-under-load"), _no_cookie_reply),
+           "flood-stop/cookie replies counted", "probe:cookie-under-load"), _no_cookie_reply),
     Fault("wrong-source-port", "sends every datagram from listen port + 1", "server",
           ("keepalive/ping client -> server",), _wrong_source_port),
-    Fault("no-crypto-rp", "every inner address belongs to its only peer (no cryptokey "
-          "routing)", "server",
-          ("crypto-rp/inner source outside allowed-ips is dropped", "probe:crypto-rp"),
-          _no_crypto_rp),
+    Fault("no-crypto-rp", "delivers packets from any inner source (no cryptokey-routing "
+          "check on receive)", "server", ("probe:crypto-rp",),
+          _only_peer_owns_everything(receive_only=True)),
+    Fault("route-everything", "treats every address as its only peer's, both ways (as a "
+          "0/0 allowed-ips)", "server",
+          ("crypto-rp/inner source outside allowed-ips is dropped",),
+          _only_peer_owns_everything(receive_only=False)),
     Fault("no-replay-window", "accepts every transport counter again", "server",
           ("probe:transport-replay", "probe:counter-behind-window", "probe:roaming-spoof"),
           _defence("replay")),
