@@ -29,7 +29,7 @@ from typing import Any
 from ..allowedips import AllowedIPs
 from ..allowedips_calc import subtract
 from ..device import Device
-from ..results import Batch, Dropped, DropReason, Endpoint
+from ..results import Batch, Dropped, DropReason, Endpoint, HandshakeInitiated
 from ..udp import SO_MARK, open_udp_socket
 from . import nft, packet, procs, status
 from .config import ClientConfig
@@ -317,13 +317,15 @@ class Client:
 
     def _perform(self, batches: list[Batch] | Batch, now: float) -> None:
         for batch in [batches] if isinstance(batches, Batch) else batches:
+            if self._first_attempt is None and any(
+                isinstance(e, HandshakeInitiated) for e in batch.events
+            ):
+                self._first_attempt = now
             for destination, datagrams in batch.sends:
                 sock = self.sock6 if ":" in destination.host else self.sock4
                 if sock is None:
                     continue
                 for data in datagrams:
-                    if data[:1] == b"\x01" and self._first_attempt is None:
-                        self._first_attempt = now
                     try:
                         sock.sendto(data, destination.address)
                     except OSError as exc:
