@@ -26,7 +26,7 @@ from ..peers.uapi import (
 from ..peers.wheels import MitmproxyWireguard, WireguardRequests
 from ..topology import Host
 from . import labels
-from .client import DockerUnavailable, connect
+from .client import DockerUnavailable, connect, sdk
 from .topology import DockerHost
 
 VERSION_TIMEOUT = 60
@@ -80,7 +80,7 @@ class DockerPeer(PeerDriver):
         self._version: str | None = None
 
     def _image(self) -> Any:
-        import docker
+        docker = sdk()
 
         try:
             return connect().images.get(self.image)
