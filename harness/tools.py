@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+# Where rustup and the go.dev tarball put the builders when a shell's PATH lacks them.
+BUILDER_HOMES = {"cargo": ("~/.cargo/bin",), "go": ("/usr/local/go/bin", "~/go/bin")}
 INSTALL_TIMEOUT = 1800.0  # a cold cargo build of boringtun-cli takes ~3 min on 2 cores
 STAMP = "installed.json"
 
@@ -125,6 +127,18 @@ def _locked(root: Path, name: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def builder_path(builder: str) -> str | None:
+    """``cargo``/``go`` on PATH, else where its usual installer puts it."""
+    found = shutil.which(builder)
+    if found:
+        return found
+    for home in BUILDER_HOMES.get(builder, ()):
+        candidate = Path(home).expanduser() / builder
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
 def version_line(path: Path) -> str:
     """The first line `PROGRAM --version` prints (``boringtun-cli 0.7.1``)."""
     try:
@@ -143,14 +157,14 @@ def install(tool: Tool, *, force: bool = False, log: Path | None = None) -> Inst
         path = tool.installed()
         if path is not None and not force:
             return Installed(tool, path, time.monotonic() - started, False, version_line(path))
-        builder = shutil.which(tool.builder)
+        builder = builder_path(tool.builder)
         if builder is None:
             raise ToolError(f"{tool.name}: `{tool.builder}` is not installed (needed to build "
                             f"{tool.spec})")
         partial = tool.folder.with_name(tool.folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         (partial / "bin").mkdir(parents=True)
-        argv = tool.install_argv(partial)
+        argv = [builder, *tool.install_argv(partial)[1:]]
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, check=False,
                                   timeout=INSTALL_TIMEOUT, env=tool.install_env(partial),

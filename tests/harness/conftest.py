@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -21,10 +20,10 @@ def scenarios_dir() -> Path:
 def pinned_tool_problem(name: str) -> str | None:
     """None when the pinned tool ``name`` (harness.tools) is built or can be built here (its
     builder is installed: the session fixture below builds it), else why not."""
-    from harness.tools import TOOLS
+    from harness.tools import TOOLS, builder_path
 
     tool = TOOLS[name]
-    if tool.installed() is not None or shutil.which(tool.builder) is not None:
+    if tool.installed() is not None or builder_path(tool.builder) is not None:
         return None
     return f"{name} is not built and `{tool.builder}` is not installed to build it"
 
@@ -41,9 +40,9 @@ def pinned_tools() -> None:
     or `python -m harness tools install`); a failed build fails the tests that use it."""
     if os.geteuid() != 0:
         return
-    from harness.tools import TOOLS, ToolError, install
+    from harness.tools import TOOLS, ToolError, builder_path, install
 
     for tool in TOOLS.values():
-        if tool.installed() is None and shutil.which(tool.builder) is not None:
+        if tool.installed() is None and builder_path(tool.builder) is not None:
             with contextlib.suppress(ToolError):
                 install(tool)

@@ -45,6 +45,8 @@ def test_install_without_the_builder_says_so(monkeypatch: pytest.MonkeyPatch,
                                              tmp_path: Path) -> None:
     monkeypatch.setenv("WGREF_TOOLS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.cargo/bin/cargo either
+    monkeypatch.setattr(tools, "BUILDER_HOMES", {"cargo": ("~/.cargo/bin",)})
     with pytest.raises(tools.ToolError, match=r"boringtun-cli: `cargo` is not installed "
                        r"\(needed to build boringtun-cli 0.7.1 \(crates.io\)\)"):
         tools.install(tools.TOOLS["boringtun-cli"])
@@ -63,7 +65,7 @@ def test_a_failed_build_leaves_no_tool(monkeypatch: pytest.MonkeyPatch, tmp_path
     with pytest.raises(tools.ToolError) as info:
         tools.install(bogus)
     message = str(info.value)
-    assert "`go install golang.zx2c4.com/wireguard@v0.0.0-20000101000000-000000000000` " \
+    assert "install golang.zx2c4.com/wireguard@v0.0.0-20000101000000-000000000000` " \
            "exited 1" in message
     assert "GOPROXY=off" in message
     assert not bogus.folder.exists() and bogus.installed() is None
@@ -156,3 +158,15 @@ def test_harness_list_shows_the_three_with_versions() -> None:
         assert state.endswith("available") and "unavailable" not in state, state
         assert shown.startswith(version), shown
     assert "(golang.zx2c4.com/wireguard@v0.0.0-2026" in entry("wireguard-go")[1]
+
+
+def test_the_builder_is_found_where_rustup_puts_it(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    cargo = tmp_path / "home" / ".cargo" / "bin" / "cargo"
+    cargo.parent.mkdir(parents=True)
+    cargo.write_text("#!/bin/sh\nexit 0\n")
+    cargo.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert tools.builder_path("cargo") == str(cargo)
+    assert tools.builder_path("rustc") is None
