@@ -30,10 +30,11 @@ from harness.bench.model import (
     Cell,
     PairSpec,
     Sample,
+    counterpart,
     load_bench,
     parse_pair,
 )
-from harness.bench.report import markdown, print_table, ratio_rows, rows, write_all
+from harness.bench.report import header, markdown, print_table, ratio_rows, rows, write_all
 from harness.bench.stats import summarize
 
 # -- statistics -------------------------------------------------------------------------------
@@ -69,13 +70,15 @@ def test_parse_pair_forms() -> None:
         parse_pair("wgref")
     with pytest.raises(ValueError):
         parse_pair(":wgref")
+    assert parse_pair("boringtun:boringtun") == PairSpec("boringtun-cli", "boringtun-cli")
 
 
 def test_default_pairs_cover_the_issue() -> None:
     names = [p.name for p in DEFAULT_PAIRS]
     assert names[0] == RAW
     for wanted in (REFERENCE, "wgref->wireguard-go", "wireguard-go->wgref", "wgref->wgref",
-                   "wireguard-go->mitmproxy-wireguard"):
+                   "wireguard-go->mitmproxy-wireguard", "boringtun-cli->boringtun-cli",
+                   "wgref->boringtun-cli", "boringtun-cli->wgref"):
         assert wanted in names
 
 
@@ -258,6 +261,34 @@ def test_ratios_against_wireguard_go_in_the_same_run() -> None:
     assert ratios["wgref->wgref"]["udp-up"] == pytest.approx(0.25)
     assert run.ratio("wireguard-go->mitmproxy-wireguard", "tcp-up") is None
     assert run.ratio(REFERENCE, "tcp-up", RAW) == pytest.approx(0.06)
+
+
+def test_ratios_against_each_reference_peer() -> None:
+    """With boringtun-cli's own pair in the run, every wgref pair whose counterpart (the
+    reference peer in wgref's place) was measured gets a ratio to it; the table gains a
+    column per reference."""
+    run = synthetic()
+    bt = "boringtun-cli->boringtun-cli"
+    run.pairs += [bt, "wgref->boringtun-cli"]
+    for pair, mbps in ((bt, 400.0), ("wgref->boringtun-cli", 200.0)):
+        for test in run.tests:
+            run.cells.append(Cell(pair, test, samples=[Sample(1, mbps=mbps,
+                                                              received_bytes=1000)]))
+    assert counterpart("wgref->wgref", "boringtun-cli") == bt
+    assert counterpart("wgref->boringtun-cli", "boringtun-cli") == bt
+    assert run.reference_peers() == ["wireguard-go", "boringtun-cli"]
+    refs = run.reference_ratios()
+    assert set(refs["boringtun-cli"]) == {"wgref->boringtun-cli", "wgref->wgref"}
+    assert refs["boringtun-cli"]["wgref->boringtun-cli"]["tcp-up"] == pytest.approx(0.5)
+    assert refs["boringtun-cli"]["wgref->wgref"]["tcp-up"] == pytest.approx(150.0 / 400.0)
+    assert "wgref->boringtun-cli" not in refs["wireguard-go"]  # no wireguard-go->boringtun-cli
+    head = header(run)
+    assert head[-3:] == ["vs wg-go", "vs boringtun", "of veth"]
+    by_key = {(r[0], r[1]): r for r in rows(run)}
+    assert by_key[("boringtun-cli → boringtun-cli", "tcp-up")][10:12] == ["", "ref"]
+    assert by_key[("wgref → wgref", "tcp-up")][10:12] == ["0.25×", "0.38×"]
+    assert "## wgref ÷ boringtun-cli (same run)" in markdown(run)
+    assert run.to_json()["ratios_vs_reference"]["boringtun-cli"] == refs["boringtun-cli"]
 
 
 def test_json_round_trip(tmp_path: Path) -> None:

@@ -114,6 +114,7 @@ def bench_data(shift: float = 0.0) -> dict[str, Any]:
             row("wireguard-go", "wireguard-go", [950.0, 1000.0, 1050.0]),
             row("wgref", "wireguard-go", [600.0, 610.0, 620.0]),
             row("wireguard-go", "wgref", [500.0, 505.0, 510.0]),
+            row("boringtun-cli", "boringtun-cli", [500.0, 525.0, 550.0]),
             {"client": "wgref", "server": "wgref", "metric": "handshakes", "unit": "1/s",
              "mean": 850.0, "stdev": 12.0},
             {"client": "wireguard-go", "server": "wireguard-go", "metric": "handshakes",
@@ -158,6 +159,9 @@ def test_page_has_matrix_drilldowns_bench_and_metadata(run_dir: Path) -> None:
     # bench: SVG charts, ratio, published baselines in their own panel
     assert page.count('<svg class="chart"') == 3
     assert "wgref / wireguard-go" in page and "0.42×" in page
+    # ... and to boringtun-cli: wgref -> wgref over boringtun-cli -> boringtun-cli
+    assert "title='÷ boringtun-cli → boringtun-cli'>wgref → wgref</td>" \
+        "<td class='num'><b>0.80×</b>" in page
     assert 'id="baselines"' in page and "foreign hardware" in page
     assert "2× Xeon, 40 GbE" in page
     # probes with their rule
