@@ -187,13 +187,6 @@ class UapiDriver(PeerDriver):
         raise DriverError(f"no UAPI socket {sock} after {START_TIMEOUT:g} s: {proc.log_tail()}")
 
 
-def _which(program: str) -> Callable[[], list[str] | None]:
-    def command() -> list[str] | None:
-        path = shutil.which(program)
-        return [path] if path else None
-    return command
-
-
 def _pinned(tool: Tool, *args: str, fallback: str | None = None,
             ) -> Callable[[], list[str] | None]:
     """The tool's cached build, else (when ``fallback`` is given) that program on PATH."""
