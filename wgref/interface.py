@@ -220,6 +220,8 @@ class Interface:
         back into the tunnel (a route to a peer's endpoint through this interface). The
         kernel refuses to send it in the first place (socket.c send4: ``rt->dst.dev ==
         skb->dev``, "Avoiding routing loop"); we see it once and drop it."""
+        if len(packet) < 28:
+            return False
         if packet[0] == 0x45:
             return packet[9] == 17 and packet[20:22] == self._port_bytes
         if packet[0] >> 4 == 6:

@@ -92,7 +92,8 @@ class RouteCache:
 
     def changed(self) -> None:
         """Drain the notifications and forget every answer."""
-        with contextlib.suppress(BlockingIOError, InterruptedError):
+        # ENOBUFS (notifications lost to a full buffer) also means: forget everything.
+        with contextlib.suppress(OSError):
             while self._monitor.recv(1 << 16):
                 pass
         self._cache.clear()
@@ -198,7 +199,8 @@ class RouteMtus:
         return self._monitor.fileno()
 
     def changed(self) -> None:
-        with contextlib.suppress(BlockingIOError, InterruptedError):
+        # ENOBUFS (notifications lost to a full buffer) also means: forget everything.
+        with contextlib.suppress(OSError):
             while self._monitor.recv(1 << 16):
                 pass
         self.stale = True

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import SOCKET_DIR, Lab, genkey, pubkey, require_netns, wait_for
+from tests.netns import SOCKET_DIR, Lab, Pair, genkey, pubkey, require_netns, wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -277,9 +277,21 @@ def test_ping_to_an_address_with_no_peer(lab: Lab, target: str, message: str) ->
     assert re.search(rf"From {re.escape(source)}\b", result.stdout), result.stdout
 
 
-def test_icmp_for_a_peer_without_endpoint_and_rate_limit(lab: Lab) -> None:
-    """A flood to an unrouted address gets errors, but no more than the kernel's limits allow
-    (1000/s with a burst of 50 for the host)."""
+def test_icmp_error_when_the_link_was_moved_to_another_namespace(lab: Lab) -> None:
+    """netns.sh's layout: wgref's sockets stay in ns0, its link lives in ns1; the error is
+    made and sent in the link's namespace."""
+    pair = Pair(lab)
+    pair.configure()
+    result = lab.sh(pair.ns1, "ping", "-c", "1", "-W", "2", "192.168.241.99", check=False)
+    assert "From 192.168.241.1 icmp_seq=1 Destination Host Unreachable" in result.stdout, (
+        result.stdout + lab.log(pair.if1)
+    )
+    assert pair.ping(1, "192.168.241.2")
+
+
+def test_icmp_errors_under_a_flood(lab: Lab) -> None:
+    """A ping flood to an address no peer has: errors come back (within the kernel's limits,
+    tests/shells/test_netio.py checks those), and the daemon keeps answering."""
     h = _hosts(lab)
     result = h.lab.sh(
         h.ns1, "ping", "-f", "-c", "400", "-w", "5", "192.168.241.77", check=False, timeout=20
