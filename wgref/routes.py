@@ -36,7 +36,7 @@ _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, proto, scope, type
 _RTATTR = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
-_CACHE_LIMIT = 4096
+_CACHE_LIMIT = 1 << 16  # answers kept (one per peer endpoint and source in use)
 
 
 class Route(NamedTuple):
