@@ -8,6 +8,7 @@ import contextlib
 import errno
 import os
 import random
+import select
 import socket
 import subprocess
 import time
@@ -131,6 +132,14 @@ HOSTILE = [
 ]  # fmt: skip
 
 
+def _wait_answering(stallers: list[socket.socket]) -> None:
+    """Until the daemon has begun answering every staller (their requests are being worked
+    on, not just queued): an answer waits to be read on each socket."""
+    for sock in stallers:
+        readable, _, _ = select.select([sock], [], [], 10)
+        assert readable, "the daemon never answered a pipelined get=1"
+
+
 def test_hostile_lines_answered_like_wireguard_go(lab: Lab) -> None:
     ours, theirs = lab.ifname("a"), lab.ifname("b")
     lab.start("wgref", lab.ns[0], ours)
@@ -181,6 +190,7 @@ def test_fuzz_survives_and_wg_show_stays_responsive(lab: Lab, record_property: o
         except BlockingIOError:
             pass  # the daemon stopped reading us: back-pressure
         stallers.append(sock)
+    _wait_answering(stallers)
 
     # 2. `wg show` while they stall.
     timings = []
@@ -282,6 +292,7 @@ def test_tunnel_traffic_flows_while_a_client_refuses_to_read(lab: Lab) -> None:
             for _ in range(5000):
                 sock.send(b"get=1\n\n")
         stallers.append(sock)
+    _wait_answering(stallers)
     try:
         assert pair.ping(1, "192.168.241.2", count=5), lab.log(pair.if1)
         assert pair.ping(2, "192.168.241.1", count=5)
