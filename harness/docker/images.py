@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..peers.spec import images as spec_images
 from . import labels
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -53,13 +54,9 @@ class ImageSpec:
         return DOCKER_DIR / f"{self.name}.Dockerfile"
 
 
-IMAGES: dict[str, ImageSpec] = {spec.name: spec for spec in (
-    ImageSpec("router"),
-    ImageSpec("wireguard-go"),
-    ImageSpec("wgref", ("pyproject.toml", "README.md", "wgref")),
-    ImageSpec("kernel"),
-    ImageSpec("wheels"),
-)}
+# The router's image and each peer's (peers.spec.PEERS declares which image a peer runs in).
+IMAGES: dict[str, ImageSpec] = {image.name: ImageSpec(image.name, image.extra)
+                                for image in spec_images()}
 
 
 class ImageError(RuntimeError):

@@ -5,8 +5,7 @@ for the namespace: NAT for the outer UDP, routed inner subnets, so the host's ow
 the echo server, iperf3 - go through the guest's wg0). wg0 is configured over the VM's control
 channel with `wg setconf`/`wg set`, and read back with `wg show wg0 dump`.
 
-Register it with the other drivers: ``from ..kernelvm.driver import KernelVMDriver`` and add
-``KernelVMDriver()`` to ``all_drivers()``.
+Registered (name, capabilities) in ``harness.peers.spec.PEERS``.
 """
 
 from __future__ import annotations
@@ -27,10 +26,6 @@ from . import build, plumbing
 from .build import Artefacts, BuildError, Progress
 from .vm import KernelVM, VMError, choose_accel, qemu_missing
 
-CAPABILITIES = frozenset({
-    "initiator", "responder", "psk", "ipv6-outer", "ipv6-inner", "keepalive", "roaming",
-    "icmp", "state", "reconfigure", "mtu", "cookie",
-})
 GUEST_CONF = "/tmp/wg0.conf"
 ROAM_POLL = 0.1  # seconds between looks at the host's outer addresses
 
@@ -153,11 +148,9 @@ def _quote(arg: str) -> str:
 class KernelVMDriver(PeerDriver):
     """Debian's kernel (upstream wireguard.ko) in a throw-away QEMU VM per peer."""
 
-    name = "kernel-vm"
-    capabilities = CAPABILITIES
+    name = "kernel-vm"  # capabilities: peers.spec.PEERS
 
     def __init__(self, progress: Progress | None = None) -> None:
-        self.limitations = {"keylog": "the kernel writes no key log"}
         self._artefacts: Artefacts | None = None
         self._progress = progress
 

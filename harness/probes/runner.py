@@ -14,6 +14,7 @@ from .. import keys, naming
 from ..capture import CaptureError, start_capture, stop_capture
 from ..context import SERVER_PORT
 from ..peers.base import DriverError, InterfaceConfig, PeerDriver, PeerEntry, PeerInstance
+from ..peers.spec import HELPER_LOG, LISTENER
 from ..results import ERROR, FAIL, PASS, UNSUPPORTED, CellResult, StepResult
 from ..runner import Interrupted, Progress, run_cell
 from ..shell import Background, CommandError
@@ -28,30 +29,11 @@ from .oracle import ListenerOracle, LogOracle, Oracle
 from .wire import Wire
 
 PROBE_CLIENT = "probe"
-MITM = "mitmproxy-wireguard"
 LISTENER_START = 10.0
-
-
-# What a server's configuration API cannot express, by driver: probes relying on it are
-# unsupported there.
-CONFIG_LIMITS: dict[str, dict[str, str]] = {
-    MITM: {"allowed-ips": "start_server() takes only peer public keys, no allowed-ips: "
-           "there is no cryptokey routing to test (every inner source is handed over)"},
-}
 
 
 def scenario_name(probe: Probe) -> str:
     return f"probe:{probe.name}"
-
-
-def oracle_kind(driver: PeerDriver) -> str | None:
-    """How deliveries to this server's tunnel can be seen: "listener" (a real interface),
-    "helper log" (mitmproxy-wireguard's helper logs each datagram) or None."""
-    if "icmp" in driver.capabilities:
-        return "listener"
-    if driver.name == MITM:
-        return "helper log"
-    return None
 
 
 def why_unsupported(driver: PeerDriver, probe: Probe) -> str | None:
@@ -59,9 +41,9 @@ def why_unsupported(driver: PeerDriver, probe: Probe) -> str | None:
     if missing:
         return f"server {driver.name}: {missing}"
     reasons = driver.missing({"responder", *probe.needs})
-    limits = CONFIG_LIMITS.get(driver.name, {})
+    limits = driver.config_limits
     reasons += [f"{driver.name}: {limits[c]}" for c in probe.config if c in limits]
-    if probe.delivery and oracle_kind(driver) is None:
+    if probe.delivery and driver.delivery is None:
         reasons.append(f"{driver.name} has no interface and no log of what it delivers")
     return "; ".join(reasons) or None
 
@@ -184,10 +166,10 @@ class ProbeCell:
 
     def _oracle(self, topo: Topology, instance: PeerInstance
                 ) -> tuple[Oracle | None, Background | None]:
-        kind = oracle_kind(self.driver)
-        if kind == "helper log" and instance.logs():
+        kind = self.driver.delivery
+        if kind == HELPER_LOG and instance.logs():
             return LogOracle(instance.logs()[0], LISTEN_PORT), None
-        if kind != "listener":
+        if kind != LISTENER:
             return None, None
         path = self.folder / "delivered.jsonl"
         path.touch()

@@ -72,9 +72,9 @@ def test_sloppy_server_fails_with_what_it_did(tmp_path: Path) -> None:
 
 
 def test_unsupported_without_a_view_of_deliveries(tmp_path: Path) -> None:
-    from harness.peers.wheels import WireguardRequests
+    from harness.peers.spec import peer
 
     (probe,) = select(["crypto-rp"], slow=False)
-    result = ProbeCell(WireguardRequests(), probe, tmp_path, Quiet()).run()
+    result = ProbeCell(peer("wireguard-requests").driver(), probe, tmp_path, Quiet()).run()
     assert result.status == "unsupported"
     assert result.reason
