@@ -198,7 +198,7 @@ class CellRunner:
                     raise StepSkipped("; ".join(missing))
                 if ctx.remaining() <= 0:
                     raise StepFailed(f"the scenario's {sc.timeout:.0f} s ran out")
-                detail = ACTIONS[step.action](ctx, step)
+                detail = ACTIONS[step.action].run(ctx, step)
                 problem = self._peer_problem(ctx)
                 if problem:
                     raise StepFailed(problem)
