@@ -208,6 +208,9 @@ class KernelVMDriver(PeerDriver):
         except (VMError, plumbing.PlumbingError, DriverError) as exc:
             instance.stop()
             raise DriverError(f"kernel-vm on {host.name}: {exc}") from exc
+        except Exception:  # a reset console, a bug: the VM goes; the runner records the traceback
+            instance.stop()
+            raise
         instance._watcher.start()
         accel = vm.accel.name if vm.accel else "?"
         with (folder / f"{host.name}-kernel-vm.log").open("a") as log:
