@@ -68,6 +68,10 @@ class RunResult:
     scenarios: list[dict[str, Any]] = field(default_factory=list)
     cells: list[CellResult] = field(default_factory=list)
     interrupted: bool = False
+    # --shard K/N: {"index", "count", "plan" (digest), "version" (code digest), "order" (the
+    # whole plan's cell keys)}; a merged run lists its shards' runs (host, times, command)
+    shard: dict[str, Any] | None = None
+    shards: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def failed(self) -> list[CellResult]:

@@ -59,8 +59,12 @@ def why_unsupported(cell: Cell) -> str | None:
         missing = driver.unavailable()
         if missing:
             reasons.append(f"{role} {driver.name}: {missing}")
-    if reasons:
-        return "; ".join(reasons)
+    return "; ".join(reasons or capability_gaps(cell)) or None
+
+
+def capability_gaps(cell: Cell) -> list[str]:
+    """What the scenario needs that the peers lack (the same on every machine)."""
+    reasons = []
     sc = cell.scenario
     needs = {"client": {"initiator", *sc.requires.get("client", ())},
              "server": {"responder", *sc.requires.get("server", ())}}
@@ -77,7 +81,7 @@ def why_unsupported(cell: Cell) -> str | None:
     for cap in sc.requires_any:
         if cap not in cell.client.capabilities | cell.server.capabilities:
             reasons.append(f"neither peer has {cap} (the scenario needs it on one of them)")
-    return "; ".join(reasons) or None
+    return reasons
 
 
 def _configs(cell: Cell, prefix: str, ctx: CellContext) -> dict[str, InterfaceConfig]:

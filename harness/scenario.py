@@ -69,6 +69,8 @@ class Scenario:
     config: ConfigSpec
     steps: tuple[Step, ...]
     captures: tuple[CaptureSpec, ...] = field(default=())
+    # it measures something timing-sensitive: with --jobs it runs alone on the machine
+    exclusive: bool = False
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -146,8 +148,8 @@ def parse_scenario(text: str, path: Path | None = None, name: str | None = None)
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{where}: not valid TOML: {exc}") from exc
-    known = {"name", "description", "slow", "timeout", "requires", "requires_any", "topology",
-             "config", "steps", "captures"}
+    known = {"name", "description", "slow", "exclusive", "timeout", "requires", "requires_any",
+             "topology", "config", "steps", "captures"}
     unknown = set(data) - known
     if unknown:
         raise ScenarioError(f"{where}: unknown keys {sorted(unknown)}")
@@ -182,6 +184,7 @@ def parse_scenario(text: str, path: Path | None = None, name: str | None = None)
         config=config,
         steps=steps,
         captures=captures,
+        exclusive=bool(_type(data.get("exclusive", False), bool, f"{where} exclusive")),
     )
 
 

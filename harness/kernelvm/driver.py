@@ -153,6 +153,7 @@ class KernelVMDriver(PeerDriver):
     def __init__(self, progress: Progress | None = None) -> None:
         self._artefacts: Artefacts | None = None
         self._progress = progress
+        self._building = threading.Lock()  # cells at once (--jobs) build the VM once
 
     def unavailable(self) -> str | None:
         if os.geteuid() != 0:
@@ -180,12 +181,13 @@ class KernelVMDriver(PeerDriver):
         return f"Linux {art.release} (Debian {art.package_version}) in QEMU/{accel}"
 
     def artefacts(self) -> Artefacts:
-        if self._artefacts is None:
-            try:
-                self._artefacts = build.ensure(self._progress or Progress())
-            except BuildError as exc:
-                raise DriverError(f"kernel-vm: cannot build the VM: {exc}") from exc
-        return self._artefacts
+        with self._building:
+            if self._artefacts is None:
+                try:
+                    self._artefacts = build.ensure(self._progress or Progress())
+                except BuildError as exc:
+                    raise DriverError(f"kernel-vm: cannot build the VM: {exc}") from exc
+            return self._artefacts
 
     def start(self, host: Host, config: InterfaceConfig, folder: Path) -> PeerInstance:
         folder.mkdir(parents=True, exist_ok=True)

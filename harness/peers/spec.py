@@ -66,6 +66,7 @@ class PeerSpec:
     # what its configuration API cannot express ({"allowed-ips": why}): probes needing it are
     # unsupported against this peer
     config_limits: Mapping[str, str] = field(default_factory=dict)
+    start_seconds: float = 1.0  # expected time to start and stop it (balances --shard)
 
     def driver(self) -> PeerDriver:
         """The netns backend's driver, carrying this specification's name and capabilities."""
@@ -188,7 +189,7 @@ PEERS: tuple[PeerSpec, ...] = (
     PeerSpec("boringtun-cli", _boringtun, FULL, NO_KEYLOG),
     PeerSpec("kernel", _kernel, FULL, KERNEL_NO_KEYLOG, image=DockerImage("kernel"),
              version=("uname", "-r"), docker_probe=_probe_docker_kernel),
-    PeerSpec("kernel-vm", _kernel_vm, FULL, KERNEL_NO_KEYLOG),
+    PeerSpec("kernel-vm", _kernel_vm, FULL, KERNEL_NO_KEYLOG, start_seconds=15.0),
     PeerSpec("mitmproxy-wireguard", _mitm, frozenset({"responder", "ipv6-outer"}), {
         "initiator": "start_server() only answers handshakes",
         "psk": "start_server() has no preshared-key parameter",
@@ -240,6 +241,11 @@ def peer(name: str) -> PeerSpec:
         if spec.name == name:
             return spec
     raise KeyError(f"unknown peer {name} (known: {', '.join(s.name for s in PEERS)})")
+
+
+def start_seconds(name: str) -> float:
+    """The expected start-and-stop time of a peer (1 s for peers not declared here)."""
+    return next((s.start_seconds for s in PEERS if s.name == name), 1.0)
 
 
 def images() -> list[DockerImage]:
