@@ -15,7 +15,6 @@ rebuild of an unchanged image take seconds.
 from __future__ import annotations
 
 import io
-import os
 import re
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from typing import Any
 
 from ..peers.spec import images as spec_images
 from . import labels
+from .client import make_client
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DOCKER_DIR = ROOT / "docker"
@@ -187,9 +187,7 @@ def ensure_base(client: Any, *, rebuild: bool = False, say: Say = _print) -> str
             pass
         say(f"base: pulling {BASE_IMAGE}")
         try:
-            puller = docker.DockerClient(
-                base_url=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
-                timeout=PULL_TIMEOUT)
+            puller = make_client(timeout=PULL_TIMEOUT)
             image = puller.images.pull(BASE_IMAGE)
             say(f"base: pulled {BASE_IMAGE} ({image.short_id})")
             return str(image.id)

@@ -22,7 +22,7 @@ from pathlib import Path
 from ..peers.base import DriverError, InterfaceConfig, PeerDriver, PeerInstance
 from ..topology import Host
 from ..wgdump import DeviceState, DumpError, parse_dump
-from . import build, plumbing
+from . import build, guest, plumbing
 from .build import Artefacts, BuildError, Progress
 from .vm import KernelVM, VMError, choose_accel, qemu_missing
 
@@ -60,13 +60,13 @@ class KernelVMInstance(PeerInstance):
 
     def state(self) -> DeviceState:
         try:
-            out = self.vm.check(f"wg show {plumbing.WG_IF} dump", timeout=20)
+            out = self.vm.check(f"{guest.WG} show {plumbing.WG_IF} dump", timeout=20)
             return parse_dump(out)
         except (VMError, DumpError) as exc:
             raise DriverError(f"kernel-vm on {self.host.name}: cannot read wg0: {exc}") from exc
 
     def set_peer(self, public_key: str, **options: str) -> None:
-        argv = ["wg", "set", plumbing.WG_IF, "peer", public_key]
+        argv = [guest.WG, "set", plumbing.WG_IF, "peer", public_key]
         files: list[str] = []
         for key, value in options.items():
             if key == "preshared-key":  # wg reads keys from files only
@@ -81,7 +81,7 @@ class KernelVMInstance(PeerInstance):
         self._vm_call(lambda: self.vm.check(script))
 
     def set_listen_port(self, port: int) -> None:
-        self._vm_call(lambda: self.vm.check(f"wg set {plumbing.WG_IF} listen-port {port}"))
+        self._vm_call(lambda: self.vm.check(f"{guest.WG} set {plumbing.WG_IF} listen-port {port}"))
         self._refresh_nat()
 
     def logs(self) -> list[Path]:
