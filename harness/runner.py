@@ -268,10 +268,7 @@ class CellRunner:
                     lambda: self._collect_artifacts(ctx, [path for _, path in captures]))
 
     def _guard(self, what: str, action: Callable[[], object]) -> None:
-        try:
-            action()
-        except Exception as exc:
-            record_crash(self.result, self.folder, what, exc)
+        guard(self.result, self.folder, what, action)
 
     def _final_state(self, ctx: CellContext, role: str) -> None:
         if "state" not in ctx.instances[role].driver.capabilities:
@@ -312,6 +309,14 @@ class CellRunner:
 
 
 TRACEBACK_FILE = "traceback.txt"
+
+
+def guard(result: CellResult, folder: Path, what: str, action: Callable[[], object]) -> None:
+    """One part of a teardown: if it raises, the cell is an error and the rest goes on."""
+    try:
+        action()
+    except Exception as exc:
+        record_crash(result, folder, what, exc)
 
 
 def _run_body(result: CellResult, folder: Path, prefix: str, body: Callable[[], None]) -> None:

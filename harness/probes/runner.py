@@ -8,6 +8,8 @@ import base64
 import json
 import time
 import traceback
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from .. import keys, naming
@@ -16,7 +18,7 @@ from ..context import SERVER_PORT
 from ..peers.base import DriverError, InterfaceConfig, PeerDriver, PeerEntry, PeerInstance
 from ..peers.spec import HELPER_LOG, LISTENER
 from ..results import ERROR, FAIL, PASS, UNSUPPORTED, CellResult, StepResult
-from ..runner import Interrupted, Progress, run_cell
+from ..runner import Interrupted, Progress, guard, run_cell
 from ..shell import Background, CommandError
 from ..topology import Topology, TopologyError
 from ..traffic import harness_python
@@ -187,32 +189,47 @@ class ProbeCell:
     def _finish(self, topo: Topology, ctx: ProbeContext | None,
                 instance: PeerInstance | None, captures: list[tuple[Background, Path]],
                 wires: list[Wire]) -> None:
+        """Tear down each part on its own: a part that raises makes the cell an error and the
+        rest is still torn down."""
         result = self.result
+
+        def part(what: str, action: Callable[[], object]) -> None:
+            guard(result, self.folder, what, action)
+
         if ctx is not None:
             result.measurements.update(ctx.measurements)
-            for proc in ctx.background.values():
-                proc.stop(grace=3.0)
-        self._write_events(wires)
+            for name, proc in ctx.background.items():
+                part(f"stopping {name}", partial(proc.stop, grace=3.0))
+        part("writing events.jsonl", partial(self._write_events, wires))
         for wire in wires:
-            wire.close()
+            part(f"closing the {wire.name} socket", wire.close)
         if instance is not None:
-            try:
-                instance.stop()
-            except (DriverError, CommandError) as exc:
-                result.reason += f" (stopping {self.driver.name}: {exc})"
+            part(f"stopping {self.driver.name}", partial(self._stop, instance))
         for proc, _ in captures:
-            stop_capture(proc)
+            part("stopping a capture", partial(stop_capture, proc))
         server = topo.hosts["server"].v4 if "server" in topo.hosts else None
-        problems = topo.down()
-        if problems:
-            result.reason += f" (teardown: {'; '.join(problems)})"
+        part("tearing the topology down", partial(self._down, topo))
         for _, path in captures:
             if server and path.exists() and path.stem in ("client", "server"):
-                for key, count in pcap.summarize(path, server).items():
-                    result.measurements[f"pcap.{path.stem}.{key}"] = float(count)
+                part(f"reading {path.name}", partial(self._summarize, path, server))
         if self.folder.exists():
             result.artifacts = sorted(str(p.relative_to(self.folder))
                                       for p in self.folder.rglob("*") if p.is_file())
+
+    def _stop(self, instance: PeerInstance) -> None:
+        try:
+            instance.stop()
+        except (DriverError, CommandError) as exc:
+            self.result.reason += f" (stopping {self.driver.name}: {exc})"
+
+    def _down(self, topo: Topology) -> None:
+        problems = topo.down()
+        if problems:
+            self.result.reason += f" (teardown: {'; '.join(problems)})"
+
+    def _summarize(self, path: Path, server: str) -> None:
+        for key, count in pcap.summarize(path, server).items():
+            self.result.measurements[f"pcap.{path.stem}.{key}"] = float(count)
 
     def _write_events(self, wires: list[Wire]) -> None:
         if not wires or not self.folder.exists():
