@@ -251,7 +251,9 @@ def do_wait_rx(ctx: CellContext, step: Step) -> str:
 @action("sleep", 60.0, "seconds", "reason")
 def do_sleep(ctx: CellContext, step: Step) -> str:
     seconds = min(float(_param(step, "seconds", 1.0)), ctx.remaining())
-    time.sleep(seconds)
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.2))  # in slices: an interrupted run (--jobs) stops here soon
     return f"idle {seconds:g} s: {_param(step, 'reason', 'as the scenario asks')}"
 
 

@@ -93,3 +93,61 @@ def test_a_driver_or_step_that_raises_is_that_cells_error_and_the_run_goes_on(
     # the half-started peer went with its namespace: nothing is left behind
     for cell in cells.values():
         assert cleanup.find(cell["prefix"], force=True).empty()
+
+
+IDLE = """
+name = "idle"
+timeout = 120
+[[steps]]
+action = "tcp"
+[[steps]]
+action = "sleep"
+seconds = 90
+reason = "the run is stopped meanwhile"
+"""
+
+
+def test_sigterm_stops_cells_running_at_once_and_each_tears_down(tmp_path: Path) -> None:
+    """--jobs 4, four cells idling at once: SIGTERM ends the run (exit 130), every cell is
+    recorded as interrupted, and nothing of any of them is left behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from harness import registry_files
+
+    scenarios = tmp_path / "scenarios"
+    scenarios.mkdir()
+    (scenarios / "idle.toml").write_text(IDLE)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "--scenarios-dir", str(scenarios), "run", "--plain",
+         "--jobs", "4", "--client", "wgref,wireguard-go", "--server", "wgref,wireguard-go",
+         "--out", str(out)],
+        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        # the head cell's progress streams live: its sleep step starts after the tcp step
+        for line in proc.stdout:
+            if "1. tcp" in line:
+                break
+        owned = []
+        deadline = time.monotonic() + 60
+        while len(owned) < 4 and time.monotonic() < deadline:  # all four cells are live
+            owned = [p for p in registry_files.owned_prefixes()
+                     if (registry_files.OWNER_DIR / p).read_text().strip() == str(proc.pid)]
+            time.sleep(0.1)
+        assert len(owned) == 4
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    data = json.loads((out / "results.json").read_text())
+    assert data["interrupted"] is True
+    assert len(data["cells"]) == 4
+    assert all(c["status"] == "error" and "interrupted" in c["reason"] for c in data["cells"])
+    for cell in data["cells"]:
+        assert cleanup.find(cell["prefix"], force=True).empty(), cell["prefix"]
