@@ -1,7 +1,9 @@
-"""Sessions: tests, lint, decrypt (a demo of capture replay), interop and bench (later issues).
+"""Sessions: interop (the main job, and what plain `nox` runs), probes, bench, tests, lint,
+decrypt.
 
-Sessions that need Debian tools install them with apt-get when they are missing and we are
-root (CI and the README's quick start run as root on Debian 12).
+`nox -l` lists them with their descriptions. Sessions that need Debian tools install them with
+apt-get when they are missing and we are root (CI and the README's quick start run as root on
+Debian 12). Each session installs wgref with the extras it needs (pyproject.toml).
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint"]
+nox.options.sessions = ["interop"]  # plain `nox`: the main job (README, "Quick start")
 nox.options.reuse_existing_virtualenvs = True
 
 DEBIAN_TOOLS = {
@@ -53,7 +56,7 @@ def debian_tools(session: nox.Session, *extra: dict[str, str]) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite (netns tests run when root; they skip with a reason otherwise)."""
+    """The test suite: pytest over tests/ (netns tests need root; elsewhere they skip)."""
     debian_tools(session, KERNEL_VM_TOOLS, TEST_TOOLS)
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
@@ -61,16 +64,16 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff and mypy --strict."""
-    session.install("-e", ".[lint,test]")
+    """Lint: ruff check and mypy --strict."""
+    session.install("-e", ".[lint]")
     session.run("ruff", "check", "wgref", "harness", "tests", "noxfile.py")
     session.run("mypy")
 
 
 @nox.session
 def decrypt(session: nox.Session) -> None:
-    """Capture replay demo: decrypt a reference capture with its key log."""
-    session.install("-e", ".")
+    """Capture replay demo: `wgref decrypt` of the reference captures with their keys."""
+    session.install("-e", ".[capture]")
     data = "tests/data/captures"
     session.run(
         "wgref", "decrypt", f"{data}/wireguard-ping-tcp.pcap",
@@ -79,24 +82,38 @@ def decrypt(session: nox.Session) -> None:
     session.run("wgref", "decrypt", f"{data}/wireguard-ping-tcp-dsb.pcapng", "--json")
 
 
-INTEROP_PACKAGES = ("rich>=13",)  # the harness's own dependency (progress, matrix table)
-INTEROP_WHEELS = ("mitmproxy-wireguard", "wireguard-requests")  # optional peers
+INTEROP_WHEELS = ("mitmproxy-wireguard", "wireguard-requests")  # optional peers (`interop` extra)
+INTEROP_OUT = Path("results/interop")  # fixed: CI jobs look for it (README)
+INTEROP_PREVIOUS = Path("results/interop-previous")
 
 
 def interop_extras(session: nox.Session) -> None:
     """What the interop harness needs beyond debian_tools: sysctl (procps) for the router
-    namespace, and the BoringTun wheels as optional peers (a failed install only makes their
-    cells unsupported)."""
+    namespace, the harness extra, and the BoringTun wheels as optional peers (a failed install
+    only makes their cells unsupported)."""
     if shutil.which("sysctl") is None and os.geteuid() == 0 and shutil.which("apt-get"):
         env = {"DEBIAN_FRONTEND": "noninteractive"}
         session.run("apt-get", "install", "-y", "-q", "--no-install-recommends", "procps",
                     external=True, env=env)
-    session.install(*INTEROP_PACKAGES)
+    session.install("-e", ".[harness]")
     for wheel in INTEROP_WHEELS:
         session.run("python", "-m", "pip", "install", "-q", wheel, success_codes=[0, 1])
 
 
-DOCKER_PACKAGES = ("docker>=7",)  # the Docker backend talks to the engine's API
+def has_out(args: list[str]) -> bool:
+    return "--out" in args or any(a.startswith("--out=") for a in args)
+
+
+def interop_args(posargs: list[str], root: Path = Path(".")) -> list[str]:
+    """`harness run` arguments: the fixed results/interop/ unless --out is given; the run
+    before it moves to results/interop-previous/ (for `harness report --compare`)."""
+    if has_out(posargs):
+        return posargs
+    out, previous = root / INTEROP_OUT, root / INTEROP_PREVIOUS
+    if out.exists():
+        shutil.rmtree(previous, ignore_errors=True)
+        out.rename(previous)
+    return [*posargs, "--out", str(INTEROP_OUT)]
 
 
 def docker_backend(args: list[str]) -> bool:
@@ -107,17 +124,16 @@ def docker_backend(args: list[str]) -> bool:
 
 @nox.session
 def interop(session: nox.Session) -> None:
-    """The interop matrix: every peer found x every non-slow scenario, with reports in
-    results/interop/ (arguments go to `python -m harness run`, e.g. -- --slow)."""
+    """The main job: the interop matrix, reports in results/interop/ (plain `nox` runs this).
+
+    Every peer found x every non-slow scenario; the previous run moves to
+    results/interop-previous/. Arguments go to `python -m harness run`, e.g.
+    `nox -s interop -- --client wgref --server wireguard-go`."""
     debian_tools(session, KERNEL_VM_TOOLS)
-    session.install("-e", ".")
     interop_extras(session)
     session.run("python", "-m", "harness", "cleanup")
-    args = list(session.posargs)
-    if "--out" not in args and not any(a.startswith("--out=") for a in args):
-        args += ["--out", "results/interop"]  # CI: -- --shard K/N --out results/shard-K
+    args = interop_args(list(session.posargs))
     if docker_backend(args):
-        session.install(*DOCKER_PACKAGES)
         session.run("python", "-m", "harness", "images", "build")
     try:
         session.run("python", "-m", "harness", "run", *args)
@@ -125,20 +141,32 @@ def interop(session: nox.Session) -> None:
         session.run("python", "-m", "harness", "cleanup")
 
 
-BENCH_PACKAGES = ("matplotlib>=3.7",)  # the chart (Agg backend); rich comes with interop
+@nox.session
+def probes(session: nox.Session) -> None:
+    """Conformance probes (packet-level checks of a server), reports in results/probes/.
+
+    Arguments go to `python -m harness probe`, e.g. `nox -s probes -- --server wgref`."""
+    debian_tools(session)
+    interop_extras(session)
+    args = session.posargs if has_out(session.posargs) else [*session.posargs, "--out",
+                                                              "results/probes"]
+    session.run("python", "-m", "harness", "cleanup")
+    try:
+        session.run("python", "-m", "harness", "probe", *args)
+    finally:
+        session.run("python", "-m", "harness", "cleanup")
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The throughput bench: iperf3 through the tunnel for each pair (raw veth, wireguard-go,
-    wgref both ways, mitmproxy-wireguard's probe), reports in results/bench/ (arguments go to
-    `python -m harness bench`, e.g. -- --repeat 1 --time 2 for a smoke run)."""
+    """Throughput: iperf3 through each pair's tunnel, reports in results/bench/.
+
+    Pairs: raw veth, wireguard-go, wgref both ways, mitmproxy-wireguard. Arguments go to
+    `python -m harness bench`, e.g. `nox -s bench -- --repeat 1 --time 2` (a smoke run)."""
     debian_tools(session)
-    session.install("-e", ".")
     interop_extras(session)
-    session.install(*BENCH_PACKAGES)
     args = list(session.posargs)
-    if "--out" not in args and not any(a.startswith("--out=") for a in args):
+    if not has_out(args):
         args += ["--out", "results/bench"]
     session.run("python", "-m", "harness", "cleanup")
     try:

@@ -75,7 +75,7 @@ def _needs_inbound(ctx: CellContext, host: str, what: str) -> None:
 
 
 @action("ping", 15.0, "from", "to", "family", "count", "size", "df", "source", "min_replies",
-        "interval", "dst")
+        "interval", "dst", "min_errors")
 def do_ping(ctx: CellContext, step: Step) -> str:
     src, dst = _param(step, "from", "client"), _param(step, "to", "server")
     _needs_netdev(ctx, src, "ping")
@@ -90,7 +90,9 @@ def do_ping(ctx: CellContext, step: Step) -> str:
                   size=int(_param(step, "size", 56)), dont_fragment=bool(_param(step, "df")),
                   source=_param(step, "source"), timeout=min(step.timeout, ctx.remaining()),
                   min_replies=int(_param(step, "min_replies", 1)),
-                  interval=float(_param(step, "interval", 0.2)))
+                  interval=float(_param(step, "interval", 0.2)),
+                  min_errors=None if _param(step, "min_errors") is None
+                  else int(_param(step, "min_errors")))
     return _expectation(step, result, ctx)
 
 
@@ -158,7 +160,7 @@ def do_wait_handshake(ctx: CellContext, step: Step) -> str:
         base = ctx.marks.get(role)
         if since_mark and base is not None and state.latest_handshake <= base.latest_handshake:
             return None
-        return f"{role} ({ctx.peer(role).driver.name}) handshake at {state.latest_handshake}"
+        return f"{role} ({ctx.peer(role).driver.name}) handshake at {state.handshake_text()}"
 
     def probe() -> str | None:
         found = [seen(r) for r in roles]
@@ -181,7 +183,7 @@ def do_no_handshake(ctx: CellContext, step: Step) -> str:
             state = ctx.peer_state(role)
             if state is not None and state.latest_handshake != 0:
                 raise StepFailed(f"{role} ({ctx.peer(role).driver.name}) completed a "
-                                 f"handshake (latest-handshake {state.latest_handshake})")
+                                 f"handshake at {state.handshake_text()}")
         if time.monotonic() >= end:
             return f"latest-handshake stayed 0 on {'/'.join(roles)} for {step.timeout:.0f} s"
         time.sleep(0.2)

@@ -11,6 +11,7 @@ A new initiation may replace any state (either side may start over at any time).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .constants import INITIATIONS_PER_SECOND, TAI64N_LEN
@@ -25,6 +26,7 @@ from .noise import (
     build_response,
     open_response,
 )
+from .results import DropReason
 
 
 class HandshakeState(enum.Enum):
@@ -85,7 +87,7 @@ class Handshake:
         self, local_index: int, ephemeral_private: bytes, timestamp: bytes
     ) -> Initiation:
         if self.static_static is None:
-            raise ProtocolError("low-order-key", "peer key gives an all-zero shared secret")
+            raise ProtocolError(DropReason.LOW_ORDER_KEY, "all-zero static-static secret")
         message, state = build_initiation(
             sender=local_index,
             local_static_public=self.local_static_public,
@@ -100,17 +102,21 @@ class Handshake:
         self.local_index = local_index
         return message
 
-    def consume_initiation(self, opened: OpenedInitiation, sender: int, now: float) -> None:
+    def consume_initiation(
+        self, opened: OpenedInitiation, sender: int, now: float, *, check_timestamp: bool = True
+    ) -> None:
         """Accept an authenticated initiation unless it is a replay or a flood (WP 5.1;
         kernel noise.c: timestamp must be strictly greater, and at most one initiation per
-        1/INITIATIONS_PER_SECOND)."""
-        if opened.timestamp <= self.latest_timestamp:
-            raise ProtocolError("replayed-initiation", "timestamp not newer than the last one")
-        if (
+        1/INITIATIONS_PER_SECOND). ``check_timestamp=False`` is Checks.timestamp off."""
+        if not check_timestamp:
+            pass
+        elif opened.timestamp <= self.latest_timestamp:
+            raise ProtocolError(DropReason.REPLAYED_INITIATION, "timestamp not newer")
+        elif (
             self.last_initiation_consumption is not None
             and now - self.last_initiation_consumption < 1.0 / INITIATIONS_PER_SECOND
         ):
-            raise ProtocolError("initiation-flood", "initiations less than 20 ms apart")
+            raise ProtocolError(DropReason.INITIATION_FLOOD, "initiations less than 20 ms apart")
         self.latest_timestamp = opened.timestamp
         self.last_initiation_consumption = now
         self.state = HandshakeState.CONSUMED_INITIATION
@@ -118,9 +124,15 @@ class Handshake:
         self.remote_ephemeral = opened.initiator_ephemeral
         self.remote_index = sender
 
-    def create_response(self, local_index: int, ephemeral_private: bytes) -> Response:
+    def create_response(
+        self,
+        local_index: int,
+        ephemeral_private: bytes,
+        *,
+        dh: Callable[[bytes, bytes], bytes] = dh,
+    ) -> Response:
         if self.state is not HandshakeState.CONSUMED_INITIATION or self.symmetric is None:
-            raise ProtocolError("no-handshake", "no initiation to respond to")
+            raise ProtocolError(DropReason.NO_HANDSHAKE, "no initiation to respond to")
         message = build_response(
             sender=local_index,
             receiver=self.remote_index,
@@ -129,6 +141,7 @@ class Handshake:
             initiator_static=self.remote_static,
             ephemeral_private=ephemeral_private,
             preshared_key=self.preshared_key,
+            dh=dh,
         )
         self.ephemeral_private = ephemeral_private
         self.local_index = local_index
@@ -136,7 +149,7 @@ class Handshake:
 
     def consume_response(self, message: Response) -> None:
         if self.state is not HandshakeState.CREATED_INITIATION or self.symmetric is None:
-            raise ProtocolError("no-handshake", "response without an initiation in flight")
+            raise ProtocolError(DropReason.NO_HANDSHAKE, "response without an initiation in flight")
         self.symmetric = open_response(
             message,
             self.symmetric,

@@ -20,8 +20,9 @@ import socket
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .device import Action, Device, Network
-from .peer import Address, Peer
+from .device import Device, Network
+from .peer import Peer
+from .results import Batch, Endpoint
 
 __all__ = [
     "MemoryHost",
@@ -40,7 +41,10 @@ _DIGITS = re.compile(r"[0-9]+")
 _PREFIX = re.compile(r"\+?[0-9]+")  # wireguard-go accepts "/+8" and "/08"
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 _V4_MAPPED = bytes(10) + b"\xff\xff"
-_MAX_LINE = 4096
+# A longer line is answered with errno=-5 (EIO) and ends the connection, as wireguard-go does
+# (observed: a 70,000-byte line gets -5, a 5,000-byte one -22; Go's bufio.Scanner stops at
+# 64 KiB). The longest valid line (an allowed_ip or endpoint) is ~60 bytes.
+MAX_LINE = 1 << 16
 
 
 class UapiError(Exception):
@@ -91,10 +95,24 @@ def _key(value: str) -> bytes:
     return bytes.fromhex(value)
 
 
+def _bounded(digits: str, maximum: int) -> int | None:
+    """The value of a decimal string if it is at most ``maximum``, else None. Leading zeros
+    are allowed (Go's strconv.ParseUint allows them); the length is checked before ``int()``,
+    so thousands of digits cost nothing and never hit Python's int-conversion limit."""
+    if not _DIGITS.fullmatch(digits):
+        return None
+    digits = digits.lstrip("0") or "0"
+    if len(digits) > len(str(maximum)):
+        return None
+    value = int(digits)
+    return value if value <= maximum else None
+
+
 def _uint(value: str, maximum: int) -> int:
-    if not _DIGITS.fullmatch(value) or int(value) > maximum:
-        raise UapiError(errno.EINVAL, f"not an integer in [0, {maximum}]: {value!r}")
-    return int(value)
+    number = _bounded(value, maximum)
+    if number is None:
+        raise UapiError(errno.EINVAL, f"not an integer in [0, {maximum}]: {value[:32]!r}")
+    return number
 
 
 def _true(value: str) -> None:
@@ -113,12 +131,12 @@ def _zone_ok(zone: str) -> bool:
     return True
 
 
-def parse_endpoint(value: str) -> Address:
+def parse_endpoint(value: str) -> Endpoint:
     """``a.b.c.d:port`` or ``[v6(%zone)]:port``, numeric only (no DNS), as wireguard-go."""
     host, sep, port_text = value.rpartition(":")
-    if not sep or not _DIGITS.fullmatch(port_text) or int(port_text) > 0xFFFF:
-        raise UapiError(errno.EINVAL, f"bad endpoint {value!r}")
-    port = int(port_text)
+    port = _bounded(port_text, 0xFFFF) if sep else None
+    if port is None:
+        raise UapiError(errno.EINVAL, f"bad endpoint {value[:64]!r}")
     try:
         if host.startswith("[") and host.endswith("]"):
             address, _, zone = host[1:-1].partition("%")
@@ -126,11 +144,11 @@ def parse_endpoint(value: str) -> Address:
             if zone and not _zone_ok(zone):
                 raise UapiError(errno.EINVAL, f"unknown zone in {value!r}")
             canonical = socket.inet_ntop(socket.AF_INET6, packed)
-            return (f"{canonical}%{zone}" if zone else canonical, port)
+            return Endpoint(f"{canonical}%{zone}" if zone else canonical, port)
         socket.inet_pton(socket.AF_INET, host)
     except OSError:
         raise UapiError(errno.EINVAL, f"bad endpoint {value!r}") from None
-    return (host, port)
+    return Endpoint(host, port)
 
 
 def _format_v6(packed: bytes) -> str:
@@ -140,8 +158,8 @@ def _format_v6(packed: bytes) -> str:
     return str(ipaddress.IPv6Address(packed))
 
 
-def format_endpoint(endpoint: Address) -> str:
-    host, port = endpoint
+def format_endpoint(endpoint: Endpoint | tuple[str, int]) -> str:
+    host, port = endpoint[0], endpoint[1]
     if ":" not in host:
         return f"{host}:{port}"
     packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
@@ -151,9 +169,9 @@ def format_endpoint(endpoint: Address) -> str:
 def parse_allowed_ip(value: str) -> Network:
     """``address/cidr``; host bits are cleared (as wireguard-go does)."""
     address, sep, prefix = value.partition("/")
-    if not sep or not _PREFIX.fullmatch(prefix):
-        raise UapiError(errno.EINVAL, f"bad allowed ip {value!r}")
-    plen = int(prefix)
+    plen = _bounded(prefix.removeprefix("+"), 128) if sep and _PREFIX.fullmatch(prefix) else None
+    if plen is None:
+        raise UapiError(errno.EINVAL, f"bad allowed ip {value[:64]!r}")
     try:
         if ":" in address:
             raw = int.from_bytes(socket.inet_pton(socket.AF_INET6, address))
@@ -224,7 +242,6 @@ class _SetState:
     in_peers: bool = False  # after the first public_key, interface keys are errors
     skip: bool = False  # peer removed, ours, or update_only and absent
     created: bool = False
-    keepalive_changed: bool = False
 
 
 _INTERFACE_KEYS = frozenset({"private_key", "listen_port", "fwmark", "replace_peers"})
@@ -241,28 +258,42 @@ class UapiConnection:
     _mode: str = "idle"  # idle | get | set | skip
     _get_error: int = 0
     _set: _SetState = field(default_factory=_SetState)
-    _actions: list[Action] = field(default_factory=list)
+    _out: Batch = field(default_factory=Batch)
 
-    def feed(self, data: bytes, now: float) -> tuple[bytes, list[Action]]:
-        """Consume bytes; return the answer bytes to send and the actions to perform."""
+    def feed(self, data: bytes, now: float, max_output: int | None = None) -> tuple[bytes, Batch]:
+        """Consume bytes; return the answer bytes to send and what the device asks the
+        shell to do (keepalives, staged packets released by a new endpoint...).
+
+        With ``max_output``, parsing stops once the answers reach that many bytes; the rest
+        stays buffered (:attr:`pending`) for the next call, so one client's thousand
+        pipelined get=1 requests cost one slice of work at a time."""
         out: list[str] = []
         self._buffer += data
         start = 0
         buffer = self._buffer
-        while not self.closed:
+        produced = 0
+        while not self.closed and (max_output is None or produced < max_output):
             end = buffer.find(b"\n", start)
-            if end < 0:
+            if end < 0 or end - start > MAX_LINE:
                 break
             line = bytes(buffer[start:end])
             start = end + 1
             answer = self._line(line, now)
             if answer:
                 out.append(answer)
+                produced += len(answer)
         del buffer[:start]
-        if len(buffer) > _MAX_LINE:
+        if len(buffer) > MAX_LINE and not self.closed:
+            buffer.clear()
             self.closed = True
-        actions, self._actions = self._actions, []
-        return "".join(out).encode(), actions
+            out.append(f"errno=-{errno.EIO}\n\n")
+        batch, self._out = self._out, Batch()
+        return "".join(out).encode(), batch
+
+    @property
+    def pending(self) -> bool:
+        """Whether a whole line waits to be parsed (after a ``max_output`` stop)."""
+        return not self.closed and b"\n" in self._buffer
 
     def _line(self, raw: bytes, now: float) -> str:
         try:
@@ -299,7 +330,10 @@ class UapiConnection:
             key, sep, value = line.partition("=")
             if not sep:
                 raise UapiError(errno.EPROTO, "a line without '='")
-            self._set_line(key, value, now)
+            try:
+                self._set_line(key, value, now)
+            except (ValueError, OverflowError) as exc:  # a value no check above foresaw
+                raise UapiError(errno.EINVAL, str(exc)) from None
         except UapiError as exc:
             self._end_peer(now)
             self._mode = "skip"
@@ -340,9 +374,7 @@ class UapiConnection:
             if not state.skip:
                 existing = device.peers.get(public)
                 state.created = existing is None
-                # add_peer would reset an existing peer's keepalive: only call it for new ones.
                 state.peer = existing or device.add_peer(public)
-                state.keepalive_changed = False
             return
         if not state.in_peers:
             raise UapiError(errno.EINVAL, f"unknown interface key {key!r}")
@@ -364,24 +396,19 @@ class UapiConnection:
         elif key == "endpoint":
             endpoint = parse_endpoint(value)
             if peer is not None:
-                peer.endpoint = endpoint
+                device.set_endpoint(peer, endpoint, now, self._out)
         elif key == "persistent_keepalive_interval":
             interval = _uint(value, 0xFFFF)
             if peer is not None:
-                state.keepalive_changed = interval != 0
-                peer.persistent_keepalive = interval
-                if not interval:
-                    peer.timers.persistent_keepalive = None
+                device.set_persistent_keepalive(peer, interval, now, self._out)
         elif key == "replace_allowed_ips":
             _true(value)
             if peer is not None:
-                device.allowed_ips.remove_peer(peer)
+                device.clear_allowed_ips(peer)
         elif key == "allowed_ip":
             network = parse_allowed_ip(value)
             if peer is not None:
-                # wireguard-go moves a re-added prefix to the end of the peer's list.
-                device.allowed_ips.remove(network, peer)
-                device.allowed_ips.insert(network, peer)
+                device.add_allowed_ip(peer, network)
         elif key == "protocol_version":
             if value != "1":
                 raise UapiError(errno.EINVAL, f"unsupported protocol version {value!r}")
@@ -389,13 +416,11 @@ class UapiConnection:
             raise UapiError(errno.EINVAL, f"unknown peer key {key!r}")
 
     def _end_peer(self, now: float) -> None:
-        """A peer section ends: a new persistent keepalive is sent at once (as wg users
-        expect; it starts a handshake when there is no session)."""
-        state = self._set
-        peer = state.peer
-        if peer is not None and state.keepalive_changed and peer.public_key in self.device.peers:
-            self._actions += self.device.send_keepalive(peer, now)
-        state.keepalive_changed = False
+        """A peer section ends: what was staged goes out if it can (netlink.c set_peer ends
+        with wg_packet_send_staged_packets; wireguard-go's handlePostConfig likewise)."""
+        peer = self._set.peer
+        if peer is not None and peer.public_key in self.device.peers:
+            self.device.send_staged(peer, now, self._out)
 
 
 def request(device: Device, host: UapiHost, text: str, now: float = 0.0) -> str:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import os
 import platform
+import types
 from typing import Any
 from urllib.parse import urlparse
 
 CLIENT_TIMEOUT = 120
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "")
+SDK_MISSING = ("the Docker SDK is not installed: pip install 'wgref[harness]' "
+               "(or pip install docker)")
 
 
 class DockerUnavailable(RuntimeError):
@@ -26,14 +29,31 @@ class DockerUnavailable(RuntimeError):
 _client: Any = None
 
 
+def sdk() -> types.ModuleType:
+    """The Docker SDK module (``docker``), or DockerUnavailable saying what to install.
+
+    Run from the repository's root without the SDK, ``import docker`` finds the repository's
+    own ``docker/`` folder (the peer images) as a namespace package: no ``__file__``, no
+    ``DockerClient`` — that is the SDK missing too, not an AttributeError later on."""
+    try:
+        import docker
+    except ImportError as exc:
+        raise DockerUnavailable(SDK_MISSING) from exc
+    if getattr(docker, "__file__", None) is None or not hasattr(docker, "DockerClient"):
+        raise DockerUnavailable(SDK_MISSING)
+    import docker.errors
+    import docker.types
+
+    return docker
+
+
 def engine_url() -> str:
     return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
 
 def make_client(timeout: int = CLIENT_TIMEOUT) -> Any:
     """A docker.DockerClient for the configured engine (not cached, not pinged)."""
-    import docker
-
+    docker = sdk()
     # from_env reads DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH; ssh:// goes through
     # the ssh binary (the user's keys and ~/.ssh/config), no paramiko needed
     return docker.from_env(timeout=timeout, version="auto",
@@ -45,10 +65,7 @@ def connect() -> Any:
     global _client
     if _client is not None:
         return _client
-    try:
-        import docker  # noqa: F401
-    except ImportError as exc:
-        raise DockerUnavailable("the Docker SDK is not installed (pip install docker)") from exc
+    sdk()  # installed, or DockerUnavailable saying what to install
     try:
         client = make_client()
         client.ping()

@@ -20,7 +20,7 @@ from ..peers.conffile import load_conffile_drivers
 from ..peers.spec import DockerImage
 from ..topology import Host
 from . import labels
-from .client import DockerUnavailable, connect, remote_reason
+from .client import DockerUnavailable, connect, remote_reason, sdk
 from .topology import DockerHost
 
 VERSION_TIMEOUT = 60
@@ -76,7 +76,7 @@ class DockerPeer(PeerDriver):
         self._version: str | None = None
 
     def _image(self) -> Any:
-        import docker
+        docker = sdk()
 
         try:
             return connect().images.get(self.image)

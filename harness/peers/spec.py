@@ -180,16 +180,17 @@ WHEELS_IMAGE = DockerImage("wheels")
 
 # In matrix order.
 PEERS: tuple[PeerSpec, ...] = (
-    PeerSpec("wgref", _wgref, FULL | {"keylog"},
+    PeerSpec("wgref", _wgref, FULL | {"keylog", "icmp-errors"},
              image=DockerImage("wgref", ("pyproject.toml", "README.md", "wgref")),
              in_container=uapi_fixed("wgref", keylog=True), version=("wgref", "--version")),
     PeerSpec("wireguard-go", uapi("wireguard-go"), FULL, NO_KEYLOG,
              image=DockerImage("wireguard-go"), in_container=uapi_fixed("wireguard-go"),
              version=("wireguard-go", "--version")),
     PeerSpec("boringtun-cli", _boringtun, FULL, NO_KEYLOG),
-    PeerSpec("kernel", _kernel, FULL, KERNEL_NO_KEYLOG, image=DockerImage("kernel"),
-             version=("uname", "-r"), docker_probe=_probe_docker_kernel),
-    PeerSpec("kernel-vm", _kernel_vm, FULL, KERNEL_NO_KEYLOG, start_seconds=15.0),
+    PeerSpec("kernel", _kernel, FULL | {"icmp-errors"}, KERNEL_NO_KEYLOG,
+             image=DockerImage("kernel"), version=("uname", "-r"),
+             docker_probe=_probe_docker_kernel),
+    PeerSpec("kernel-vm", _kernel_vm, FULL | {"icmp-errors"}, KERNEL_NO_KEYLOG, start_seconds=15.0),
     PeerSpec("mitmproxy-wireguard", _mitm, frozenset({"responder", "ipv6-outer"}), {
         "initiator": "start_server() only answers handshakes",
         "psk": "start_server() has no preshared-key parameter",

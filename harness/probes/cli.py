@@ -10,17 +10,19 @@ import sys
 import time
 from pathlib import Path
 
+from .. import required
+from ..cli import exit_code, required_list
 from ..parallel import Job, run_jobs
+from ..peers import registry
 from ..peers.base import PeerDriver
 from ..progress import make_progress
 from ..report import print_matrix, write_all
-from ..results import PeerInfo, RunResult, load_results, now_iso
+from ..results import PeerInfo, RunResult, load_results, now_iso, typed_command
 from ..runner import Interrupted
 from . import report
 from .base import Probe
 from .registry import PROBES, select
 from .runner import ProbeCell, scenario_name
-from .sloppy import sloppy_driver
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add the probe cells to OUT/results.json of an earlier "
                         "`harness run` and rewrite its reports (one matrix)")
     parser.add_argument("--plain", action="store_true", help="plain progress lines")
+    parser.add_argument("--required", type=Path, default=None, metavar="FILE",
+                        help="cells whose failure (or unsupported) fails the run, one "
+                        "`probe SERVER probe:NAME` a line (* matches any); other failures "
+                        "only report")
     parser.add_argument("--skip-unavailable", action="store_true",
                         help="leave servers that cannot run here out of the table")
     from ..cli import add_jobs_argument
@@ -50,17 +56,17 @@ def _split(values: list[str]) -> list[str]:
 def _servers(drivers: list[PeerDriver], args: argparse.Namespace) -> list[PeerDriver]:
     names = _split(args.server)
     if names:
-        by_name = {d.name: d for d in [*drivers, sloppy_driver()]}
-        unknown = [n for n in names if n not in by_name]
-        if unknown:
-            raise SystemExit(f"unknown server {', '.join(unknown)} "
-                             f"(known: {', '.join(by_name)})")
-        servers = [by_name[n] for n in names]
+        try:
+            servers = registry.select(drivers, names, "server")
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
     else:
         servers = [d for d in drivers if "responder" in d.capabilities]
     if args.skip_unavailable:
-        servers = [d for d in servers if d.unavailable() is None]
+        keep = required.named_peers(required_list(args.required) or [])
+        servers = [d for d in servers if d.unavailable() is None or d.name in keep]
     return servers
+
 
 
 def _list() -> int:
@@ -84,7 +90,7 @@ def _run_result(out: Path, merge: bool) -> RunResult:
     existing = out / "results.json"
     if merge and existing.exists():
         return load_results(existing)
-    return RunResult(started=now_iso(), command=sys.argv,
+    return RunResult(started=now_iso(), command=typed_command(),
                      host={"kernel": platform.release(), "python": platform.python_version(),
                            "machine": platform.machine()})
 
@@ -145,4 +151,4 @@ def cmd_probe(args: argparse.Namespace, drivers: list[PeerDriver]) -> int:
     if run.interrupted:
         print("interrupted: the table is incomplete", file=sys.stderr)
         return 130
-    return 1 if any(c.status in ("fail", "error") for c in probe_run.cells) else 0
+    return exit_code(probe_run.cells, required_list(args.required))

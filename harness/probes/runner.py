@@ -19,6 +19,7 @@ from ..peers.base import DriverError, InterfaceConfig, PeerDriver, PeerEntry, Pe
 from ..peers.spec import HELPER_LOG, LISTENER
 from ..results import ERROR, FAIL, PASS, UNSUPPORTED, CellResult, StepResult
 from ..runner import Interrupted, Progress, guard, run_cell
+from ..secrets import discard_runtime_secrets, write_secret
 from ..shell import Background, CommandError
 from ..topology import Topology, TopologyError
 from ..traffic import harness_python
@@ -161,9 +162,9 @@ class ProbeCell:
         config = InterfaceConfig(naming.ifname(self.prefix, "wgs"), server_keys.private,
                                  (f"{SERVER_INNER}/24",), SERVER_PORT, 1420, [peer],
                                  self.probe.log_level)
-        (self.folder / "static.keys").write_text(
-            "".join(f"LOCAL_STATIC_PRIVATE_KEY = {k.private}\n"
-                    for k in (server_keys, probe_keys)))
+        write_secret(self.folder / "static.keys", "".join(
+            f"LOCAL_STATIC_PRIVATE_KEY = {k.private}\n" for k in (server_keys, probe_keys)),
+            runtime=False)
         return initiator, config
 
     def _oracle(self, topo: Topology, instance: PeerInstance
@@ -213,6 +214,7 @@ class ProbeCell:
             if server and path.exists() and path.stem in ("client", "server"):
                 part(f"reading {path.name}", partial(self._summarize, path, server))
         if self.folder.exists():
+            discard_runtime_secrets(self.folder)  # the server's configuration went with it
             result.artifacts = sorted(str(p.relative_to(self.folder))
                                       for p in self.folder.rglob("*") if p.is_file())
 

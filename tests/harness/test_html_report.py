@@ -147,6 +147,9 @@ def test_page_has_matrix_drilldowns_bench_and_metadata(run_dir: Path) -> None:
     assert 'href="wgref_wireguard-go/handshake/client.pcapng"' in page
     assert "tshark -r wgref_wireguard-go/handshake/client.pcapng -o " \
         "wg.keylog_file:wgref_wireguard-go/handshake/wireguard.keys" in page
+    assert "wgref decrypt wgref_wireguard-go/handshake/client.pcapng --keylog " \
+        "wgref_wireguard-go/handshake/wireguard.keys" in page
+    assert "Carry secrets (mode 0600; keys made for this run): wireguard.keys" in page
     assert "client · wgref" in page and "server · wireguard-go" in page
     assert "line 39 &lt;b&gt;not bold&lt;/b&gt;" in page  # logs inlined, escaped
     assert "tcp echo client -&gt; server" in page and "120 ms" in page  # steps and timings
@@ -173,7 +176,8 @@ def test_page_fetches_nothing(run_dir: Path) -> None:
     assert "default-src 'none'" in page
 
 
-def test_bench_only_folder_and_empty_folder(tmp_path: Path) -> None:
+def test_bench_only_folder_and_empty_folder(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "bench.json").write_text(json.dumps(bench_data()))
     page = write_report(tmp_path).read_text()
     assert "wgref bench report" in page and 'id="matrix"' not in page
@@ -182,6 +186,7 @@ def test_bench_only_folder_and_empty_folder(tmp_path: Path) -> None:
     with pytest.raises(ReportError):
         write_report(empty)
     assert main(["report", str(empty)]) == 2
+    assert str(empty) in capsys.readouterr().err
 
 
 def test_bench_shapes_are_read_tolerantly(tmp_path: Path) -> None:
@@ -230,6 +235,7 @@ def test_report_command(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert (run_dir / "index.html").is_file()
     assert "index.html" in capsys.readouterr().out
     assert main(["report", str(run_dir / "missing")]) == 2
+    assert f"{run_dir / 'missing'} is not a folder" in capsys.readouterr().err
 
 
 def test_reads_the_bench_as_it_writes_bench_json(tmp_path: Path) -> None:

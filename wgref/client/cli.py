@@ -8,33 +8,19 @@ import logging
 import os
 import sys
 
-from .. import __version__
+from .. import __version__, eventloop, loglevel
 from . import nft, status
 from .config import ClientConfigError, load
 from .run import DEFAULT_QUEUE, Client
 
 log = logging.getLogger("wgref.client")
 
-LEVELS = {"verbose": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
-          "error": logging.ERROR}
-
-
-class _Formatter(logging.Formatter):
-    """wgref's (and wireguard-go's) format: ``INFO: (name) 2006/01/02 15:04:05 message``."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"%(levelname)s: ({name}) %(asctime)s %(message)s", "%Y/%m/%d %H:%M:%S")
+LEVELS = {**loglevel.LEVELS, "info": logging.INFO}
 
 
 def setup_logging(name: str) -> None:
-    level = LEVELS.get(os.environ.get("LOG_LEVEL", "info").lower(), logging.CRITICAL + 1)
-    logger = logging.getLogger("wgref")
-    logger.handlers.clear()
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_Formatter(name))
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False
+    """The shared logging setup, with the client's default level (info)."""
+    eventloop.setup_logging(name, "info", LEVELS)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -28,7 +28,9 @@ from typing import Any
 
 from ..allowedips import AllowedIPs
 from ..allowedips_calc import subtract
-from ..device import Action, Deliver, Device, SendDatagram
+from ..device import Device
+from ..results import Batch, Dropped, DropReason, Endpoint, HandshakeInitiated
+from ..udp import SO_MARK, open_udp_socket
 from . import nft, packet, procs, status
 from .config import ClientConfig
 from .flows import BYPASS, TUNNEL, Flow, FlowTable
@@ -36,10 +38,8 @@ from .nfqueue import HOOK_FORWARD, HOOK_PREROUTING, NF_ACCEPT, NF_DROP, NfQueue,
 
 log = logging.getLogger("wgref.client")
 
-SO_MARK = 36
 BATCH = 64
 HOUSEKEEPING = 5.0
-SOCKET_BUFFER = 4 << 20
 DEFAULT_QUEUE = 30567
 HANDSHAKE_WARNING = 15.0
 TCP_SYN = 0x02
@@ -109,18 +109,12 @@ class Client:
 
     def _open(self) -> None:
         port = self.config.listen_port
-        self.sock4 = self._marked(socket.AF_INET, socket.SOCK_DGRAM)
-        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            self.sock4.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-        self.sock4.bind(("0.0.0.0", port))
+        self.sock4 = open_udp_socket(socket.AF_INET, port, nft.OWN_MARK)
+        self._sockets.append(self.sock4)
         port = self.sock4.getsockname()[1]
         try:
-            sock6 = self._marked(socket.AF_INET6, socket.SOCK_DGRAM)
-            sock6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                sock6.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-            sock6.bind(("::", port))
-            self.sock6 = sock6
+            self.sock6 = open_udp_socket(socket.AF_INET6, port, nft.OWN_MARK)
+            self._sockets.append(self.sock6)
         except OSError as exc:
             log.debug("no IPv6 UDP socket: %s", exc)
         self.listen_port = port
@@ -198,10 +192,10 @@ class Client:
 
     # ----------------------------------------------------------------- outbound
 
-    def _read_queue(self, now: float) -> list[Action]:
+    def _read_queue(self, now: float) -> list[Batch]:
         assert self.queue is not None
         queue = self.queue
-        actions: list[Action] = []
+        actions: list[Batch] = []
         batch = queue.receive(BATCH)
         self.counters["queued"] += len(batch)
         for item in batch:
@@ -213,7 +207,7 @@ class Client:
         queue.flush()
         return actions
 
-    def _queued(self, item: QueuedPacket, now: float) -> list[Action]:
+    def _queued(self, item: QueuedPacket, now: float) -> list[Batch]:
         queue = self.queue
         assert queue is not None
         info = packet.parse(item.payload)
@@ -240,7 +234,7 @@ class Client:
             flow.closing = True
         return self._outbound(flow, item.payload, info, now)
 
-    def _outbound(self, flow: Flow, data: bytes, info: packet.Info, now: float) -> list[Action]:
+    def _outbound(self, flow: Flow, data: bytes, info: packet.Info, now: float) -> list[Batch]:
         original = packet.Info(info.version, info.proto, info.header_len, info.src, info.dst,
                                info.fragment, info.sport, info.dport, info.tcp_flags)
         rewritten = packet.rewrite(
@@ -259,10 +253,7 @@ class Client:
                 self._inject(packet.too_big(data, original, mtu, flow.nat_src), flow.src)
                 return []
             pieces = packet.fragment(rewritten, info, mtu)
-        actions: list[Action] = []
-        for piece in pieces:
-            actions += self.device.send_packet(piece, now)
-        return actions
+        return [self.device.send_packet(piece, now) for piece in pieces]
 
     # ----------------------------------------------------------------- inbound
 
@@ -324,27 +315,29 @@ class Client:
 
     # ----------------------------------------------------------------- the device
 
-    def _perform(self, actions: list[Action], now: float) -> None:
-        for action in actions:
-            if isinstance(action, SendDatagram):
-                host = action.destination[0]
-                sock = self.sock6 if ":" in host else self.sock4
+    def _perform(self, batches: list[Batch] | Batch, now: float) -> None:
+        for batch in [batches] if isinstance(batches, Batch) else batches:
+            if self._first_attempt is None and any(
+                isinstance(e, HandshakeInitiated) for e in batch.events
+            ):
+                self._first_attempt = now
+            for destination, datagrams in batch.sends:
+                sock = self.sock6 if ":" in destination.host else self.sock4
                 if sock is None:
                     continue
-                if action.data[:1] == b"\x01" and self._first_attempt is None:
-                    self._first_attempt = now
+                for data in datagrams:
+                    try:
+                        sock.sendto(data, destination.address)
+                    except OSError as exc:
+                        log.debug("sendto %s: %s", destination, exc)
+            for inner in batch.packets:
                 try:
-                    sock.sendto(action.data, action.destination)
-                except OSError as exc:
-                    log.debug("sendto %s: %s", action.destination, exc)
-            elif isinstance(action, Deliver):
-                try:
-                    self._inbound(action.packet, now)
+                    self._inbound(inner, now)
                 except Exception:
                     log.exception("dropped a packet from the tunnel that could not be handled")
 
-    def _read_udp(self, sock: socket.socket, now: float) -> list[Action]:
-        actions: list[Action] = []
+    def _read_udp(self, sock: socket.socket, now: float) -> list[Batch]:
+        actions: list[Batch] = []
         device = self.device
         for _ in range(BATCH):
             try:
@@ -354,9 +347,12 @@ class Client:
             except OSError as exc:
                 log.debug("recvfrom: %s", exc)
                 continue
-            before = device.dropped["decrypt-failed"]
-            actions += device.receive_datagram(data, (source[0], source[1]), now)
-            if data[:1] == b"\x02" and device.dropped["decrypt-failed"] > before:
+            out = device.receive_datagram(data, Endpoint(source[0], source[1]), now)
+            actions.append(out)
+            if data[:1] == b"\x02" and any(
+                isinstance(e, Dropped) and e.reason is DropReason.DECRYPT_FAILED
+                for e in out.events
+            ):
                 self._bad_response(source, now)
         return actions
 
