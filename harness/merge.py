@@ -66,9 +66,7 @@ def _check(shards: list[tuple[Path, RunResult]]) -> None:
 def _copy_cell(cell: CellResult, shard_dir: Path, out: Path) -> None:
     if not cell.folder:
         return
-    source = Path(cell.folder)
-    if not source.is_absolute():
-        source = shard_dir / source
+    source = Path(cell.folder)  # load_results made it a path from here
     try:
         rel = source.resolve().relative_to(shard_dir.resolve())
     except ValueError:

@@ -138,8 +138,7 @@ class Scheduler:
                                           name=f"cell-{index}", daemon=True)
                 self.threads.append(thread)
                 thread.start()
-            for thread in self.threads:
-                thread.join()
+            self._wait_all()
         except (KeyboardInterrupt, Interrupted):
             self.interrupted = True
             self._interrupt()
@@ -179,15 +178,23 @@ class Scheduler:
                     self.exclusive_running = False
                 self.cond.notify_all()
 
+    def _wait_all(self) -> None:
+        """Until every cell's thread has ended. Not Thread.join(): a join that a signal
+        interrupts can leave is_alive() false for a thread that still runs (CPython
+        gh-90882), and the run would exit before that cell's teardown."""
+        while any(thread.is_alive() for thread in self.threads):
+            with self.cond:
+                self.cond.wait(timeout=0.2)
+
     def _interrupt(self) -> None:
         for thread in self.threads:
             _raise_in(thread)
-        for thread in self.threads:
-            while thread.is_alive():
-                try:
-                    thread.join()
-                except (KeyboardInterrupt, Interrupted):
-                    continue  # a second Ctrl-C: the cells are already tearing down
+        while True:
+            try:
+                self._wait_all()
+                return
+            except (KeyboardInterrupt, Interrupted):
+                continue  # a second Ctrl-C: the cells are already tearing down
 
     def _collect(self) -> list[CellResult]:
         out = []

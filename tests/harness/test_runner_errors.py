@@ -83,13 +83,13 @@ def test_a_driver_or_step_that_raises_is_that_cells_error_and_the_run_goes_on(
         assert "ConnectionResetError" in broken["reason"]
         assert "traceback in traceback.txt" in broken["reason"]
         assert "traceback.txt" in broken["artifacts"]
-        text = (Path(broken["folder"]) / "traceback.txt").read_text()
+        text = (out / broken["folder"] / "traceback.txt").read_text()
         assert "in start\n" in text and "Connection reset by peer (console)" in text
     crashed = cells[("wireguard-go", "explode")]
     assert crashed["status"] == "error"
     assert [s["status"] for s in crashed["steps"]] == ["pass", "error"]
     assert crashed["reason"].startswith("step 2 (an action with a bug): RuntimeError")
-    assert "the action's own bug" in (Path(crashed["folder"]) / "traceback.txt").read_text()
+    assert "the action's own bug" in (out / crashed["folder"] / "traceback.txt").read_text()
     # the half-started peer went with its namespace: nothing is left behind
     for cell in cells.values():
         assert cleanup.find(cell["prefix"], force=True).empty()
