@@ -19,6 +19,7 @@ from .parallel import Job, default_jobs, run_jobs
 from .peers import registry
 from .peers.base import PeerDriver
 from .peers.registry import all_drivers
+from .peers.spec import slots
 from .progress import make_progress
 from .report import print_matrix, write_all
 from .results import FAILING, CellResult, PeerInfo, RunResult, now_iso, typed_command
@@ -106,8 +107,9 @@ def positive_int(text: str) -> int:
 
 def add_jobs_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", "-j", type=positive_int, default=default_jobs(), metavar="N",
-                        help="cells at once (default here: %(default)s, two per core, at most "
-                        "8; timing-sensitive cells run alone; 1: one after the other)")
+                        help="cells at once (default here: %(default)s, four per core, at most "
+                        "8; a cell with a VM counts for more, timing-sensitive cells run "
+                        "alone; 1: one after the other)")
 
 
 def shard_arg(text: str) -> Shard:
@@ -280,7 +282,8 @@ def exit_code(cells: list[CellResult], rules: list[required.Pattern] | None) -> 
 def _jobs(cells: list[Cell], out: Path, topology: TopologyFactory | None) -> list[Job]:
     def job(cell: Cell) -> Job:
         return Job(lambda progress: CellRunner(cell, out, progress, topology),
-                   exclusive=cell.scenario.exclusive)
+                   exclusive=cell.scenario.exclusive,
+                   slots=slots(cell.client.name) + slots(cell.server.name) - 1)
 
     return [job(cell) for cell in cells]
 

@@ -36,11 +36,13 @@ class CellRun(Protocol):
 class Job:
     make: Callable[[Progress], CellRun]  # the cell, reporting to the given progress
     exclusive: bool = False  # keeps the machine to itself
+    slots: int = 1  # of the N of --jobs N (a cell with a VM takes more); never fewer than 1
 
 
 def default_jobs() -> int:
-    """Two cells per core, at most 8: cells mostly wait, but VM boots and floods do not."""
-    return max(1, min(8, 2 * (os.cpu_count() or 1)))
+    """Four slots per core, at most 8: a cell mostly waits (timers, keepalives, handshakes);
+    what keeps a core busy (a VM booting) takes more slots, a flood the whole machine."""
+    return max(1, min(8, 4 * (os.cpu_count() or 1)))
 
 
 @dataclass(slots=True)
@@ -117,7 +119,8 @@ class Scheduler:
         self.workers = max(1, workers)
         self.ordered = OrderedProgress(progress, len(self.jobs))
         self.cond = threading.Condition()
-        self.running = 0
+        self.running = 0  # cells
+        self.busy = 0  # their slots
         self.exclusive_running = False
         self.results: list[CellResult | None] = [None] * len(self.jobs)
         self.cells: list[CellRun | None] = [None] * len(self.jobs)
@@ -157,14 +160,18 @@ class Scheduler:
         return out, False
 
     def _wait_for_room(self, job: Job) -> None:
+        """Until the job fits: alone when exclusive; else its slots are free (a job larger than
+        the machine runs when nothing else does)."""
+        slots = max(1, job.slots)
         with self.cond:
             if job.exclusive:
                 self.cond.wait_for(lambda: self.running == 0)
                 self.exclusive_running = True
             else:
-                self.cond.wait_for(lambda: self.running < self.workers
-                                   and not self.exclusive_running)
+                self.cond.wait_for(lambda: not self.exclusive_running and (
+                    self.running == 0 or self.busy + slots <= self.workers))
             self.running += 1
+            self.busy += slots
 
     def _work(self, index: int, job: Job, cell: CellRun) -> None:
         try:
@@ -174,6 +181,7 @@ class Scheduler:
         finally:
             with self.cond:
                 self.running -= 1
+                self.busy -= max(1, job.slots)
                 if job.exclusive:
                     self.exclusive_running = False
                 self.cond.notify_all()

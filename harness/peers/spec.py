@@ -67,6 +67,9 @@ class PeerSpec:
     # unsupported against this peer
     config_limits: Mapping[str, str] = field(default_factory=dict)
     start_seconds: float = 1.0  # expected time to start and stop it (balances --shard)
+    # --jobs slots one instance takes: most peers mostly wait; a QEMU VM keeps a core busy
+    # while it boots (without KVM, for seconds)
+    slots: int = 1
 
     def driver(self) -> PeerDriver:
         """The netns backend's driver, carrying this specification's name and capabilities."""
@@ -190,7 +193,8 @@ PEERS: tuple[PeerSpec, ...] = (
     PeerSpec("kernel", _kernel, FULL | {"icmp-errors"}, KERNEL_NO_KEYLOG,
              image=DockerImage("kernel"), version=("uname", "-r"),
              docker_probe=_probe_docker_kernel),
-    PeerSpec("kernel-vm", _kernel_vm, FULL | {"icmp-errors"}, KERNEL_NO_KEYLOG, start_seconds=15.0),
+    PeerSpec("kernel-vm", _kernel_vm, FULL | {"icmp-errors"}, KERNEL_NO_KEYLOG,
+             start_seconds=15.0, slots=4),
     PeerSpec("mitmproxy-wireguard", _mitm, frozenset({"responder", "ipv6-outer"}), {
         "initiator": "start_server() only answers handshakes",
         "psk": "start_server() has no preshared-key parameter",
@@ -247,6 +251,11 @@ def peer(name: str) -> PeerSpec:
 def start_seconds(name: str) -> float:
     """The expected start-and-stop time of a peer (1 s for peers not declared here)."""
     return next((s.start_seconds for s in PEERS if s.name == name), 1.0)
+
+
+def slots(name: str) -> int:
+    """The --jobs slots one instance of a peer takes (1 for peers not declared here)."""
+    return next((s.slots for s in PEERS if s.name == name), 1)
 
 
 def images() -> list[DockerImage]:

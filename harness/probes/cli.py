@@ -15,6 +15,7 @@ from ..cli import exit_code, required_list
 from ..parallel import Job, run_jobs
 from ..peers import registry
 from ..peers.base import PeerDriver
+from ..peers.spec import slots
 from ..progress import make_progress
 from ..report import print_matrix, write_all
 from ..results import PeerInfo, RunResult, load_results, now_iso, typed_command
@@ -83,7 +84,7 @@ def _on_signal(signum: int, frame: object) -> None:
 
 def _job(driver: PeerDriver, probe: Probe, out: Path) -> Job:
     return Job(lambda progress: ProbeCell(driver, probe, out, progress),
-               exclusive=probe.exclusive)
+               exclusive=probe.exclusive, slots=slots(driver.name))
 
 
 def _run_result(out: Path, merge: bool) -> RunResult:

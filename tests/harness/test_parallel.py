@@ -167,3 +167,28 @@ def test_the_real_plan_splits_the_same_way_whatever_is_installed() -> None:
     wgref = next(c for c in cells if c.server.name == "wgref" and c.client.name == "wgref"
                  and c.scenario.name == "handshake")
     assert expected_seconds(kernel_vm) > expected_seconds(wgref)
+
+
+def test_a_heavy_cell_takes_more_slots() -> None:
+    """With 4 slots: two 2-slot cells run together; a 4-slot cell (a VM pair, say) runs with
+    nothing else; a 6-slot cell, larger than the machine, still runs (alone)."""
+    machine = Machine()
+    together = threading.Barrier(2)
+
+    def job(name: str, slots: int, **kw: object) -> Job:
+        return Job(lambda progress: FakeCell(name, progress, machine, **kw), slots=slots)
+
+    jobs = [job("a", 2, barrier=together), job("b", 2, barrier=together), job("vm", 4),
+            job("c", 1), job("huge", 6), job("d", 1)]
+    results, _ = run_jobs(jobs, 4, Recorder())
+    assert [r.scenario for r in results] == ["a", "b", "vm", "c", "huge", "d"]
+    assert "b" in machine.seen_with["a"]  # (the barrier already proved it)
+    assert machine.seen_with["vm"] == set() and "vm" not in machine.seen_with["c"]
+    assert machine.seen_with["huge"] == set() and "huge" not in machine.seen_with["d"]
+
+
+def test_peer_slots_come_from_the_specification() -> None:
+    from harness.peers.spec import slots
+
+    assert slots("kernel-vm") > slots("wgref") == slots("wireguard-go") == 1
+    assert slots("wg-quick") == 1  # a config-file client is not declared there
