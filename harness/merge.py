@@ -10,6 +10,7 @@ It refuses, saying which folder and why: a folder without results.json or not ru
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -104,7 +105,8 @@ def merge(out: Path, shard_dirs: list[Path]) -> tuple[RunResult, dict[str, Path]
         for cell in run.cells:
             _copy_cell(cell, folder, out)
         merged.cells += run.cells
-        merged.shards.append({"index": (run.shard or {}).get("index"), "folder": str(folder),
+        merged.shards.append({"index": (run.shard or {}).get("index"),
+                              "folder": os.path.relpath(folder.resolve(), out.resolve()),
                               "host": run.host, "started": run.started, "ended": run.ended,
                               "seconds": run.seconds, "command": run.command,
                               "cells": len(run.cells)})

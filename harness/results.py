@@ -22,7 +22,9 @@ FAILING = (FAIL, ERROR)
 # One symbol per status, on the terminal, in summary.md and on the page.
 SYMBOL = {PASS: "✓", FAIL: "✗", ERROR: "!", UNSUPPORTED: "–", SKIPPED: "↷"}
 # 2: schema_version itself; folder and scenario paths relative to the run folder.
-SCHEMA_VERSION = 2
+# 3: shard (a --shard K/N run) and shards (a `harness merge`d run); cells may be "error" with
+#    traceback.txt among their artifacts.
+SCHEMA_VERSION = 3
 
 
 def now_iso() -> str:

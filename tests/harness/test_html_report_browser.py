@@ -206,6 +206,10 @@ def test_merged_report_in_chromium(browser: Chromium, tmp_path: Path) -> None:
     page = out / "index.html"
     check_page(browser, page, tmp_path, "merged", bench=False)
     browser.open(page.as_uri(), width=DESKTOP)
+    meta = browser.evaluate("document.querySelector('#run dl.meta').innerText")
+    for k in (1, 2):  # each shard's machine and times, from the merged results.json
+        assert f"shard {k}/2" in meta and "cells in" in meta and "node " in meta
+    browser.open(page.as_uri(), width=DESKTOP)
     cells = browser.evaluate("Array.from(document.querySelectorAll('#matrix a.cell'))"
                              ".map(a => a.getAttribute('data-cell'))")
     assert len(cells) == 4
