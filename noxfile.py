@@ -1,4 +1,5 @@
-"""Sessions: interop (the main job, and what plain `nox` runs), bench, tests, lint, decrypt.
+"""Sessions: interop (the main job, and what plain `nox` runs), probes, bench, tests, lint,
+decrypt.
 
 `nox -l` lists them with their descriptions. Sessions that need Debian tools install them with
 apt-get when they are missing and we are root (CI and the README's quick start run as root on
@@ -64,7 +65,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """Lint: ruff check and mypy --strict."""
-    session.install("-e", ".[lint,test]")
+    session.install("-e", ".[lint]")
     session.run("ruff", "check", "wgref", "harness", "tests", "noxfile.py")
     session.run("mypy")
 
@@ -103,6 +104,18 @@ def has_out(args: list[str]) -> bool:
     return "--out" in args or any(a.startswith("--out=") for a in args)
 
 
+def interop_args(posargs: list[str], root: Path = Path(".")) -> list[str]:
+    """`harness run` arguments: the fixed results/interop/ unless --out is given; the run
+    before it moves to results/interop-previous/ (for `harness report --compare`)."""
+    if has_out(posargs):
+        return posargs
+    out, previous = root / INTEROP_OUT, root / INTEROP_PREVIOUS
+    if out.exists():
+        shutil.rmtree(previous, ignore_errors=True)
+        out.rename(previous)
+    return [*posargs, "--out", str(INTEROP_OUT)]
+
+
 def docker_backend(args: list[str]) -> bool:
     return "--backend=docker" in args or any(
         a == "--backend" and b == "docker" for a, b in itertools.pairwise(args)
@@ -119,16 +132,27 @@ def interop(session: nox.Session) -> None:
     debian_tools(session, KERNEL_VM_TOOLS)
     interop_extras(session)
     session.run("python", "-m", "harness", "cleanup")
-    args = list(session.posargs)
-    if not has_out(args):
-        if INTEROP_OUT.exists():
-            shutil.rmtree(INTEROP_PREVIOUS, ignore_errors=True)
-            INTEROP_OUT.rename(INTEROP_PREVIOUS)
-        args += ["--out", str(INTEROP_OUT)]
+    args = interop_args(list(session.posargs))
     if docker_backend(args):
         session.run("python", "-m", "harness", "images", "build")
     try:
         session.run("python", "-m", "harness", "run", *args)
+    finally:
+        session.run("python", "-m", "harness", "cleanup")
+
+
+@nox.session
+def probes(session: nox.Session) -> None:
+    """Conformance probes (packet-level checks of a server), reports in results/probes/.
+
+    Arguments go to `python -m harness probe`, e.g. `nox -s probes -- --server wgref`."""
+    debian_tools(session)
+    interop_extras(session)
+    args = session.posargs if has_out(session.posargs) else [*session.posargs, "--out",
+                                                              "results/probes"]
+    session.run("python", "-m", "harness", "cleanup")
+    try:
+        session.run("python", "-m", "harness", "probe", *args)
     finally:
         session.run("python", "-m", "harness", "cleanup")
 
