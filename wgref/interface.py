@@ -9,9 +9,11 @@ SIGTERM or SIGINT stop the daemon.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import resource
 import select
 import socket
 import sys
@@ -419,6 +421,7 @@ class Interface:
 
     def _housekeeping(self, _now: float) -> None:
         self.tun.check()  # raises TunGone once the link is deleted
+        self.uapi.resume()
         self._refresh_mtu()
         self._loop_guard = self.tun.in_own_namespace()
         self._open_route_mtus()
@@ -465,6 +468,15 @@ class Interface:
             self.keylog.close()
 
 
+def _raise_file_limit() -> None:
+    """Every UAPI client holds a descriptor: raise the soft limit to the hard one (as Go's
+    runtime does for wireguard-go since Go 1.19)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: list[str], *, checks: Checks = ALL_CHECKS) -> int:
     """``wgref [-f|--foreground] [--keylog PATH] IFNAME``: 0 once the interface is up.
     ``checks`` is for negative controls only (harness/probes/sloppy.py)."""
@@ -473,6 +485,7 @@ def main(argv: list[str], *, checks: Checks = ALL_CHECKS) -> int:
         return options
     setup_logging(options.name)
     log.debug("Starting wgref version %s", __version__)
+    _raise_file_limit()
     try:
         interface = Interface(options.name, options.keylog, checks=checks)
     except (OSError, ValueError) as exc:

@@ -111,8 +111,10 @@ def test_reply_from_the_address_the_peer_wrote_to(
     """Two addresses on one veth: the peer writes to the second, wgref answers from it (and
     keeps doing so for its own traffic); removing it makes the next send fall back at once."""
     h = _hosts(lab)
-    lab.sh(h.ns1, "ip", "addr", "add", f"{second}/{prefix}", "dev", h.veth1, "nodad"
-           if ":" in second else "noprefixroute")  # fmt: skip
+    # Routing never picks the second address as a source: a secondary IPv4 address, or a
+    # deprecated IPv6 one (RFC 6724 rule 3); it is still ours to receive on and send from.
+    options = ["nodad", "preferred_lft", "0"] if ":" in second else ["noprefixroute"]
+    lab.sh(h.ns1, "ip", "addr", "add", f"{second}/{prefix}", "dev", h.veth1, *options)
     shown = f"[{second}]:{PORT1}" if ":" in second else f"{second}:{PORT1}"
     lab.wg("set", h.if2, "peer", h.pub1, "endpoint", shown)
     assert h.ping(2, tunnel).returncode == 0, lab.log(h.if1)
@@ -145,18 +147,38 @@ def test_endpoint_set_by_wg_then_learnt_source(lab: Lab) -> None:
     assert h.endpoint_seen_by(2) == f"10.0.0.10:{PORT1}"
 
 
-def test_more_specific_route_wins_over_the_remembered_source(lab: Lab) -> None:
-    """A second link between the hosts and a /32 route to the peer over it: the route no
-    longer leaves through the interface the peer's datagrams arrive on, so the remembered
-    source is dropped and routing picks the source of the new way out (socket.c send4:
-    ``rt->dst.dev->ifindex != endpoint->src_if4``); the peer then roams to it."""
-    h = _hosts(lab, endpoint2=f"10.0.0.1:{PORT1}")
+def _second_link(h: Hosts) -> tuple[str, str]:
+    """Another veth pair between the hosts: 10.0.1.1/24 (ns1) -- 10.0.1.2/24 (ns2)."""
+    lab = h.lab
     veth3, veth4 = f"w{lab.id}a"[-15:], f"w{lab.id}b"[-15:]
     lab.sh(None, "ip", "link", "add", veth3, "netns", h.ns1, "type", "veth", "peer", "name",
            veth4, "netns", h.ns2)  # fmt: skip
     for ns, veth, host in ((h.ns1, veth3, "1"), (h.ns2, veth4, "2")):
         lab.sh(ns, "ip", "addr", "add", f"10.0.1.{host}/24", "dev", veth)
         lab.sh(ns, "ip", "link", "set", veth, "up")
+    return veth3, veth4
+
+
+def test_reply_from_an_address_of_another_interface(lab: Lab) -> None:
+    """The peer writes to 10.0.0.1 (an address of the first link) through the second link:
+    the reply leaves through the second link, where routing sends it, but from 10.0.0.1."""
+    h = _hosts(lab)
+    _, veth4 = _second_link(h)
+    lab.sh(h.ns2, "ip", "route", "add", "10.0.0.1/32", "via", "10.0.1.1", "dev", veth4)
+    lab.wg("set", h.if2, "peer", h.pub1, "endpoint", f"10.0.0.1:{PORT1}")
+    assert h.ping(2, "192.168.241.1").returncode == 0, lab.log(h.if1)
+    assert h.endpoint_seen_by(1) == f"10.0.1.2:{PORT2}"  # wireguard-go's routed source
+    assert h.ping(1, "192.168.241.2", count=2).returncode == 0
+    assert h.endpoint_seen_by(2) == f"10.0.0.1:{PORT1}"  # not 10.0.1.1, routing's choice
+
+
+def test_more_specific_route_wins_over_the_remembered_source(lab: Lab) -> None:
+    """A second link between the hosts and a /32 route to the peer over it: the route no
+    longer leaves through the interface the peer's datagrams arrive on, so the remembered
+    source is dropped and routing picks the source of the new way out (socket.c send4:
+    ``rt->dst.dev->ifindex != endpoint->src_if4``); the peer then roams to it."""
+    h = _hosts(lab, endpoint2=f"10.0.0.1:{PORT1}")
+    veth3, _ = _second_link(h)
     assert h.ping(2, "192.168.241.1").returncode == 0, lab.log(h.if1)
     assert h.endpoint_seen_by(2) == f"10.0.0.1:{PORT1}"
     lab.sh(h.ns1, "ip", "route", "add", "10.0.0.2/32", "via", "10.0.1.2", "dev", veth3)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import SOCKET_DIR, Lab, genkey, pubkey, require_netns
+from tests.netns import SOCKET_DIR, Lab, genkey, pubkey, require_netns, wait_for
 from wgref.device import Device
 from wgref.uapi import MAX_LINE, MemoryHost, UapiConnection, request
 
@@ -240,3 +240,29 @@ def test_wg_calls_in_parallel(lab: Lab) -> None:
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
         assert b"listening port" in out
+
+
+def test_out_of_descriptors_pauses_accepting_without_spinning(lab: Lab) -> None:
+    """With the descriptor limit reached, accept fails (EMFILE) while the listener stays
+    readable: the daemon stops watching it until a client leaves, instead of looping on
+    the error, and serves `wg` again once descriptors are free."""
+    ifname = lab.ifname("a")
+    proc = lab.start("wgref", lab.ns[0], ifname, {"LOG_LEVEL": "error"})
+    subprocess.run(["prlimit", "--pid", str(proc.pid), "--nofile=48:48"], check=True, timeout=10)
+    hogs = [_connect(ifname) for _ in range(80)]  # more than the daemon has descriptors
+    try:
+        for sock in hogs[:5]:  # the first ones are accepted and answered
+            sock.sendall(b"get=1\n\n")
+            assert b"errno=0" in sock.recv(256)
+        wait_for(lambda: "UAPI accept" in lab.log(ifname), 10, "the EMFILE error in the log")
+        # Twenty more turns of the event loop while the listener is still readable.
+        for _ in range(20):
+            hogs[0].sendall(b"get=1\n\n")
+            assert b"errno=0" in hogs[0].recv(256)
+    finally:
+        for sock in hogs:
+            sock.close()
+    assert "listening port" in lab.sh(None, "wg", "show", ifname, timeout=10).stdout
+    assert proc.poll() is None
+    errors = lab.log(ifname).count("UAPI accept")
+    assert 1 <= errors <= 5, errors  # paused, not one error per loop turn
