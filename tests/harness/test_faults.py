@@ -57,10 +57,10 @@ def test_every_fault_installs_with_all_the_others() -> None:
 
 
 def test_defences_go_through_the_devices_switch() -> None:
-    assert checks_for([FAULTS["no-roam"]]) == Checks(roaming=False)
+    assert checks_for([FAULTS["no-crypto-rp"]]) == Checks(crypto_routing=False)
     assert checks_for([FAULTS["drop-udp"]]) is ALL_CHECKS
-    assert checks_for([FAULTS["no-mac1"], FAULTS["ignore-reserved"]]) == Checks(
-        mac1=False, reserved=False)
+    assert checks_for([FAULTS["no-mac1"], FAULTS["no-replay-window"]]) == Checks(
+        mac1=False, replay=False)
 
 
 def test_the_fault_command_names_an_unknown_fault() -> None:
