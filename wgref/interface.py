@@ -132,7 +132,7 @@ class Interface:
         # possible while the link is in the sockets' namespace.
         self._loop_guard = True
         self._port_bytes = b""
-        # Routes into the link with an MTU below the link's (padding follows them).
+        # Routes into the link with an MTU of their own (padding follows them).
         self._route_mtus: RouteMtus | None = None
         self._route_mtus_netns = 0
         try:
@@ -140,6 +140,8 @@ class Interface:
             listener, self.socket_path = open_listener(name)
         except BaseException:
             self.udp.close()
+            if self.routes is not None:
+                self.routes.close()
             self.loop.close()
             self.tun.close()
             raise
@@ -220,6 +222,8 @@ class Interface:
         back into the tunnel (a route to a peer's endpoint through this interface). The
         kernel refuses to send it in the first place (socket.c send4: ``rt->dst.dev ==
         skb->dev``, "Avoiding routing loop"); we see it once and drop it."""
+        if len(packet) < 28:
+            return False
         if packet[0] == 0x45:
             return packet[9] == 17 and packet[20:22] == self._port_bytes
         if packet[0] >> 4 == 6:

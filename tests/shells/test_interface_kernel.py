@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import SOCKET_DIR, Lab, genkey, pubkey, require_netns, wait_for
+from tests.netns import SOCKET_DIR, Lab, Pair, genkey, pubkey, require_netns, wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -199,11 +199,12 @@ def _tx(h: Hosts) -> int:
     return int(h.lab.wg("show", h.if1, "transfer").split()[2])
 
 
-@pytest.mark.parametrize(("route_mtu", "expected"), [(1299, 1331), (None, 1332)])
+@pytest.mark.parametrize(("route_mtu", "expected"), [(1299, 1331), (None, 1332), (1500, 1344)])
 def test_padding_follows_the_route_mtu(lab: Lab, route_mtu: int | None, expected: int) -> None:
     """Interface MTU 1300, a route MTU of 1299 to the peer: a 1297-byte inner packet is
     padded to 1299, not 1300 (send.c calculate_skb_padding uses dst_mtu), so the datagram is
-    1331 + 28 = 1359 bytes on the wire; without the route, 1360."""
+    1331 + 28 = 1359 bytes on the wire; without the route, 1360. A route MTU above the
+    link's counts too (ipv4_mtu takes the route metric first): padded to 1312."""
     h = _hosts(lab, endpoint1=f"10.0.0.2:{PORT2}")
     lab.sh(h.ns1, "ip", "link", "set", h.if1, "mtu", "1300")
     if route_mtu is not None:
@@ -277,9 +278,21 @@ def test_ping_to_an_address_with_no_peer(lab: Lab, target: str, message: str) ->
     assert re.search(rf"From {re.escape(source)}\b", result.stdout), result.stdout
 
 
-def test_icmp_for_a_peer_without_endpoint_and_rate_limit(lab: Lab) -> None:
-    """A flood to an unrouted address gets errors, but no more than the kernel's limits allow
-    (1000/s with a burst of 50 for the host)."""
+def test_icmp_error_when_the_link_was_moved_to_another_namespace(lab: Lab) -> None:
+    """netns.sh's layout: wgref's sockets stay in ns0, its link lives in ns1; the error is
+    made and sent in the link's namespace."""
+    pair = Pair(lab)
+    pair.configure()
+    result = lab.sh(pair.ns1, "ping", "-c", "1", "-W", "2", "192.168.241.99", check=False)
+    assert "From 192.168.241.1 icmp_seq=1 Destination Host Unreachable" in result.stdout, (
+        result.stdout + lab.log(pair.if1)
+    )
+    assert pair.ping(1, "192.168.241.2")
+
+
+def test_icmp_errors_under_a_flood(lab: Lab) -> None:
+    """A ping flood to an address no peer has: errors come back (within the kernel's limits,
+    tests/shells/test_netio.py checks those), and the daemon keeps answering."""
     h = _hosts(lab)
     result = h.lab.sh(
         h.ns1, "ping", "-f", "-c", "400", "-w", "5", "192.168.241.77", check=False, timeout=20
