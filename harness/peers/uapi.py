@@ -19,12 +19,9 @@ from ..tools import Tool
 from ..topology import Host
 from ..wgdump import DeviceState, DumpError, parse_dump
 from .base import DriverError, InterfaceConfig, PeerDriver, PeerInstance, Unsupported
+from .spec import FULL as FULL_CAPABILITIES
+from .spec import peer
 
-FULL_CAPABILITIES = frozenset({
-    "initiator", "responder", "psk", "ipv6-outer", "ipv6-inner", "keepalive", "roaming",
-    "icmp", "state", "reconfigure", "mtu", "cookie", "wire-counters",
-    "passive-keepalive", "peer-update",
-})
 START_TIMEOUT = 15.0
 
 
@@ -122,7 +119,6 @@ class UapiDriver(PeerDriver):
                  capabilities: frozenset[str] = FULL_CAPABILITIES,
                  keylog: bool = False, missing_reason: str | Callable[[], str] = "",
                  log_env: Callable[[str], dict[str, str]] | None = None,
-                 limitations: dict[str, str] | None = None,
                  version_suffix: str = "") -> None:
         self.name = name
         self._command = command
@@ -131,7 +127,6 @@ class UapiDriver(PeerDriver):
         self._version_suffix = version_suffix
         self.capabilities = capabilities | ({"keylog"} if keylog else frozenset())
         self.limitations = {"keylog": "no key log support"} if not keylog else {}
-        self.limitations.update(limitations or {})
         self._keylog = keylog
         self._missing = missing_reason or f"{name} is not installed (not on PATH)"
         self._version: str | None = None
@@ -187,7 +182,7 @@ class UapiDriver(PeerDriver):
         raise DriverError(f"no UAPI socket {sock} after {START_TIMEOUT:g} s: {proc.log_tail()}")
 
 
-def _pinned(tool: Tool, *args: str, fallback: str | None = None,
+def pinned(tool: Tool, *args: str, fallback: str | None = None,
             ) -> Callable[[], list[str] | None]:
     """The tool's cached build, else (when ``fallback`` is given) that program on PATH."""
     def command() -> list[str] | None:
@@ -197,7 +192,7 @@ def _pinned(tool: Tool, *args: str, fallback: str | None = None,
     return command
 
 
-def _distribution_wireguard_go() -> list[str] | None:
+def distribution_wireguard_go() -> list[str] | None:
     """`wireguard-go` on PATH that is not our pinned build (Debian's /usr/bin/wireguard-go)."""
     cache = str(tools.cache_root())
     for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
@@ -218,57 +213,28 @@ def wgref_command() -> list[str] | None:
     return [sys.executable, "-m", "wgref.cli"]
 
 
-def wireguard_go() -> UapiDriver:
+def wireguard_go() -> PeerDriver:
     """Current wireguard-go, built from its Go module at the pinned version (harness.tools)."""
-    tool = tools.TOOLS["wireguard-go"]
-    return UapiDriver("wireguard-go", _pinned(tool), missing_reason=tool.missing_reason,
-                      version_suffix=f" ({tool.package}@{tool.version})")
+    return peer("wireguard-go").driver()
 
 
-def wireguard_go_debian() -> UapiDriver:
+def wireguard_go_debian() -> PeerDriver:
     """The distribution's wireguard-go (Debian 12: 0.0.20220316, before the offloads)."""
-    return UapiDriver("wireguard-go-debian", _distribution_wireguard_go,
-                      missing_reason="the distribution's wireguard-go is not installed "
-                      "(apt-get install wireguard-go)")
+    return peer("wireguard-go-debian").driver()
 
 
-def wgref() -> UapiDriver:
-    return UapiDriver(
-        "wgref", wgref_command, keylog=True, capabilities=FULL_CAPABILITIES | {"icmp-errors"},
-        missing_reason="wgref's userspace interface (wgref.interface) is not importable "
-        "in this Python: `wgref IFNAME` is not built yet or wgref is not installed",
-    )
+def wgref() -> PeerDriver:
+    return peer("wgref").driver()
 
 
 # boringtun-cli's --verbosity (WG_LOG_LEVEL) for the harness's LOG_LEVEL words
 BORINGTUN_LEVELS = {"verbose": "debug", "debug": "debug", "error": "error", "silent": "error"}
 
 
-BORINGTUN_LIMITATIONS = {
-    "peer-update": "`wg set` on an existing peer panics its device thread (boringtun 0.7.1 "
-                   "device/mod.rs: 'Modifying existing peers is not yet supported. Remove and "
-                   "add again instead.'), after which the interface hangs",
-    "wire-counters": "its UAPI rx_bytes/tx_bytes count the inner IP packets only (boringtun "
-                     "0.7.1 noise/mod.rs adds the decrypted packet's length), so a keepalive "
-                     "moves neither counter",
-    "passive-keepalive": "its timers are rounded to a second (boringtun 0.7.1 noise/timers.rs: "
-                         "'for efficiency our timers are rounded to a second'): data received "
-                         "within the same second as its last send is not newer than the send, "
-                         "so no keepalive follows 10 s later",
-}
-BORINGTUN_CAPABILITIES = FULL_CAPABILITIES - set(BORINGTUN_LIMITATIONS)
-
-
 def boringtun_log_env(level: str) -> dict[str, str]:
     return {"WG_LOG_LEVEL": BORINGTUN_LEVELS.get(level, "error"), "NO_COLOR": "1"}
 
 
-def boringtun_cli() -> UapiDriver:
-    """`boringtun-cli -f IFNAME`: the pinned crates build (harness.tools), else one on PATH.
-    It drops root after start unless told not to, and then cannot serve the UAPI socket; in
-    the foreground it logs to stdout at WG_LOG_LEVEL."""
-    tool = tools.TOOLS["boringtun-cli"]
-    return UapiDriver("boringtun-cli",
-                      _pinned(tool, "--disable-drop-privileges", fallback="boringtun-cli"),
-                      capabilities=BORINGTUN_CAPABILITIES, limitations=BORINGTUN_LIMITATIONS,
-                      missing_reason=tool.missing_reason, log_env=boringtun_log_env)
+def boringtun_cli() -> PeerDriver:
+    """`boringtun-cli -f IFNAME` (the pinned crates build, see peers.spec)."""
+    return peer("boringtun-cli").driver()

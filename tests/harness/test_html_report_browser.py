@@ -21,6 +21,7 @@ from test_html_report import make_run
 
 from harness.html import write_compare, write_report
 from harness.html.browser import Chromium, find_chromium
+from harness.peers.uapi import boringtun_cli
 
 REPO = Path(__file__).resolve().parents[2]
 DESKTOP, NARROW = 1280, 390
@@ -114,17 +115,12 @@ def test_comparison_in_chromium(browser: Chromium, tmp_path: Path) -> None:
     browser.open(page.as_uri(), width=DESKTOP)
     assert browser.evaluate("document.querySelectorAll('#matrix a.cell.changed').length") == 1
     assert visible(browser, "#changes")
-    assert browser.evaluate("document.querySelectorAll('#bench tr.moved').length") == 4
+    # every throughput row of bench_data moved by -150 (5 pairs); the handshake rates did not
+    assert browser.evaluate("document.querySelectorAll('#bench tr.moved').length") == 5
 
 
-@pytest.mark.netns
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
-@pytest.mark.skipif(any(shutil.which(t) is None for t in ("ip", "nft", "wg", "wireguard-go",
-                                                          "dumpcap", "ping", "editcap")),
-                    reason="needs ip, nft, wg, wireguard-go, dumpcap, ping, editcap")
-def test_real_run_report_in_chromium(browser: Chromium, tmp_path: Path) -> None:
-    """A small real matrix: wgref and wireguard-go pass, a wrong server key fails, and
-    boringtun-cli is unsupported when it is not installed. `run` writes index.html itself."""
+def _scenarios(tmp_path: Path) -> Path:
+    """handshake (passes) and wrong-key (the client has a wrong key for the server: fails)."""
     scenarios = tmp_path / "scenarios"
     scenarios.mkdir()
     shutil.copy(REPO / "scenarios" / "handshake.toml", scenarios)
@@ -134,6 +130,18 @@ def test_real_run_report_in_chromium(browser: Chromium, tmp_path: Path) -> None:
         'the cell fails."\n'
         "timeout = 30\n[config]\nwrong_server_key = true\n"
         '[[steps]]\naction = "tcp"\nlabel = "tcp echo client -> server"\ntimeout = 4\n')
+    return scenarios
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("ip", "nft", "wg", "wireguard-go",
+                                                          "dumpcap", "ping", "editcap")),
+                    reason="needs ip, nft, wg, wireguard-go, dumpcap, ping, editcap")
+def test_real_run_report_in_chromium(browser: Chromium, tmp_path: Path) -> None:
+    """A small real matrix: wgref and wireguard-go pass, a wrong server key fails, and
+    boringtun-cli passes, or is unsupported when it is not built. `run` writes index.html itself."""
+    scenarios = _scenarios(tmp_path)
     out = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-m", "harness", "--scenarios-dir", str(scenarios), "run",
@@ -143,8 +151,7 @@ def test_real_run_report_in_chromium(browser: Chromium, tmp_path: Path) -> None:
     assert result.returncode == 1, result.stdout + result.stderr  # wrong-key cells fail
     statuses = {(c["client"], c["scenario"]): (c["status"], c["reason"]) for c in
                 json.loads((out / "results.json").read_text())["cells"]}
-    boringtun = "pass" if shutil.which("boringtun-cli") or shutil.which("boringtun") \
-        else "unsupported"
+    boringtun = "pass" if boringtun_cli().unavailable() is None else "unsupported"
     for client, handshake in (("wgref", "pass"), ("wireguard-go", "pass"),
                               ("boringtun-cli", boringtun)):
         assert statuses[(client, "handshake")][0] == handshake, statuses[(client, "handshake")]
@@ -153,7 +160,7 @@ def test_real_run_report_in_chromium(browser: Chromium, tmp_path: Path) -> None:
     assert statuses[("wgref", "wrong-key")][1].startswith(
         "step 1 (tcp echo client -> server): tcp echo to 198.19.77.1:7000:")
     if boringtun == "unsupported":
-        assert "boringtun-cli is not installed" in statuses[("boringtun-cli", "handshake")][1]
+        assert "boringtun-cli 0.7.1 is not built" in statuses[("boringtun-cli", "handshake")][1]
     page = out / "index.html"
     assert page.is_file(), "run did not write the HTML report"
     html = page.read_text()
@@ -174,6 +181,49 @@ def test_real_run_report_in_chromium(browser: Chromium, tmp_path: Path) -> None:
     assert visible(browser, f"#{cell} details.peer-log[open] pre")
     keep(browser.screenshot(tmp_path / "real-run-drilldown-log.png", full_page=False))
     assert main_report(out) == 0
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("ip", "nft", "wg", "wireguard-go",
+                                                          "dumpcap", "ping", "editcap")),
+                    reason="needs ip, nft, wg, wireguard-go, dumpcap, ping, editcap")
+def test_merged_report_in_chromium(browser: Chromium, tmp_path: Path) -> None:
+    """Two `--shard K/2` runs merged with `harness merge`: the merged page shows every cell,
+    each drill-down opens, and the captures it links (copied from the shards) are there."""
+    scenarios = _scenarios(tmp_path)
+    shards = [tmp_path / f"shard-{k}" for k in (1, 2)]
+    for k, folder in enumerate(shards, 1):
+        result = subprocess.run(
+            [sys.executable, "-m", "harness", "--scenarios-dir", str(scenarios), "run",
+             "--client", "wgref,wireguard-go", "--server", "wireguard-go", "--plain",
+             "--shard", f"{k}/2", "--jobs", "2", "--out", str(folder)],
+            cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+        assert result.returncode in (0, 1), result.stdout + result.stderr
+    out = tmp_path / "merged"
+    from harness.cli import main
+
+    assert main(["merge", str(out), *map(str, shards)]) == 1  # wrong-key fails, as it must
+    page = out / "index.html"
+    check_page(browser, page, tmp_path, "merged", bench=False)
+    browser.open(page.as_uri(), width=DESKTOP)
+    meta = browser.evaluate("document.querySelector('#run dl.meta').innerText")
+    for k in (1, 2):  # each shard's machine and times, from the merged results.json
+        assert f"shard {k}/2" in meta and "cells in" in meta and "node " in meta
+    browser.open(page.as_uri(), width=DESKTOP)
+    cells = browser.evaluate("Array.from(document.querySelectorAll('#matrix a.cell'))"
+                             ".map(a => a.getAttribute('data-cell'))")
+    assert len(cells) == 4
+    for cell in cells:
+        browser.click(f"#matrix a.cell[data-cell='{cell}']")
+        texts = browser.evaluate(f"document.getElementById('{cell}').innerText")
+        assert "Steps" in texts and "client.pcapng" in texts
+        links = browser.evaluate(
+            f"Array.from(document.querySelectorAll('#{cell} a[href$=\".pcapng\"]'))"
+            ".map(a => a.href)")
+        assert links and all(Path(link.removeprefix("file://")).is_file() for link in links)
+        browser.key("Escape", "Escape", 27)
+    keep(browser.screenshot(tmp_path / "merged-matrix.png"))
 
 
 def main_report(run_dir: Path) -> int:

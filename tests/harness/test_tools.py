@@ -117,8 +117,8 @@ def test_the_distribution_wireguard_go_is_never_our_build(monkeypatch: pytest.Mo
         program.chmod(0o755)
     monkeypatch.setenv("PATH", f"{ours.parent}{os.pathsep}{distro.parent}")
     assert uapi.wireguard_go_debian().unavailable() is None
-    assert uapi._distribution_wireguard_go() == [str(distro)]
-    assert uapi._pinned(tools.TOOLS["wireguard-go"])() == [str(ours)]
+    assert uapi.distribution_wireguard_go() == [str(distro)]
+    assert uapi.pinned(tools.TOOLS["wireguard-go"])() == [str(ours)]
     monkeypatch.setenv("PATH", str(ours.parent))
     assert uapi.wireguard_go_debian().unavailable() == (
         "the distribution's wireguard-go is not installed (apt-get install wireguard-go)")
