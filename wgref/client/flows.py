@@ -42,6 +42,7 @@ class Flow:
     closing: bool = False
     packets: int = 0
     forwarded: bool = False
+    peer_mss: int = 0  # TCP: the MSS the far end announced in its SYN (after the clamp)
 
     @property
     def key(self) -> Key:

@@ -10,6 +10,7 @@ wherever either exists in Debian kernels too.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import struct
 import subprocess
@@ -49,6 +50,10 @@ class NftError(RuntimeError):
 
 @dataclass(frozen=True)
 class Rules:
+    """``queue`` takes TCP (bound with NFQA_CFG_F_GSO: super-packets come up whole),
+    ``queue + 1`` everything else (UDP GSO packets must be segmented by the kernel: their
+    segment size is not in the queued message)."""
+
     queue: int
     allowed4: Sequence[ipaddress.IPv4Network]
     allowed6: Sequence[ipaddress.IPv6Network]
@@ -80,13 +85,15 @@ def table_script(family: str, networks: Sequence[Network], rules: Rules) -> str:
     )
     elements = ", ".join(str(n) for n in networks)
     queue_rules = (
-        f"        meta l4proto {{ tcp, udp }} {family} daddr @allowed jump to_queue\n"
+        f"        meta l4proto tcp {family} daddr @allowed jump to_queue_tcp\n"
+        f"        meta l4proto udp {family} daddr @allowed jump to_queue\n"
         f"        {icmp} {family} daddr @allowed jump to_queue\n"
     )
     text = (
         f"table {family} {TABLE} {{\n"
         f"    set allowed {{ type {addr}; flags interval; elements = {{ {elements} }} }}\n"
         "    chain to_queue {\n    }\n"
+        "    chain to_queue_tcp {\n    }\n"
         "    chain output {\n"
         f"        type filter hook output priority {PRIORITY}; policy accept;\n"
         f"        meta mark {OWN_MARK:#x} accept\n"
@@ -114,9 +121,9 @@ def table_script(family: str, networks: Sequence[Network], rules: Rules) -> str:
     return text + "}\n"
 
 
-def _queue_rule_message(family: str, rules: Rules, seq: int) -> bytes:
+def _queue_rule_message(family: str, rules: Rules, seq: int, chain: str, queue: int) -> bytes:
     flags = 0 if rules.kill_switch else NFQ_FLAG_BYPASS
-    info = struct.pack("=HHHxx", rules.queue, 1, flags)  # xt_NFQ_info_v3, XT_ALIGNed
+    info = struct.pack("=HHHxx", queue, 1, flags)  # xt_NFQ_info_v3, XT_ALIGNed
     expression = nl.nested(
         NFTA_LIST_ELEM,
         nl.attr(NFTA_EXPR_NAME, nl.cstring("target")),
@@ -130,7 +137,7 @@ def _queue_rule_message(family: str, rules: Rules, seq: int) -> bytes:
     body = (
         nl.nfgen(NFPROTO[family], 0)
         + nl.attr(NFTA_RULE_TABLE, nl.cstring(TABLE))
-        + nl.attr(NFTA_RULE_CHAIN, nl.cstring("to_queue"))
+        + nl.attr(NFTA_RULE_CHAIN, nl.cstring(chain))
         + nl.nested(NFTA_RULE_EXPRESSIONS, expression)
     )
     kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE
@@ -142,8 +149,9 @@ def _add_queue_rule(family: str, rules: Rules) -> None:
     batch_id = nl.nfgen(socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES)
     data = (
         nl.message(nl.NFNL_MSG_BATCH_BEGIN, nl.NLM_F_REQUEST, 1, batch_id)
-        + _queue_rule_message(family, rules, 2)
-        + nl.message(nl.NFNL_MSG_BATCH_END, nl.NLM_F_REQUEST, 3, batch_id)
+        + _queue_rule_message(family, rules, 2, "to_queue_tcp", rules.queue)
+        + _queue_rule_message(family, rules, 3, "to_queue", rules.queue + 1)
+        + nl.message(nl.NFNL_MSG_BATCH_END, nl.NLM_F_REQUEST, 4, batch_id)
     )
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_NETFILTER) as sock:
         sock.settimeout(NFT_TIMEOUT)
@@ -160,9 +168,9 @@ def _add_queue_rule(family: str, rules: Rules) -> None:
                     if code:
                         raise NftError(
                             f"adding the NFQUEUE rule to {family} {TABLE} failed: "
-                            f"errno {code} ({__import__('os').strerror(code)})"
+                            f"errno {code} ({os.strerror(code)})"
                         )
-                    if seq == 2:
+                    if seq == 3:
                         return
 
 

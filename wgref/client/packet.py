@@ -176,9 +176,11 @@ def rewrite(
     sport: int | None = None,
     dport: int | None = None,
     mss: int | None = None,
+    checksums: bool = True,
 ) -> bytes:
     """A copy with new addresses/ports (an echo identifier counts as the requester's port),
-    the MSS clamped and every checksum recomputed."""
+    the MSS clamped and every checksum recomputed (unless ``checksums`` is false: for a
+    super-packet that is about to be segmented, which sets them per segment)."""
     buf = bytearray(packet)
     if info.version == 4:
         a, b = 12, 16
@@ -203,8 +205,31 @@ def rewrite(
                 buf[start + 4 : start + 6] = ident.to_bytes(2, "big")
         if mss is not None:
             clamp_mss(buf, info, mss)
-    fix_checksums(buf, info)
+    if checksums:
+        fix_checksums(buf, info)
     return bytes(buf)
+
+
+def mss_option(packet: bytes, info: Info) -> int | None:
+    """The MSS option of a TCP SYN, or None."""
+    if info.proto != TCP or not info.tcp_flags & 0x02 or info.fragment:
+        return None
+    start = info.header_len
+    offset, end = start + 20, min(start + (packet[start + 12] >> 4) * 4, len(packet))
+    while offset + 1 < end:
+        kind = packet[offset]
+        if kind == 0:
+            break
+        if kind == 1:
+            offset += 1
+            continue
+        size = packet[offset + 1]
+        if size < 2:
+            break
+        if kind == 2 and size == 4 and offset + 4 <= end:
+            return (packet[offset + 2] << 8) | packet[offset + 3]
+        offset += size
+    return None
 
 
 def fragment(packet: bytes, info: Info, mtu: int) -> list[bytes]:

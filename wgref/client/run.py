@@ -10,6 +10,13 @@ flow's host address and port back and is injected through a raw socket (``IPPROT
 header included) addressed to that host: for a local address the kernel loops it back and
 receives it like any packet (prerouting, input, the socket); for a forwarded flow it routes it
 out to the host on the LAN. The raw and UDP sockets carry :data:`OWN_MARK`, never queued.
+
+The data path works in batches, as the TUN interface does: TCP is queued with
+``NFQA_CFG_F_GSO`` (one queued super-packet, cut into tunnel-sized segments here), a read's
+verdicts go back in one message (``NFQNL_MSG_VERDICT_BATCH``), the packets go through
+:func:`wgref.fastpath.send_packets` and leave as UDP_SEGMENT trains; datagrams are read with
+recvmmsg (and UDP_GRO) and decrypted by :func:`wgref.fastpath.receive_datagrams`, and
+in-order TCP segments to a local flow are merged before injection (userspace GRO).
 """
 
 from __future__ import annotations
@@ -28,11 +35,13 @@ from typing import Any
 
 from ..allowedips import AllowedIPs
 from ..allowedips_calc import subtract
-from ..device import Action, Deliver, Device, SendDatagram
-from . import nft, packet, procs, status
+from ..device import Action, Device
+from ..fastpath import Batch, receive_datagrams, send_packets
+from ..interface import BatchReceiver, send_batch
+from . import nft, offload, packet, procs, status
 from .config import ClientConfig
 from .flows import BYPASS, TUNNEL, Flow, FlowTable
-from .nfqueue import HOOK_FORWARD, HOOK_PREROUTING, NF_ACCEPT, NF_DROP, NfQueue, QueuedPacket
+from .nfqueue import HOOK_FORWARD, HOOK_PREROUTING, NF_ACCEPT, NfQueue, QueuedPacket
 
 log = logging.getLogger("wgref.client")
 
@@ -86,7 +95,9 @@ class Client:
         self._sockets: list[socket.socket] = []
         self.sock4: socket.socket | None = None
         self.sock6: socket.socket | None = None
-        self.queue: NfQueue | None = None
+        self.queue: NfQueue | None = None  # TCP, super-packets whole
+        self.queue_other: NfQueue | None = None  # everything else
+        self._receivers: dict[int, BatchReceiver] = {}
         self.status: socket.socket | None = None
         self.tables_installed = False
         self._epoll = select.epoll()
@@ -140,7 +151,8 @@ class Client:
         if stale:
             log.info("removing tables left by an earlier run: %s", ", ".join(stale))
         # Bind the queue before any rule sends packets to it.
-        self.queue = NfQueue(self.queue_number)
+        self.queue = NfQueue(self.queue_number, gso=True)
+        self.queue_other = NfQueue(self.queue_number + 1)
         self.tables_installed = True
         nft.install(nft.Rules(
             self.queue_number,
@@ -151,11 +163,13 @@ class Client:
             forward=self.forward,
             kill_switch=self.kill_switch,
         ))
-        for fd in (self.queue.fileno(), self.sock4.fileno(), self.status.fileno(),
+        for fd in (self.queue.fileno(), self.queue_other.fileno(), self.status.fileno(),
                    self._wake_r.fileno()):
             self._epoll.register(fd, select.EPOLLIN)
-        if self.sock6 is not None:
-            self._epoll.register(self.sock6.fileno(), select.EPOLLIN)
+        for sock in (self.sock4, self.sock6):
+            if sock is not None:
+                self._receivers[sock.fileno()] = BatchReceiver(sock)
+                self._epoll.register(sock.fileno(), select.EPOLLIN)
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
 
@@ -198,28 +212,30 @@ class Client:
 
     # ----------------------------------------------------------------- outbound
 
-    def _read_queue(self, now: float) -> list[Action]:
-        assert self.queue is not None
-        queue = self.queue
-        actions: list[Action] = []
+    def _read_queue(self, queue: NfQueue, now: float) -> None:
+        """One read of a queue: verdicts for all of it at once, then its tunnelled packets
+        encrypted and sent together."""
         batch = queue.receive(BATCH)
         self.counters["queued"] += len(batch)
+        packets: list[bytes] = []
         for item in batch:
             try:
-                actions += self._queued(item, now)
+                self._queued(queue, item, now, packets)
             except Exception:  # a bug must not take the host's networking down with it
                 log.exception("dropped a queued packet that could not be handled")
-                queue.verdict(item.packet_id, NF_DROP)
+                queue.drop(item.packet_id)
         queue.flush()
-        return actions
+        if packets:
+            out = Batch()
+            send_packets(self.device, packets, now, out)
+            self._flush(out, now)
 
-    def _queued(self, item: QueuedPacket, now: float) -> list[Action]:
-        queue = self.queue
-        assert queue is not None
+    def _queued(self, queue: NfQueue, item: QueuedPacket, now: float,
+                packets: list[bytes]) -> None:
         info = packet.parse(item.payload)
         if info is None or info.fragment:
             queue.verdict(item.packet_id, NF_ACCEPT)
-            return []
+            return
         key = (info.proto, info.src, info.sport, info.dst, info.dport)
         flow = self.flows.outbound.get(key)
         if flow is None:
@@ -234,40 +250,94 @@ class Client:
         flow.packets += 1
         if flow.decision == BYPASS:
             queue.verdict(item.packet_id, NF_ACCEPT, nft.BYPASS_MARK)
-            return []
-        queue.verdict(item.packet_id, NF_DROP)
+            return
+        queue.drop(item.packet_id)
         if info.proto == packet.TCP and info.tcp_flags & 0x05:  # FIN or RST
             flow.closing = True
-        return self._outbound(flow, item.payload, info, now)
+        self._outbound(flow, item.payload, info, item.gso, packets)
 
-    def _outbound(self, flow: Flow, data: bytes, info: packet.Info, now: float) -> list[Action]:
+    def _outbound(self, flow: Flow, data: bytes, info: packet.Info, gso: bool,
+                  packets: list[bytes]) -> None:
+        mtu = self.config.mtu
+        sport = flow.nat_sport if flow.nat_sport != flow.sport else None
+        if gso and info.proto == packet.TCP and len(data) > mtu:
+            # A super-packet: the new source once, then segments that fit the tunnel and the
+            # MSS the far end announced (the kernel does not pass the sender's gso_size).
+            tcp_off = info.header_len
+            th = tcp_off + (data[tcp_off + 12] >> 4) * 4
+            size = mtu - th
+            if flow.peer_mss:
+                size = min(size, flow.peer_mss - (th - tcp_off - 20))
+            header = packet.rewrite(data[:th], info, src=flow.nat_src, sport=sport,
+                                    checksums=False)
+            try:
+                packets += offload.segment(header + data[th:], tcp_off, max(size, 8))
+            except ValueError:
+                log.debug("dropped a malformed TCP super-packet")
+            return
         original = packet.Info(info.version, info.proto, info.header_len, info.src, info.dst,
                                info.fragment, info.sport, info.dport, info.tcp_flags)
-        rewritten = packet.rewrite(
-            data, info, src=flow.nat_src,
-            sport=flow.nat_sport if flow.nat_sport != flow.sport else None,
-            mss=self.mss[info.version],
-        )
-        mtu = self.config.mtu
-        pieces = [rewritten]
-        if len(rewritten) > mtu:
-            # Do what the host would do with a tunnel interface of this MTU: its own packets
-            # are fragmented (TCP learns the path MTU instead); a router (forwarded packets)
-            # fragments only IPv4 without DF.
-            dont_fragment = info.version == 6 or bool(rewritten[6] & 0x40)
-            if dont_fragment and (flow.forwarded or info.proto == packet.TCP):
-                self._inject(packet.too_big(data, original, mtu, flow.nat_src), flow.src)
-                return []
-            pieces = packet.fragment(rewritten, info, mtu)
-        actions: list[Action] = []
-        for piece in pieces:
-            actions += self.device.send_packet(piece, now)
-        return actions
+        rewritten = packet.rewrite(data, info, src=flow.nat_src, sport=sport,
+                                   mss=self.mss[info.version])
+        if len(rewritten) <= mtu:
+            packets.append(rewritten)
+            return
+        # Do what the host would do with a tunnel interface of this MTU: its own packets
+        # are fragmented (TCP learns the path MTU instead); a router (forwarded packets)
+        # fragments only IPv4 without DF.
+        dont_fragment = info.version == 6 or bool(rewritten[6] & 0x40)
+        if dont_fragment and (flow.forwarded or info.proto == packet.TCP):
+            self._inject(packet.too_big(data, original, mtu, flow.nat_src), flow.src)
+            return
+        packets += packet.fragment(rewritten, info, mtu)
 
     # ----------------------------------------------------------------- inbound
 
-    def _inbound(self, data: bytes, now: float) -> None:
-        info = packet.parse(data)
+    def _deliver(self, packets: list[bytes], now: float) -> None:
+        """Packets from the tunnel: TCP of local flows merged where they follow on, then each
+        given its flow's address back and injected."""
+        local_tcp: list[bytes] = []
+        inbound = self.flows.inbound
+        for data in packets:
+            try:
+                info = packet.parse(data)
+                if info is None or info.proto != packet.TCP or info.fragment:
+                    self._inbound(data, now, info)
+                    continue
+                flow = inbound.get((info.proto, info.src, info.sport, info.dst, info.dport))
+                if flow is None or flow.forwarded:
+                    self._inbound(data, now, info)
+                    continue
+                flow.last_seen = now
+                flags = info.tcp_flags
+                if flags & 0x05:
+                    flow.closing = True
+                if flags & 0x02:
+                    self._inbound(data, now, info)  # a SYN: its MSS is clamped and noted
+                    continue
+                local_tcp.append(data)
+            except Exception:
+                log.exception("dropped a packet from the tunnel that could not be handled")
+        if not local_tcp:
+            return
+        for data, merged in offload.merge(local_tcp):
+            info = packet.parse(data)
+            if info is None:
+                continue
+            flow = inbound.get((info.proto, info.src, info.sport, info.dst, info.dport))
+            if flow is None:
+                continue
+            rewritten = packet.rewrite(
+                data, info, dst=flow.src,
+                dport=flow.sport if flow.nat_sport != flow.sport else None,
+                checksums=not merged)
+            if merged:
+                buf = bytearray(rewritten)
+                offload.finish_tcp(buf, info.header_len)
+                rewritten = bytes(buf)
+            self._inject(rewritten, flow.src)
+
+    def _inbound(self, data: bytes, now: float, info: packet.Info | None) -> None:
         if info is None:
             return
         if info.fragment:
@@ -301,13 +371,16 @@ class Client:
             dport=flow.sport if flow.nat_sport != flow.sport else None,
             mss=self.mss[info.version],
         )
+        if info.proto == packet.TCP and info.tcp_flags & 0x02:
+            flow.peer_mss = packet.mss_option(rewritten, info) or 0
         self._inject(rewritten, flow.src)
 
     def _inject(self, data: bytes, destination: bytes) -> None:
         sock = self.raw4 if len(destination) == 4 else self.raw6
         if sock is None:
             return
-        address = (procs.address_text(destination), 0)
+        family = socket.AF_INET if len(destination) == 4 else socket.AF_INET6
+        address = (socket.inet_ntop(family, destination), 0)
         try:
             sock.sendto(data, address)
             self.counters["injected"] += 1
@@ -325,40 +398,45 @@ class Client:
     # ----------------------------------------------------------------- the device
 
     def _perform(self, actions: list[Action], now: float) -> None:
-        for action in actions:
-            if isinstance(action, SendDatagram):
-                host = action.destination[0]
-                sock = self.sock6 if ":" in host else self.sock4
-                if sock is None:
-                    continue
-                if action.data[:1] == b"\x01" and self._first_attempt is None:
-                    self._first_attempt = now
-                try:
-                    sock.sendto(action.data, action.destination)
-                except OSError as exc:
-                    log.debug("sendto %s: %s", action.destination, exc)
-            elif isinstance(action, Deliver):
-                try:
-                    self._inbound(action.packet, now)
-                except Exception:
-                    log.exception("dropped a packet from the tunnel that could not be handled")
+        """Carry out what the reference path asked (handshakes, timers)."""
+        out = Batch()
+        out.add(actions)
+        self._flush(out, now)
 
-    def _read_udp(self, sock: socket.socket, now: float) -> list[Action]:
-        actions: list[Action] = []
+    def _flush(self, out: Batch, now: float) -> None:
+        if out.packets:
+            self._deliver(out.packets, now)
+        for destination, datagrams in out.sends:
+            host, port = destination[0], destination[1]
+            sock = self.sock6 if ":" in host else self.sock4
+            if sock is None:
+                continue
+            if self._first_attempt is None and any(d[:1] == b"\x01" for d in datagrams):
+                self._first_attempt = now
+            try:
+                send_batch(sock, (host, port), datagrams)
+            except OSError as exc:
+                log.debug("sendto %s: %s", destination, exc)
+
+    def _read_udp(self, receiver: BatchReceiver, now: float) -> None:
         device = self.device
         for _ in range(BATCH):
             try:
-                data, source = sock.recvfrom(65536)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                log.debug("recvfrom: %s", exc)
+                datagrams, sources = receiver.receive()
+            except OSError as exc:  # e.g. an ICMP error reported on the socket
+                log.debug("recvmmsg: %s", exc)
                 continue
+            if not datagrams:
+                break
             before = device.dropped["decrypt-failed"]
-            actions += device.receive_datagram(data, (source[0], source[1]), now)
-            if data[:1] == b"\x02" and device.dropped["decrypt-failed"] > before:
-                self._bad_response(source, now)
-        return actions
+            out = Batch()
+            receive_datagrams(device, datagrams, sources, now, out)
+            if device.dropped["decrypt-failed"] > before:
+                for data, source in zip(datagrams, sources, strict=True):
+                    if data[:1] == b"\x02":
+                        self._bad_response(source, now)
+            if out:
+                self._flush(out, now)
 
     def _bad_response(self, source: tuple[Any, ...], now: float) -> None:
         if now - self._psk_warned < 5.0 and self._psk_warned:
@@ -418,13 +496,14 @@ class Client:
         self._stop = True
 
     def run(self) -> None:
-        assert self.queue is not None and self.status is not None and self.sock4 is not None
+        assert self.queue is not None and self.queue_other is not None
+        assert self.status is not None and self.sock4 is not None
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
-        queue_fd, status_fd, wake_fd = (self.queue.fileno(), self.status.fileno(),
-                                        self._wake_r.fileno())
-        sock4, sock6 = self.sock4, self.sock6
+        queues = {q.fileno(): q for q in (self.queue, self.queue_other)}
+        status_fd, wake_fd = self.status.fileno(), self._wake_r.fileno()
+        receivers = self._receivers
         device = self.device
         next_housekeeping = time.monotonic() + HOUSEKEEPING
         shown = ", ".join(str(n) for n in self.tunnelled[:6]) or "nothing"
@@ -441,12 +520,11 @@ class Client:
             events = self._epoll.poll(max(0.0, min(timeout, 1.0)))
             now = time.monotonic()
             for fd, _mask in events:
-                if fd == queue_fd:
-                    self._perform(self._read_queue(now), now)
-                elif fd == sock4.fileno():
-                    self._perform(self._read_udp(sock4, now), now)
-                elif sock6 is not None and fd == sock6.fileno():
-                    self._perform(self._read_udp(sock6, now), now)
+                queue = queues.get(fd)
+                if queue is not None:
+                    self._read_queue(queue, now)
+                elif fd in receivers:
+                    self._read_udp(receivers[fd], now)
                 elif fd == status_fd:
                     status.answer(self.status, self.stats(now))
                 elif fd == wake_fd:
@@ -478,9 +556,10 @@ class Client:
                     nft.remove()
                 except nft.NftError as exc:
                     log.error("could not remove the nftables tables: %s", exc)
-        if self.queue is not None:
-            self.queue.close()
-            self.queue = None
+        for queue in (self.queue, self.queue_other):
+            if queue is not None:
+                queue.close()
+        self.queue = self.queue_other = None
         if self.status is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.status_path)
