@@ -25,7 +25,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -479,14 +478,18 @@ def test_ping_through_the_tunnel(lab: ClientLab) -> None:
 def test_iperf3_tcp_through_the_client(lab: ClientLab) -> None:
     lab.start_client(lab.config("#@ws:AllowedApps = iperf3\n"))
     server = lab.spawn(lab.server_ns, ["iperf3", "-s", "-1", "-B", "10.99.0.1"], "iperf3s.log")
-    time.sleep(0.5)
+    wait_for(lambda: bool(lab.sh(lab.server_ns, "ss", "-Hltn", "sport = :5201").stdout.strip())
+             or server.poll() is not None, 10, "iperf3 -s")
     result = lab.sh(lab.client_ns, "iperf3", "-c", "10.99.0.1", "-t", "3", "-J", check=False,
                     timeout=40)
     server.wait(timeout=15)
     assert result.returncode == 0, result.stdout[-2000:] + lab.log("client.log")
-    bps = json.loads(result.stdout)["end"]["sum_received"]["bits_per_second"]
-    print(f"iperf3 through wgref client: {bps / 1e6:.0f} Mbit/s")
-    assert bps > 1e6
+    # Throughput is the bench's business (`python -m harness bench --pairs
+    # wgref:wireguard-go,wgref-client:wireguard-go`): here only that iperf3's bytes arrived
+    # and went through the tunnel.
+    received = json.loads(result.stdout)["end"]["sum_received"]["bytes"]
+    assert received > 0
+    assert int(str(lab.status()["tx_bytes"])) >= received
     assert int(str(lab.status()["flows_tunnel"])) >= 1
 
 
@@ -556,53 +559,3 @@ def test_forwarded_traffic(lan_lab: ClientLab) -> None:
     assert lab.run_app("appB", "tcp", "10.99.0.1", 300_000, ns=lab.lan_ns) == f"OK {TUNNEL4}"
     # the client host's own applications keep their rule
     assert lab.run_app("appB", "tcp", "10.200.0.1") == f"OK {DIRECT4}"
-
-
-# ----------------------------------------------------------------- bench
-
-
-def _iperf3(lab: ClientLab, seconds: int = 3) -> float:
-    server = lab.spawn(lab.server_ns, ["iperf3", "-s", "-1", "-B", "10.99.0.1"], "iperf3s.log")
-    try:
-        time.sleep(0.5)
-        result = lab.sh(lab.client_ns, "iperf3", "-c", "10.99.0.1", "-t", str(seconds), "-J",
-                        check=False, timeout=40)
-        assert result.returncode == 0, result.stdout[-2000:]
-        bps: float = json.loads(result.stdout)["end"]["sum_received"]["bits_per_second"]
-        return bps
-    finally:
-        if server.poll() is None:
-            server.kill()
-        server.wait(timeout=10)
-
-
-def test_bench_client_beside_tun_interface(lab: ClientLab) -> None:
-    """iperf3 through `wgref client`, then through `wgref IFNAME` in the same topology."""
-    lab.start_client(lab.config("#@ws:AllowedApps = iperf3\n"))
-    through_client = _iperf3(lab)
-    assert lab.stop_client() == 0
-    ifname = f"wgc{lab.id}c"[-15:]
-    tun = lab.spawn(lab.client_ns, [sys.executable, "-m", "wgref.interface", "-f", ifname],
-                    "tun.log")
-    try:
-        sock = SOCKET_DIR / f"{ifname}.sock"
-        wait_for(lambda: sock.exists() or tun.poll() is not None, 10, str(sock))
-        key_file = lab.tmp / "client.key"
-        key_file.write_text(lab.client_key + "\n")
-        psk_file = lab.tmp / "client.psk"
-        psk_file.write_text(lab.psk + "\n")
-        c = lab.client_ns
-        lab.sh(c, "wg", "set", ifname, "private-key", str(key_file), "peer",
-               pubkey(lab.server_key), "preshared-key", str(psk_file),
-               "endpoint", "10.200.0.1:51820", "allowed-ips", "10.99.0.0/24")
-        lab.sh(c, "ip", "route", "del", "10.99.0.0/24")
-        lab.sh(c, "ip", "addr", "add", f"{TUNNEL4}/24", "dev", ifname)
-        lab.sh(c, "ip", "link", "set", ifname, "up", "mtu", str(MTU))
-        through_tun = _iperf3(lab)
-    finally:
-        tun.send_signal(signal.SIGTERM)
-        tun.wait(timeout=10)
-        (SOCKET_DIR / f"{ifname}.sock").unlink(missing_ok=True)
-    print(f"\niperf3 TCP: wgref client {through_client / 1e6:.0f} Mbit/s, "
-          f"wgref TUN interface {through_tun / 1e6:.0f} Mbit/s")
-    assert through_client > 1e6 and through_tun > 1e6
