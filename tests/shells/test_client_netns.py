@@ -146,6 +146,7 @@ class ClientLab:
         self.namespaces: list[str] = []
         self.procs: list[subprocess.Popen[bytes]] = []
         self.wg_if = f"wgc{self.id}s"[-15:]
+        self.extra_sockets: list[Path] = []
         self.client: subprocess.Popen[bytes] | None = None
         self.status_socket = tmp / "status.sock"
         self.echo = tmp / "echo.py"
@@ -304,6 +305,33 @@ class ClientLab:
         result = self.sh(ns or self.client_ns, *argv, check=False, timeout=40)
         return (result.stdout.strip() or result.stderr.strip()).splitlines()[-1]
 
+    def add_second_server(self) -> tuple[str, str]:
+        """A second wireguard-go in the server namespace (port 51821, 10.98.0.1 on its
+        tunnel, reached from the client ns by a direct route too); (its ifname, its key)."""
+        ifname = f"wgc{self.id}t"[-15:]
+        key = genkey()
+        wg = self.spawn(self.server_ns, ["wireguard-go", "-f", ifname], "wireguard-go2.log")
+        sock = SOCKET_DIR / f"{ifname}.sock"
+        self.extra_sockets.append(sock)
+        wait_for(lambda: sock.exists() or wg.poll() is not None, 10, str(sock))
+        s = self.server_ns
+        self.sh(s, "wg", "set", ifname, "private-key", "/dev/stdin", "listen-port", "51821",
+                "peer", pubkey(self.client_key), "allowed-ips", f"{TUNNEL4}/32",
+                stdin=key + "\n")
+        self.sh(s, "ip", "addr", "add", "10.98.0.1/24", "dev", ifname)
+        self.sh(s, "ip", "link", "set", ifname, "up", "mtu", str(MTU))
+        # replies from 10.98.0.1 to the client's tunnel address leave through this server
+        # (the first one's interface route to 10.99.0.0/24 would take them otherwise)
+        self.sh(s, "ip", "rule", "add", "from", "10.98.0.1", "table", "98")
+        self.sh(s, "ip", "route", "add", "10.99.0.0/24", "dev", ifname, "table", "98")
+        self.sh(self.client_ns, "ip", "route", "add", "10.98.0.0/24", "via", "10.200.0.1")
+        return ifname, key
+
+    def server_transfer(self, ifname: str) -> tuple[int, int]:
+        """(rx, tx) bytes the server interface counted for the client."""
+        out = self.sh(self.server_ns, "wg", "show", ifname, "transfer").stdout.split()
+        return (int(out[1]), int(out[2])) if len(out) >= 3 else (0, 0)
+
     def close(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
@@ -316,7 +344,8 @@ class ClientLab:
                 proc.wait(timeout=5)
         for ns in self.namespaces:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
-        (SOCKET_DIR / f"{self.wg_if}.sock").unlink(missing_ok=True)
+        for sock in [SOCKET_DIR / f"{self.wg_if}.sock", *self.extra_sockets]:
+            sock.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -559,3 +588,56 @@ def test_forwarded_traffic(lan_lab: ClientLab) -> None:
     assert lab.run_app("appB", "tcp", "10.99.0.1", 300_000, ns=lab.lan_ns) == f"OK {TUNNEL4}"
     # the client host's own applications keep their rule
     assert lab.run_app("appB", "tcp", "10.200.0.1") == f"OK {DIRECT4}"
+
+
+# ----------------------------------------------------------------- several peers
+
+
+def test_two_peers_routed_by_destination(lab: ClientLab) -> None:
+    ifname2, key2 = lab.add_second_server()
+    second = ("\n[Peer]\n"
+              f"PublicKey = {pubkey(key2)}\n"
+              "Endpoint = 10.200.0.1:51821\n"
+              "AllowedIPs = 10.98.0.0/24\n"
+              "#@ws:AllowedApps = appB\n")
+    lab.start_client(lab.config("#@ws:AllowedApps = appA\n" + second,
+                                allowed="10.99.0.0/24"))
+    wait_for(lambda: lab.log("client.log").count("handshake with peer") >= 2, 10,
+             "both handshakes")
+    before1, before2 = lab.server_transfer(lab.wg_if), lab.server_transfer(ifname2)
+    # each peer's own application rule: appA through peer 1, appB through peer 2
+    assert lab.run_app("appA", "tcp", "10.99.0.1", 50_000) == f"OK {TUNNEL4}"
+    assert lab.run_app("appB", "tcp", "10.99.0.1") == f"OK {DIRECT4}"
+    assert lab.run_app("appB", "tcp", "10.98.0.1", 50_000) == f"OK {TUNNEL4}"
+    assert lab.run_app("appA", "tcp", "10.98.0.1") == f"OK {DIRECT4}"
+    after1, after2 = lab.server_transfer(lab.wg_if), lab.server_transfer(ifname2)
+    assert after1[0] - before1[0] > 50_000 and after2[0] - before2[0] > 50_000
+    # --status per peer
+    doc = lab.status()
+    peers = doc["peers"]
+    assert isinstance(peers, list) and len(peers) == 2
+    assert [p["allowed_ips"] for p in peers] == [["10.99.0.0/24"], ["10.98.0.0/24"]]
+    assert all(int(p["tx_bytes"]) > 50_000 and p["handshake_age"] is not None for p in peers)
+    assert peers[1]["endpoint"] == "10.200.0.1:51821"
+    text = lab.wgref("--status", "--socket", str(lab.status_socket)).stdout
+    assert text.count("peer: ") == 2 and "10.98.0.0/24" in text, text
+
+
+# ----------------------------------------------------------------- config files
+
+
+def test_config_with_byte_order_mark_runs(lab: ClientLab) -> None:
+    path = lab.config("#@ws:AllowedApps = appA\n")
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+    lab.start_client(path)
+    assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {TUNNEL4}"
+
+
+def test_duplicate_key_config_refused_before_anything_changes(lab: ClientLab) -> None:
+    before = lab.tables()
+    path = lab.config("#@ws:AllowedApps = appA\nEndpoint = 10.200.0.3:51820\n")
+    result = lab.wgref(str(path), "--foreground", "--socket", str(lab.status_socket))
+    assert result.returncode == 1
+    assert f"{path}:14: Endpoint: given twice in this section (first at line 10)" in \
+        result.stderr, result.stderr
+    assert lab.tables() == before and not lab.status_socket.exists()

@@ -31,6 +31,7 @@ import select
 import signal
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from ..allowedips import AllowedIPs
@@ -38,8 +39,9 @@ from ..allowedips_calc import subtract
 from ..device import Action, Device
 from ..fastpath import Batch, receive_datagrams, send_packets
 from ..interface import BatchReceiver, send_batch
+from ..peer import Peer
 from . import nft, offload, packet, procs, status
-from .config import ClientConfig
+from .config import ClientConfig, PeerConfig
 from .flows import BYPASS, TUNNEL, Flow, FlowTable
 from .nfqueue import HOOK_FORWARD, HOOK_PREROUTING, NF_ACCEPT, NfQueue, QueuedPacket
 
@@ -54,6 +56,20 @@ HANDSHAKE_WARNING = 15.0
 TCP_SYN = 0x02
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(eq=False)
+class ClientPeer:
+    """A [Peer] of the config, its device peer and the prefixes tunnelled to it."""
+
+    config: PeerConfig
+    peer: Peer
+    tunnelled: list[Network]
+    last_handshake: float | None = None
+    no_handshake_warned: bool = False
+
+
 class Client:
     def __init__(self, config: ClientConfig, *, queue: int = DEFAULT_QUEUE,
                  status_path: str | None = None, forward: bool | None = None,
@@ -66,18 +82,30 @@ class Client:
         self.started = time.monotonic()
         self.device = Device(config.private_key, mtu=config.mtu,
                              epoch_offset=time.time() - time.monotonic())
-        assert config.endpoint is not None
-        self.peer = self.device.add_peer(
-            config.public_key,
-            preshared_key=config.preshared_key,
-            endpoint=config.endpoint,
-            persistent_keepalive=config.persistent_keepalive,
-            allowed_ips=config.allowed_ips,
-        )
-        self.tunnelled = subtract(config.allowed_ips, config.disallowed_ips)
-        self.routes: AllowedIPs[bool] = AllowedIPs()
-        for network in self.tunnelled:
-            self.routes.insert(network, True)
+        # Cryptokey routing (WP 2): each peer takes its AllowedIPs minus its DisallowedIPs;
+        # the device and the flow decisions look destinations up in the same prefixes.
+        self.peers: list[ClientPeer] = []
+        self.routes: AllowedIPs[ClientPeer] = AllowedIPs()
+        for peer_config in config.peers:
+            assert peer_config.endpoint is not None
+            tunnelled = subtract(peer_config.allowed_ips, config.peer_disallowed_ips(peer_config))
+            peer = self.device.add_peer(
+                peer_config.public_key,
+                preshared_key=peer_config.preshared_key,
+                endpoint=peer_config.endpoint,
+                persistent_keepalive=peer_config.persistent_keepalive,
+                allowed_ips=tunnelled,
+            )
+            entry = ClientPeer(peer_config, peer, tunnelled, peer.last_handshake)
+            self.peers.append(entry)
+            for network in tunnelled:
+                self.routes.insert(network, entry)
+        self.tunnelled: list[Network] = [
+            *ipaddress.collapse_addresses(
+                n for e in self.peers for n in e.tunnelled if isinstance(n, ipaddress.IPv4Network)),
+            *ipaddress.collapse_addresses(
+                n for e in self.peers for n in e.tunnelled if isinstance(n, ipaddress.IPv6Network)),
+        ]
         self.tunnel_src: dict[int, bytes] = {}
         for version in (4, 6):
             address = config.tunnel_address(version)
@@ -88,9 +116,7 @@ class Client:
         self.reassembler = packet.Reassembler()
         self.counters = {"queued": 0, "injected": 0, "unsolicited": 0, "inject_errors": 0}
         self._stop = False
-        self._last_handshake = self.peer.last_handshake
         self._psk_warned = 0.0
-        self._no_handshake_warned = False
         self._first_attempt: float | None = None
         self._sockets: list[socket.socket] = []
         self.sock4: socket.socket | None = None
@@ -180,14 +206,15 @@ class Client:
         source = self.tunnel_src.get(info.version)
         if source is None:
             return BYPASS, f"no IPv{info.version} Address"
-        if self.routes.lookup(info.dst) is None:
+        entry = self.routes.lookup(info.dst)
+        if entry is None:
             return BYPASS, "destination not in AllowedIPs minus DisallowedIPs"
         if info.proto == packet.TCP and not info.tcp_flags & TCP_SYN:
             return BYPASS, "TCP connection older than the client"
         if hook in (HOOK_FORWARD, HOOK_PREROUTING):
             return (TUNNEL, "forwarded") if self.forward else (BYPASS, "forwarded")
-        apps = self.config.allowed_apps
-        denied = self.config.disallowed_apps
+        apps = self.config.peer_allowed_apps(entry.config)
+        denied = self.config.peer_disallowed_apps(entry.config)
         if not apps and not denied:
             return TUNNEL, "all applications"
         inodes = procs.socket_inodes(info.proto, info.version, info.src, info.sport,
@@ -447,23 +474,25 @@ class Client:
             "peer's PublicKey) does not match the server's; no tunnel", source[0], source[1])
 
     def _watch_handshake(self, now: float) -> None:
-        last = self.peer.last_handshake
-        if last != self._last_handshake:
-            self._last_handshake = last
-            rtt = "" if self.peer.rtt is None else f" (rtt {self.peer.rtt * 1000:.1f} ms)"
-            log.info("handshake with peer %s complete%s", self.config.endpoint_text, rtt)
-            self._no_handshake_warned = False
-        elif (last is None and self._first_attempt is not None
-              and not self._no_handshake_warned
-              and now - self._first_attempt > HANDSHAKE_WARNING):
-            self._no_handshake_warned = True
-            log.error("no handshake with peer %s after %.0f s: is the endpoint reachable and "
-                      "are the keys right?", self.config.endpoint_text, HANDSHAKE_WARNING)
+        for entry in self.peers:
+            peer, last = entry.peer, entry.peer.last_handshake
+            if last != entry.last_handshake:
+                entry.last_handshake = last
+                rtt = "" if peer.rtt is None else f" (rtt {peer.rtt * 1000:.1f} ms)"
+                log.info("handshake with peer %s complete%s", entry.config.endpoint_text, rtt)
+                entry.no_handshake_warned = False
+            elif (last is None and self._first_attempt is not None
+                  and not entry.no_handshake_warned
+                  and now - self._first_attempt > HANDSHAKE_WARNING):
+                entry.no_handshake_warned = True
+                log.error("no handshake with peer %s after %.0f s: is the endpoint reachable "
+                          "and are the keys right?", entry.config.endpoint_text,
+                          HANDSHAKE_WARNING)
 
     # ----------------------------------------------------------------- status
 
-    def stats(self, now: float) -> dict[str, Any]:
-        peer = self.peer
+    def _peer_stats(self, entry: ClientPeer, now: float) -> dict[str, Any]:
+        peer = entry.peer
         age = None if peer.last_handshake is None else (
             now + self.device.epoch_offset - peer.last_handshake)
         keypair = peer.keypairs.current
@@ -471,17 +500,26 @@ class Client:
         if keypair is not None and keypair.receive_top >= 0:
             loss = max(0.0, 1.0 - keypair.receive_count / (keypair.receive_top + 1))
         return {
-            "config": self.config.path,
-            "addresses": [str(a) for a in self.config.addresses],
-            "listen_port": self.listen_port,
             "peer": base64.b64encode(peer.public_key).decode(),
             "endpoint": f"{peer.endpoint[0]}:{peer.endpoint[1]}" if peer.endpoint else None,
-            "allowed_ips": [str(n) for n in self.tunnelled],
+            "allowed_ips": [str(n) for n in entry.tunnelled],
             "handshake_age": age,
             "rx_bytes": peer.rx_bytes,
             "tx_bytes": peer.tx_bytes,
             "estimated_loss": loss,
             "rtt_ms": None if peer.rtt is None else round(peer.rtt * 1000, 3),
+        }
+
+    def stats(self, now: float) -> dict[str, Any]:
+        """The status document: the first peer's figures at the top level (as when the client
+        had one peer), every peer's in ``peers``."""
+        peers = [self._peer_stats(entry, now) for entry in self.peers]
+        return {
+            "config": self.config.path,
+            "addresses": [str(a) for a in self.config.addresses],
+            "listen_port": self.listen_port,
+            **peers[0],
+            "peers": peers,
             "flows_tunnel": self.flows.count(TUNNEL),
             "flows_bypass": self.flows.count(BYPASS),
             "dropped": dict(self.device.dropped),
@@ -512,7 +550,9 @@ class Client:
         log.info("client up: queue %d, UDP port %d, tunnelling %s", self.queue_number,
                  self.listen_port, shown)
         # Handshake at once, as the seed's client does, rather than on the first packet.
-        self._perform(device.initiate_handshake(self.peer, time.monotonic()), time.monotonic())
+        for entry in self.peers:
+            self._perform(device.initiate_handshake(entry.peer, time.monotonic()),
+                          time.monotonic())
         while not self._stop:
             now = time.monotonic()
             deadline = device.next_timer()
