@@ -1,7 +1,8 @@
-"""Sessions: tests, lint, decrypt (a demo of capture replay), interop and bench (later issues).
+"""Sessions: interop (the main job, and what plain `nox` runs), bench, tests, lint, decrypt.
 
-Sessions that need Debian tools install them with apt-get when they are missing and we are
-root (CI and the README's quick start run as root on Debian 12).
+`nox -l` lists them with their descriptions. Sessions that need Debian tools install them with
+apt-get when they are missing and we are root (CI and the README's quick start run as root on
+Debian 12). Each session installs wgref with the extras it needs (pyproject.toml).
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint"]
+nox.options.sessions = ["interop"]  # plain `nox`: the main job (README, "Quick start")
 nox.options.reuse_existing_virtualenvs = True
 
 DEBIAN_TOOLS = {
@@ -53,7 +55,7 @@ def debian_tools(session: nox.Session, *extra: dict[str, str]) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite (netns tests run when root; they skip with a reason otherwise)."""
+    """The test suite: pytest over tests/ (netns tests need root; elsewhere they skip)."""
     debian_tools(session, KERNEL_VM_TOOLS, TEST_TOOLS)
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
@@ -61,7 +63,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff and mypy --strict."""
+    """Lint: ruff check and mypy --strict."""
     session.install("-e", ".[lint,test]")
     session.run("ruff", "check", "wgref", "harness", "tests", "noxfile.py")
     session.run("mypy")
@@ -69,8 +71,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def decrypt(session: nox.Session) -> None:
-    """Capture replay demo: decrypt a reference capture with its key log."""
-    session.install("-e", ".")
+    """Capture replay demo: `wgref decrypt` of the reference captures with their keys."""
+    session.install("-e", ".[capture]")
     data = "tests/data/captures"
     session.run(
         "wgref", "decrypt", f"{data}/wireguard-ping-tcp.pcap",
@@ -79,24 +81,26 @@ def decrypt(session: nox.Session) -> None:
     session.run("wgref", "decrypt", f"{data}/wireguard-ping-tcp-dsb.pcapng", "--json")
 
 
-INTEROP_PACKAGES = ("rich>=13",)  # the harness's own dependency (progress, matrix table)
-INTEROP_WHEELS = ("mitmproxy-wireguard", "wireguard-requests")  # optional peers
+INTEROP_WHEELS = ("mitmproxy-wireguard", "wireguard-requests")  # optional peers (`interop` extra)
+INTEROP_OUT = Path("results/interop")  # fixed: CI jobs look for it (README)
+INTEROP_PREVIOUS = Path("results/interop-previous")
 
 
 def interop_extras(session: nox.Session) -> None:
     """What the interop harness needs beyond debian_tools: sysctl (procps) for the router
-    namespace, and the BoringTun wheels as optional peers (a failed install only makes their
-    cells unsupported)."""
+    namespace, the harness extra, and the BoringTun wheels as optional peers (a failed install
+    only makes their cells unsupported)."""
     if shutil.which("sysctl") is None and os.geteuid() == 0 and shutil.which("apt-get"):
         env = {"DEBIAN_FRONTEND": "noninteractive"}
         session.run("apt-get", "install", "-y", "-q", "--no-install-recommends", "procps",
                     external=True, env=env)
-    session.install(*INTEROP_PACKAGES)
+    session.install("-e", ".[harness]")
     for wheel in INTEROP_WHEELS:
         session.run("python", "-m", "pip", "install", "-q", wheel, success_codes=[0, 1])
 
 
-DOCKER_PACKAGES = ("docker>=7",)  # the Docker backend talks to the engine's API
+def has_out(args: list[str]) -> bool:
+    return "--out" in args or any(a.startswith("--out=") for a in args)
 
 
 def docker_backend(args: list[str]) -> bool:
@@ -107,15 +111,21 @@ def docker_backend(args: list[str]) -> bool:
 
 @nox.session
 def interop(session: nox.Session) -> None:
-    """The interop matrix: every peer found x every non-slow scenario, with reports in
-    results/interop/ (arguments go to `python -m harness run`, e.g. -- --slow)."""
+    """The main job: the interop matrix, reports in results/interop/ (plain `nox` runs this).
+
+    Every peer found x every non-slow scenario; the previous run moves to
+    results/interop-previous/. Arguments go to `python -m harness run`, e.g.
+    `nox -s interop -- --client wgref --server wireguard-go`."""
     debian_tools(session, KERNEL_VM_TOOLS)
-    session.install("-e", ".")
     interop_extras(session)
     session.run("python", "-m", "harness", "cleanup")
-    args = session.posargs or ["--out", "results/interop"]
+    args = list(session.posargs)
+    if not has_out(args):
+        if INTEROP_OUT.exists():
+            shutil.rmtree(INTEROP_PREVIOUS, ignore_errors=True)
+            INTEROP_OUT.rename(INTEROP_PREVIOUS)
+        args += ["--out", str(INTEROP_OUT)]
     if docker_backend(args):
-        session.install(*DOCKER_PACKAGES)
         session.run("python", "-m", "harness", "images", "build")
     try:
         session.run("python", "-m", "harness", "run", *args)
@@ -123,20 +133,16 @@ def interop(session: nox.Session) -> None:
         session.run("python", "-m", "harness", "cleanup")
 
 
-BENCH_PACKAGES = ("matplotlib>=3.7",)  # the chart (Agg backend); rich comes with interop
-
-
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The throughput bench: iperf3 through the tunnel for each pair (raw veth, wireguard-go,
-    wgref both ways, mitmproxy-wireguard's probe), reports in results/bench/ (arguments go to
-    `python -m harness bench`, e.g. -- --repeat 1 --time 2 for a smoke run)."""
+    """Throughput: iperf3 through each pair's tunnel, reports in results/bench/.
+
+    Pairs: raw veth, wireguard-go, wgref both ways, mitmproxy-wireguard. Arguments go to
+    `python -m harness bench`, e.g. `nox -s bench -- --repeat 1 --time 2` (a smoke run)."""
     debian_tools(session)
-    session.install("-e", ".")
     interop_extras(session)
-    session.install(*BENCH_PACKAGES)
     args = list(session.posargs)
-    if "--out" not in args and not any(a.startswith("--out=") for a in args):
+    if not has_out(args):
         args += ["--out", "results/bench"]
     session.run("python", "-m", "harness", "cleanup")
     try:

@@ -1,5 +1,12 @@
-"""Packet captures of the outer traffic (dumpcap inside a host namespace), and embedding a
-Wireshark key log into the capture so that it opens decrypted."""
+"""Packet captures of the outer traffic (dumpcap inside a host namespace), and the copy of each
+capture handed to users: one WireGuard message per frame, the key log embedded.
+
+dumpcap sees a sender's UDP GSO batches before segmentation (wgref and modern wireguard-go send
+with UDP_SEGMENT; veth links and the router forward the batch whole), so a frame can hold
+several WireGuard messages, which Wireshark decrypts only the first of. The data path is left
+as it is (the bench measures it); the copy is cut afterwards with wgref's decoder
+(wgref.gso, wgref.export), which confirms each segment size by authenticating with the keys.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,13 @@ import shutil
 import time
 from pathlib import Path
 
-from .shell import Background, run
+from wgref.capture import CaptureError as ReadError
+from wgref.capture import read_capture
+from wgref.decrypt import decode_capture
+from wgref.export import write_with_keys
+from wgref.keylog import KeyLogError, format_keylog, load_keylog
+
+from .shell import Background
 from .topology import Host
 
 START_TIMEOUT = 10.0
@@ -45,12 +58,15 @@ def stop_capture(proc: Background) -> None:
     proc.stop(grace=5.0)
 
 
-def inject_keylog(capture: Path, keylog: Path) -> Path | None:
-    """Write CAPTURE-decrypted.pcapng with the key log as a Decryption Secrets Block."""
-    editcap = shutil.which("editcap")
-    if editcap is None or not keylog.exists() or keylog.stat().st_size == 0:
-        return None
+def write_decrypted(capture: Path, keylog: Path) -> Path:
+    """Write CAPTURE-decrypted.pcapng (mode 0600): the capture with every GSO super-frame cut
+    into one frame per WireGuard message, and the key log as a Decryption Secrets Block, so
+    Wireshark and tshark open every message decrypted."""
     out = capture.with_name(capture.stem + "-decrypted.pcapng")
-    result = run([editcap, "--inject-secrets", f"wg,{keylog}", str(capture), str(out)],
-                 check=False, timeout=60)
-    return out if result.ok else None
+    try:
+        keys = load_keylog(keylog)
+        decoded = decode_capture(read_capture(capture), keys)
+        write_with_keys(capture, decoded, format_keylog(keys), out)
+    except (ReadError, KeyLogError, OSError, ValueError) as exc:
+        raise CaptureError(f"cannot write {out.name}: {exc}") from exc
+    return out

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import signal
 import sys
+import textwrap
 import time
 from pathlib import Path
 from types import FrameType
@@ -16,7 +18,7 @@ from .peers.base import PeerDriver
 from .peers.registry import all_drivers
 from .progress import make_progress
 from .report import print_matrix, write_all
-from .results import PeerInfo, RunResult, now_iso
+from .results import PeerInfo, RunResult, now_iso, typed_command
 from .runner import CellRunner, Interrupted, plan
 from .scenario import Scenario, ScenarioError, load_scenarios
 
@@ -84,8 +86,13 @@ def _drivers(args: argparse.Namespace) -> list[PeerDriver]:
     if files is None:
         files = sorted((args.scenarios_dir / "peers").glob("*.toml"))
     if getattr(args, "backend", "netns") == "docker":
+        from .docker.client import DockerUnavailable, sdk
         from .docker.drivers import docker_drivers
 
+        try:
+            sdk()
+        except DockerUnavailable as exc:
+            raise SystemExit(f"error: {exc}") from None
         return docker_drivers(files)
     return all_drivers(files)
 
@@ -116,17 +123,28 @@ def _scenarios(args: argparse.Namespace, names: list[str], slow: bool) -> list[S
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    drivers = _drivers(args)
     print("peers:")
-    for driver in _drivers(args):
+    for driver in drivers:
         reason = driver.unavailable()
         state = "available" if reason is None else f"unavailable: {reason}"
         roles = "/".join(r for r in ("initiator", "responder") if r in driver.capabilities)
         print(f"  {driver.name:<22} {roles:<20} {state}")
     print("scenarios:")
+    width = max(60, shutil.get_terminal_size().columns)
     for sc in _scenarios(args, [], slow=True):
-        first = sc.description.split(". ")[0].split("\n")[0]
-        print(f"  {sc.name:<20}{' (slow)' if sc.slow else '':<8} {first[:80]}")
+        head = f"  {sc.name:<20}{' (slow)' if sc.slow else '':<8} "
+        print(textwrap.fill(first_sentence(sc.description), width, initial_indent=head,
+                            subsequent_indent=" " * len(head), break_long_words=False,
+                            break_on_hyphens=False))
     return 0
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a description, whole, on one line."""
+    flat = " ".join(text.split())
+    end = flat.find(". ")
+    return flat if end < 0 else flat[:end + 1]
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -150,7 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     scenarios = _scenarios(args, _split(args.scenario), args.slow)
     out = args.out or Path("results") / time.strftime("interop-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    run = RunResult(started=now_iso(), command=sys.argv,
+    run = RunResult(started=now_iso(), command=typed_command(),
                     host={"kernel": platform.release(), "python": platform.python_version(),
                           "machine": platform.machine(), "backend": args.backend})
     topology = None

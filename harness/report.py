@@ -8,13 +8,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .results import ERROR, FAIL, PASS, SKIPPED, UNSUPPORTED, CellResult, RunResult
+from .results import ERROR, FAIL, PASS, SKIPPED, SYMBOL, UNSUPPORTED, CellResult, RunResult
 
-SYMBOL = {PASS: "✓ pass", FAIL: "✗ fail", ERROR: "✗ error", UNSUPPORTED: "– unsupported"}
+LEGEND = ", ".join(f"{SYMBOL[s]} {s}" for s in (PASS, FAIL, ERROR, UNSUPPORTED))
 
 
 def write_json(run: RunResult, path: Path) -> None:
-    path.write_text(json.dumps(run.to_json(), indent=2) + "\n")
+    path.write_text(json.dumps(run.to_json(path.parent), indent=2) + "\n")
 
 
 def write_junit(run: RunResult, path: Path) -> None:
@@ -95,7 +95,8 @@ def markdown(run: RunResult) -> str:
     lines += ["", "## Matrix", "", "| " + " | ".join(header) + " |",
               "|" + "---|" * len(header)]
     for row in rows:
-        lines.append("| " + " | ".join([row[0], *(SYMBOL.get(v, v) for v in row[1:])]) + " |")
+        lines.append("| " + " | ".join([row[0], *(f"{SYMBOL[v]} {v}" if v in SYMBOL else v
+                                                  for v in row[1:])]) + " |")
     lines += ["", "## Cells that did not pass", ""]
     notable = [c for c in run.cells if c.status != PASS]
     if not notable:
@@ -151,18 +152,17 @@ def print_matrix(run: RunResult, console: Any = None) -> None:
             if cell.status != PASS:
                 print(f"{cell.status:>11}  {cell.key}: {cell.reason}")
         return
-    short = {PASS: "✓", FAIL: "✗", ERROR: "E", UNSUPPORTED: "–"}
     style = {PASS: "green", FAIL: "bold red", ERROR: "bold red", UNSUPPORTED: "yellow"}
     needed = sum(max(len(r[i]) for r in [header, *rows]) + 3 for i in range(len(header))) + 4
     if console is None:
         console = Console()
         if console.width < needed and not console.is_terminal:
             console = Console(width=needed)
-    table = Table(title="interop matrix (✓ pass, ✗ fail, E error, – unsupported)")
+    table = Table(title=f"interop matrix ({LEGEND})")
     for name in header:
         table.add_column(name, no_wrap=True, justify="left" if name == header[0] else "center")
     for row in rows:
-        table.add_row(row[0], *(f"[{style.get(v, '')}]{short.get(v, v)}[/]" if v else ""
+        table.add_row(row[0], *(f"[{style.get(v, '')}]{SYMBOL.get(v, v)}[/]" if v else ""
                                 for v in row[1:]))
     console.print(table)
     for cell in run.cells:

@@ -1,9 +1,17 @@
 """The results of a run: cells (client x server x scenario) with their steps, and the run's
-metadata. Plain dataclasses that serialize to results.json and back."""
+metadata. Plain dataclasses that serialize to results.json and back.
+
+results.json carries ``schema_version`` (SCHEMA_VERSION). Every path in it is relative to the
+folder results.json is in: a cell's ``folder``, a scenario's ``path``; a cell's ``artifacts``
+are relative to the cell's folder.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,10 +19,39 @@ from typing import Any
 
 PASS, FAIL, UNSUPPORTED, ERROR, SKIPPED = "pass", "fail", "unsupported", "error", "skipped"
 FAILING = (FAIL, ERROR)
+# One symbol per status, on the terminal, in summary.md and on the page.
+SYMBOL = {PASS: "✓", FAIL: "✗", ERROR: "!", UNSUPPORTED: "–", SKIPPED: "↷"}
+# 2: schema_version itself; folder and scenario paths relative to the run folder.
+SCHEMA_VERSION = 2
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def typed_command(argv: Sequence[str] | None = None) -> list[str]:
+    """The command as typed: ``python -m harness run …``, not the path of harness/__main__.py
+    that ``sys.argv[0]`` holds under ``-m`` (so the report's command can be run again)."""
+    args = list(sys.argv if argv is None else argv)
+    if args:
+        first = Path(args[0])
+        if first.name == "__main__.py" and first.parent.name == "harness":
+            return ["python", "-m", "harness", *args[1:]]
+    return args
+
+
+def _relative(path: str | None, folder: Path) -> str | None:
+    """``path`` (absolute, or relative to the working directory) relative to ``folder``."""
+    if not path:
+        return path
+    return os.path.relpath(Path(path).resolve(), folder.resolve())
+
+
+def _under(path: str | None, folder: Path) -> str | None:
+    """The inverse of _relative: a path of results.json as a path from here."""
+    if not path or Path(path).is_absolute():
+        return path
+    return str(folder / path)
 
 
 @dataclass(slots=True)
@@ -79,18 +116,33 @@ class RunResult:
             out[cell.status] = out.get(cell.status, 0) + 1
         return out
 
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+    def to_json(self, folder: Path | None = None) -> dict[str, Any]:
+        """The results.json document; with ``folder`` (where it is written), paths relative
+        to it."""
+        data = {"schema_version": SCHEMA_VERSION, **asdict(self)}
         data["summary"] = self.counts()
+        if folder is not None:
+            for cell in data["cells"]:
+                cell["folder"] = _relative(cell["folder"], folder)
+            for scenario in data["scenarios"]:
+                if isinstance(scenario.get("path"), str):
+                    scenario["path"] = _relative(scenario["path"], folder)
         return data
 
 
 def load_results(path: Path) -> RunResult:
+    """A RunResult from results.json, its paths made usable from here again."""
     data = json.loads(path.read_text())
     data.pop("summary", None)
+    data.pop("schema_version", None)
+    folder = path.parent
     cells = []
     for raw in data.pop("cells", []):
         steps = [StepResult(**s) for s in raw.pop("steps", [])]
+        raw["folder"] = _under(raw.get("folder"), folder)
         cells.append(CellResult(**raw, steps=steps))
+    for scenario in data.get("scenarios", []):
+        if isinstance(scenario.get("path"), str):
+            scenario["path"] = _under(scenario["path"], folder)
     peers = [PeerInfo(**p) for p in data.pop("peers", [])]
     return RunResult(**data, peers=peers, cells=cells)

@@ -3,7 +3,6 @@ and peers, run the steps with event waits, then tear everything down and record 
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -11,11 +10,12 @@ from pathlib import Path
 from typing import Protocol
 
 from . import keys, naming, registry_files
-from .capture import CaptureError, inject_keylog, start_capture, stop_capture
+from .capture import CaptureError, start_capture, stop_capture, write_decrypted
 from .context import INNER_V4, INNER_V6, SERVER_PORT, CellContext, StepFailed, StepSkipped
 from .peers.base import DriverError, InterfaceConfig, PeerDriver, PeerEntry, Unsupported
 from .results import ERROR, FAIL, PASS, SKIPPED, UNSUPPORTED, CellResult, StepResult, now_iso
 from .scenario import Scenario
+from .secrets import discard_runtime_secrets, write_secret
 from .shell import Background, CommandError
 from .steps import ACTIONS
 from .topology import Topology, TopologyError
@@ -103,8 +103,8 @@ def _configs(cell: Cell, prefix: str, ctx: CellContext) -> dict[str, InterfaceCo
                    preshared_key=client_psk, persistent_keepalive=cfg.keepalive)],
         cfg.log_level)
     # Static keys in Wireshark's key log format: enough to read initiations in the capture.
-    (ctx.folder / "static.keys").write_text(
-        "".join(f"LOCAL_STATIC_PRIVATE_KEY = {kp.private}\n" for kp in pair.values()))
+    write_secret(ctx.folder / "static.keys", "".join(
+        f"LOCAL_STATIC_PRIVATE_KEY = {kp.private}\n" for kp in pair.values()), runtime=False)
     return {"client": client, "server": server}
 
 
@@ -257,17 +257,22 @@ class CellRunner:
         self._collect_artifacts(ctx, [path for _, path in captures])
 
     def _collect_artifacts(self, ctx: CellContext, pcaps: list[Path]) -> None:
+        """Keep only the secrets that must stay (harness/secrets.py): the merged key log and
+        the captures that embed it; the peers' configurations go with the peers."""
+        discard_runtime_secrets(self.folder)
         keylogs = [k for k in (i.keylog() for i in ctx.instances.values()) if k is not None]
         if keylogs:
-            merged = self.folder / "wireguard.keys"
-            with merged.open("w") as out:
-                for keylog in keylogs:
-                    out.write(keylog.read_text())
+            merged = write_secret(self.folder / "wireguard.keys",
+                                  "".join(k.read_text() for k in keylogs), runtime=False)
+            for keylog in keylogs:  # merged into wireguard.keys, which also holds the statics
+                keylog.unlink(missing_ok=True)
+            (self.folder / "static.keys").unlink(missing_ok=True)
             for pcap in pcaps:
                 if pcap.exists():
-                    inject_keylog(pcap, merged)
-        if not shutil.which("editcap") and keylogs:
-            self.result.reason += " (editcap missing: key log not embedded in the pcaps)"
+                    try:
+                        write_decrypted(pcap, merged)
+                    except CaptureError as exc:
+                        self.result.reason += f" ({exc})"
         self.result.artifacts = sorted(
             str(p.relative_to(self.folder)) for p in self.folder.rglob("*") if p.is_file())
 

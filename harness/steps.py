@@ -128,7 +128,7 @@ def do_wait_handshake(ctx: CellContext, step: Step) -> str:
         base = ctx.marks.get(role)
         if since_mark and base is not None and state.latest_handshake <= base.latest_handshake:
             return None
-        return f"{role} ({ctx.peer(role).driver.name}) handshake at {state.latest_handshake}"
+        return f"{role} ({ctx.peer(role).driver.name}) handshake at {state.handshake_text()}"
 
     def probe() -> str | None:
         found = [seen(r) for r in roles]
@@ -150,7 +150,7 @@ def do_no_handshake(ctx: CellContext, step: Step) -> str:
             state = ctx.peer_state(role)
             if state is not None and state.latest_handshake != 0:
                 raise StepFailed(f"{role} ({ctx.peer(role).driver.name}) completed a "
-                                 f"handshake (latest-handshake {state.latest_handshake})")
+                                 f"handshake at {state.handshake_text()}")
         if time.monotonic() >= end:
             return f"latest-handshake stayed 0 on {'/'.join(roles)} for {step.timeout:.0f} s"
         time.sleep(0.2)

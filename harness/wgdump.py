@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 
@@ -19,6 +20,14 @@ class PeerState:
     rx_bytes: int
     tx_bytes: int
     persistent_keepalive: int  # 0 = off
+
+    def handshake_text(self, now: float | None = None) -> str:
+        """latest_handshake for people: ``21:16:13 UTC (3 s ago)``, or ``never``."""
+        if self.latest_handshake == 0:
+            return "never"
+        clock = time.strftime("%H:%M:%S UTC", time.gmtime(self.latest_handshake))
+        ago = round((time.time() if now is None else now) - self.latest_handshake)
+        return f"{clock} ({ago} s ago)" if ago >= 0 else clock
 
 
 @dataclass(frozen=True, slots=True)

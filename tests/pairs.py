@@ -1,10 +1,11 @@
 """In-memory pairs of wgref Devices under a fake clock (in the style of aioquic's tests).
 
-A :class:`Node` wraps one :class:`~wgref.device.Device` with a UDP address, collects the
-actions it returns (datagrams waiting in ``outbox``, delivered packets in ``delivered``) and
-logs every datagram it sent. :func:`transfer` moves the datagrams of one node to another;
-:func:`roundtrip` does it both ways until nothing is left; :meth:`Pair.run` advances the fake
-clock from timer deadline to timer deadline, moving datagrams as it goes. Everything is
+A :class:`Node` wraps one :class:`~wgref.device.Device` with a UDP address, turns the batches it
+returns into records (:class:`SendDatagram` waiting in ``outbox``, :class:`Deliver` in
+``delivered``, events in ``events``) and logs every datagram it sent. :func:`transfer` moves
+the datagrams of one node to another; :func:`roundtrip` does it both ways until nothing is
+left; :meth:`Pair.run` advances the fake clock from timer deadline to timer deadline, moving
+datagrams as it goes. Everything is
 deterministic: keys, indices and ephemerals come from seeded ``random.Random`` instances.
 """
 
@@ -19,9 +20,11 @@ from typing import Any
 
 from wgref.constants import MESSAGE_INITIATION, MESSAGE_RESPONSE, MESSAGE_TRANSPORT
 from wgref.crypto import clamp
-from wgref.device import Action, Deliver, Device, SendDatagram
-from wgref.peer import Address, Peer
+from wgref.device import Device
+from wgref.peer import Peer
+from wgref.results import Batch, Endpoint, Event, HandshakeSecrets
 
+Address = tuple[str, int]
 A_ADDR: Address = ("192.0.2.1", 51820)
 B_ADDR: Address = ("198.51.100.2", 51821)
 A_TUN4, B_TUN4 = "10.0.0.1", "10.0.0.2"
@@ -104,6 +107,36 @@ def drop_all(_data: bytes) -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class SendDatagram:
+    """One datagram of a batch's ``sends`` (``destination``: its ``(host, port)``)."""
+
+    endpoint: Endpoint
+    data: bytes
+
+    @property
+    def destination(self) -> Address:
+        return self.endpoint.address
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """One packet of a batch's ``packets``."""
+
+    packet: bytes
+
+
+Action = SendDatagram | Deliver | HandshakeSecrets
+
+
+def actions_of(batch: Batch) -> list[Action]:
+    """A batch as records: its datagrams, then its packets, then its secrets."""
+    records: list[Action] = [SendDatagram(d, data) for d, data in batch.datagrams()]
+    records += [Deliver(p) for p in batch.packets]
+    records += batch.secrets
+    return records
+
+
 @dataclass
 class Node:
     """One device with its address, its pending datagrams and what it delivered."""
@@ -115,8 +148,11 @@ class Node:
     delivered: list[Deliver] = field(default_factory=list)
     sent: list[tuple[float, SendDatagram]] = field(default_factory=list)
     other_actions: list[Action] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
 
-    def absorb(self, actions: list[Action], now: float) -> list[Action]:
+    def absorb(self, batch: Batch, now: float) -> list[Action]:
+        self.events += batch.events
+        actions = actions_of(batch)
         for action in actions:
             if isinstance(action, SendDatagram):
                 self.outbox.append(action)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import os
 import struct
@@ -24,9 +25,13 @@ from .constants import (
 from .crypto import InvalidTag, hash_, mac, xaead_decrypt, xaead_encrypt
 from .errors import ProtocolError
 from .messages import CookieReply, mac1_offset
+from .results import Endpoint
 
-Address = tuple[str, int]
+Address = Endpoint | tuple[str, int]
 MAC_SIZE = 16
+# ratelimiter.c: max_entries is 8 per bucket of a table of 8192 buckets (machines with more
+# than 1 GiB of RAM); beyond it, new sources are refused until entries expire.
+RATELIMIT_MAX_ENTRIES = 8 * 8192
 
 
 def mac1_key(static_public: bytes) -> bytes:
@@ -41,14 +46,22 @@ def cookie_key(static_public: bytes) -> bytes:
 
 def source_bytes(source: Address) -> bytes:
     """A, the source IP address and UDP port (WP 5.4.7), as the kernel encodes it
-    (cookie.c ``make_cookie``: the address bytes then the port in network byte order)."""
+    (cookie.c ``make_cookie``: the address bytes then the port in network byte order).
+
+    A source that is not an IP address (an opaque name a caller without sockets gives, as
+    :class:`~wgref.tunnel.Tunnel` may) is hashed as its text: stable, and never an error."""
     host = source[0].split("%", 1)[0]
-    return ipaddress.ip_address(host).packed + struct.pack(">H", source[1])
+    try:
+        packed = ipaddress.ip_address(host).packed
+    except ValueError:
+        packed = hash_(b"wgref opaque source", host.encode("utf-8", "surrogateescape"))
+    return packed + struct.pack(">H", source[1] & 0xFFFF)
 
 
 def mac1_valid(message: bytes, key: bytes) -> bool:
+    # cookie.c wg_cookie_validate_packet: crypto_memneq, a constant-time comparison.
     offset = mac1_offset(message[0])
-    return mac(key, message[:offset]) == message[offset : offset + MAC_SIZE]
+    return hmac.compare_digest(mac(key, message[:offset]), message[offset : offset + MAC_SIZE])
 
 
 @dataclass(slots=True)
@@ -61,6 +74,7 @@ class CookieMaker:
     cookie: bytes | None = None
     cookie_time: float = 0.0
     last_mac1: bytes | None = None  # the mac1 a cookie reply must be bound to
+    have_sent_mac1: bool = False  # cookie.c: one reply is accepted per mac1 sent
 
     @classmethod
     def for_peer(cls, peer_static: bytes) -> CookieMaker:
@@ -70,6 +84,7 @@ class CookieMaker:
         """``body`` is a handshake message up to mac1; returns the whole message."""
         mac1 = mac(self.mac1_key, body)
         self.last_mac1 = mac1
+        self.have_sent_mac1 = True
         # Kernel cookie.c: a cookie is used for COOKIE_SECRET_MAX_AGE - COOKIE_SECRET_LATENCY.
         fresh = self.cookie is not None and (
             now - self.cookie_time < COOKIE_SECRET_MAX_AGE - COOKIE_SECRET_LATENCY
@@ -80,8 +95,10 @@ class CookieMaker:
     def consume_reply(self, reply: CookieReply, now: float) -> None:
         """Store the cookie of a reply (WP 5.4.7). It is only used for the next handshake
         message; nothing is resent now (WP 6.6). Raises :class:`ProtocolError`."""
-        if self.last_mac1 is None:
-            raise ProtocolError("unexpected-cookie", "no handshake message was sent")
+        # cookie.c wg_cookie_consume_reply: only while have_sent_mac1, cleared by the first
+        # reply that authenticates (a replayed reply is refused).
+        if self.last_mac1 is None or not self.have_sent_mac1:
+            raise ProtocolError("unexpected-cookie", "no handshake message awaits a cookie")
         try:
             cookie = xaead_decrypt(
                 self.cookie_key, reply.nonce, reply.encrypted_cookie, self.last_mac1
@@ -89,6 +106,7 @@ class CookieMaker:
         except InvalidTag as exc:
             raise ProtocolError("decrypt-failed", "cookie reply does not authenticate") from exc
         self.cookie, self.cookie_time = cookie, now
+        self.have_sent_mac1 = False
 
 
 @dataclass(slots=True)
@@ -123,7 +141,7 @@ class CookieChecker:
     def check_mac2(self, message: bytes, source: Address, now: float) -> bool:
         offset = mac1_offset(message[0]) + MAC_SIZE
         expected = mac(self.cookie_for(source, now), message[:offset])
-        return expected == message[offset : offset + MAC_SIZE]
+        return hmac.compare_digest(expected, message[offset : offset + MAC_SIZE])
 
     def make_reply(self, message: bytes, source: Address, now: float) -> CookieReply:
         """A cookie reply to ``message``: XAEAD(key, nonce, tau, mac1 of message) (WP 5.4.7)."""
@@ -142,22 +160,41 @@ class _Bucket:
     last: float
 
 
+def ratelimit_key(host: str) -> bytes:
+    """ratelimiter.c: an IPv4 source is limited by address, an IPv6 source by its /64
+    ("Only use 64 bits"). An IPv4-mapped IPv6 address counts as IPv4; a source that is not
+    an address (an opaque name) by its text."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return b"name:" + host.encode("utf-8", "surrogateescape")
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped.packed
+        return address.packed[:8]
+    return address.packed
+
+
 @dataclass(slots=True)
 class RateLimiter:
-    """Per-source-IP token bucket for handshakes under load (kernel ratelimiter.c:
-    PACKETS_PER_SECOND = 20, PACKETS_BURSTABLE = 5)."""
+    """Token bucket per source for handshakes under load (kernel ratelimiter.c:
+    PACKETS_PER_SECOND = 20, PACKETS_BURSTABLE = 5; IPv6 by /64; a bounded table)."""
 
     rate: float = RATELIMIT_PACKETS_PER_SECOND
     burst: float = RATELIMIT_BURST
-    buckets: dict[str, _Bucket] = field(default_factory=dict)
+    max_entries: int = RATELIMIT_MAX_ENTRIES
+    buckets: dict[bytes, _Bucket] = field(default_factory=dict)
     last_gc: float = 0.0
 
     def allow(self, host: str, now: float) -> bool:
         if now - self.last_gc >= 1.0:
             self._collect(now)
-        bucket = self.buckets.get(host)
+        key = ratelimit_key(host)
+        bucket = self.buckets.get(key)
         if bucket is None:
-            self.buckets[host] = _Bucket(self.burst - 1.0, now)
+            if len(self.buckets) >= self.max_entries:
+                return False  # ratelimiter.c: the table is full, the packet is dropped
+            self.buckets[key] = _Bucket(self.burst - 1.0, now)
             return True
         bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.last) * self.rate)
         bucket.last = now

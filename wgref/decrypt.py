@@ -3,7 +3,12 @@
 Given the key log of one side (or both, or just a responder's static private key), this
 re-runs each handshake it sees with the same functions a live peer uses (wgref.noise), then
 decrypts the transport frames of every session it completed. Output objects use the field
-names of the project's reference decodes (tests/data/captures/*.expected.json).
+names of the project's reference decodes (tests/data/captures/*.expected.json); :func:`named`
+gives the same object with names instead of numbers (message type, IP protocol, TCP flags).
+
+A datagram holding several messages (a UDP GSO/GRO super-frame, see :mod:`wgref.gso`) gives
+one frame object per message, with ``segment``/``segments``/``segment_size``; the segment size
+is confirmed by authenticating the first transport message when its session is known.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from .constants import (
 from .cookie import mac1_key, mac1_valid
 from .crypto import clamp, dh, public_key
 from .errors import ProtocolError
+from .gso import segment_sizes, split
 from .keylog import EphemeralSecret, KeyLog
 from .messages import CookieReply, Initiation, Response, Transport, parse
 from .noise import ZERO_PSK, SymmetricState, open_initiation, open_response
@@ -85,10 +91,29 @@ class Keys:
 
 
 @dataclass
+class DecodedMessage:
+    """One WireGuard message of a capture: the datagram it came in, its bytes, its decode."""
+
+    datagram: UdpDatagram
+    data: bytes
+    frame: Frame
+    plaintext: bytes | None = None  # a transport message's decrypted, padded packet
+
+    @property
+    def segments(self) -> int:
+        return int(self.frame.get("segments", 1))
+
+
+@dataclass
 class DecodeResult:
-    frames: list[Frame]
+    messages: list[DecodedMessage]
     failed_handshakes: list[int]  # frame numbers of responses that did not authenticate
-    undecrypted: list[int]  # transport frames of sessions we hold no keys for
+    undecrypted: list[int]  # frames of transport messages we could not decrypt (per message)
+    splits: dict[int, list[bytes]] = field(default_factory=dict)  # frame -> its GSO segments
+
+    @property
+    def frames(self) -> list[Frame]:
+        return [m.frame for m in self.messages]
 
 
 class Decoder:
@@ -102,11 +127,42 @@ class Decoder:
         self._flows: set[frozenset[tuple[str, int]]] = set()
         self.failed_handshakes: list[int] = []
         self.undecrypted: list[int] = []
+        self.splits: dict[int, list[bytes]] = {}
 
-    def decode(self, datagram: UdpDatagram) -> Frame | None:
-        """The frame's decode, or None if the datagram is not WireGuard."""
+    def decode(self, datagram: UdpDatagram) -> list[DecodedMessage]:
+        """The messages of a datagram (several for a GSO super-frame); [] if not WireGuard."""
+        pieces = self._segments(datagram.payload)
+        out = []
+        for index, piece in enumerate(pieces, 1):
+            decoded = self._decode_message(datagram, piece)
+            if decoded is None:
+                continue
+            if len(pieces) > 1:
+                decoded.frame.update(
+                    segment=index, segments=len(pieces), segment_size=len(pieces[0])
+                )
+            out.append(decoded)
+        if len(pieces) > 1 and out:
+            self.splits[datagram.frame] = pieces
+        return out
+
+    def _segments(self, payload: bytes) -> list[bytes]:
+        sizes = segment_sizes(payload)
+        if not sizes:
+            return [payload]
+        session = None
+        if payload[0] == MESSAGE_TRANSPORT:
+            session = self._sessions.get(struct.unpack_from("<I", payload, 4)[0])
+        if session is None:
+            return split(payload, sizes[0])
+        for size in [*sizes, len(payload)]:
+            if _open(session, payload[:size]) is not None:
+                return split(payload, size)
+        return split(payload, sizes[0])  # no size authenticates: wrong keys, still framed
+
+    def _decode_message(self, datagram: UdpDatagram, data: bytes) -> DecodedMessage | None:
         try:
-            message = parse(datagram.payload)
+            message = parse(data)
         except ProtocolError:
             return None
         flow = frozenset((datagram.src, datagram.dst))
@@ -119,19 +175,20 @@ class Decoder:
             "frame": datagram.frame,
             "time": datagram.time,
             "outer": f"{_endpoint(datagram.src)} -> {_endpoint(datagram.dst)}",
-            "type": datagram.payload[0],
-            "udp_payload_len": len(datagram.payload),
+            "type": data[0],
+            "udp_payload_len": len(data),
         }
+        decoded = DecodedMessage(datagram, data, frame)
         if isinstance(message, Initiation):
-            self._initiation(message, datagram.payload, frame)
+            self._initiation(message, data, frame)
         elif isinstance(message, Response):
-            self._response(message, datagram.payload, frame)
+            self._response(message, data, frame)
         elif isinstance(message, CookieReply):
             frame["receiver_index"] = f"{message.receiver:08x}"
             frame["nonce"] = message.nonce.hex()
         else:
-            self._transport(message, frame)
-        return frame
+            decoded.plaintext = self._transport(message, frame)
+        return decoded
 
     # --------------------------------------------------------------- handshakes
 
@@ -251,24 +308,31 @@ class Decoder:
 
     # --------------------------------------------------------------- transport
 
-    def _transport(self, message: Transport, frame: Frame) -> None:
+    def _transport(self, message: Transport, frame: Frame) -> bytes | None:
         frame["receiver_index"] = f"{message.receiver:08x}"
         frame["counter"] = message.counter
         session = self._sessions.get(message.receiver)
         if session is None:
             if not self.keys.empty:
                 self.undecrypted.append(frame["frame"])
-            return
+            return None
         frame["direction_within_session"] = session.direction
-        try:
-            plaintext = session.cipher.decrypt(
-                struct.pack("<4xQ", message.counter), message.encrypted, None
-            )
-        except InvalidTag:
+        plaintext = _open(session, message.to_bytes())
+        if plaintext is None:
             frame["decrypt_ok"] = False
             self.undecrypted.append(frame["frame"])
-            return
+            return None
         frame["inner"] = summarize_inner(plaintext)
+        return plaintext
+
+
+def _open(session: _Session, data: bytes) -> bytes | None:
+    """The plaintext of a transport message (WP 5.4.6), or None if it does not authenticate."""
+    counter = struct.unpack_from("<Q", data, 8)[0]
+    try:
+        return session.cipher.decrypt(struct.pack("<4xQ", counter), data[16:], None)
+    except InvalidTag:
+        return None
 
 
 def summarize_inner(plaintext: bytes) -> dict[str, Any]:
@@ -330,8 +394,8 @@ def _endpoint(address: tuple[str, int]) -> str:
 def decode_capture(capture: Capture, keylog: KeyLog) -> DecodeResult:
     """Decode every WireGuard frame of ``capture`` with the keys of ``keylog``."""
     decoder = Decoder(Keys.from_keylog(keylog))
-    frames = [f for d in capture.datagrams if (f := decoder.decode(d)) is not None]
-    return DecodeResult(frames, decoder.failed_handshakes, decoder.undecrypted)
+    messages = [m for d in capture.datagrams for m in decoder.decode(d)]
+    return DecodeResult(messages, decoder.failed_handshakes, decoder.undecrypted, decoder.splits)
 
 
 TYPE_NAMES = {
@@ -340,4 +404,34 @@ TYPE_NAMES = {
     MESSAGE_COOKIE_REPLY: "cookie-reply",
     MESSAGE_TRANSPORT: "transport",
 }
-__all__ = ["DecodeResult", "Decoder", "Keys", "decode_capture", "summarize_inner"]
+IP_PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 58: "icmpv6", 132: "sctp"}
+TCP_FLAG_NAMES = ("FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR", "AE")  # bit 0 first
+
+
+def named(frame: Frame) -> Frame:
+    """The frame with names where the decode has numbers: ``"type": "transport"``, the inner
+    ``"ip_proto": "tcp"`` (the number where there is no name) and TCP flags as a list."""
+    out = dict(frame)
+    out["type"] = TYPE_NAMES.get(frame["type"], frame["type"])
+    inner = frame.get("inner")
+    if inner is not None:
+        inner = out["inner"] = dict(inner)
+        if "ip_proto" in inner:
+            inner["ip_proto"] = IP_PROTOCOL_NAMES.get(inner["ip_proto"], inner["ip_proto"])
+        if "tcp_flags" in inner:
+            flags = inner["tcp_flags"]
+            inner["tcp_flags"] = [n for bit, n in enumerate(TCP_FLAG_NAMES) if flags >> bit & 1]
+    return out
+
+
+__all__ = [
+    "IP_PROTOCOL_NAMES",
+    "TYPE_NAMES",
+    "DecodeResult",
+    "DecodedMessage",
+    "Decoder",
+    "Keys",
+    "decode_capture",
+    "named",
+    "summarize_inner",
+]

@@ -1,17 +1,21 @@
 """The documented error types of wgref's protocol core."""
 
+from __future__ import annotations
+
+from .results import DropReason
+
 
 class ProtocolError(ValueError):
     """A datagram or message that the protocol rejects.
 
-    Raised by the parsing and handshake functions; ``reason`` is a short machine-friendly tag
-    (for counters) and the message says what was wrong. The device catches it for every
-    received datagram, counts it by reason and drops the datagram.
+    Raised by the parsing and handshake functions; ``reason`` is a :class:`DropReason` (a
+    string enum: the counter's name) and the message says what was wrong. The device catches
+    it for every received datagram, counts it by reason and drops the datagram.
     """
 
-    def __init__(self, reason: str, detail: str = "") -> None:
-        self.reason = reason
-        super().__init__(f"{reason}: {detail}" if detail else reason)
+    def __init__(self, reason: DropReason | str, detail: str = "") -> None:
+        self.reason = DropReason(reason)
+        super().__init__(f"{self.reason}: {detail}" if detail else str(self.reason))
 
 
 class ConfigError(ValueError):

@@ -11,6 +11,7 @@ A new initiation may replace any state (either side may start over at any time).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .constants import INITIATIONS_PER_SECOND, TAI64N_LEN
@@ -100,13 +101,17 @@ class Handshake:
         self.local_index = local_index
         return message
 
-    def consume_initiation(self, opened: OpenedInitiation, sender: int, now: float) -> None:
+    def consume_initiation(
+        self, opened: OpenedInitiation, sender: int, now: float, *, check_timestamp: bool = True
+    ) -> None:
         """Accept an authenticated initiation unless it is a replay or a flood (WP 5.1;
         kernel noise.c: timestamp must be strictly greater, and at most one initiation per
-        1/INITIATIONS_PER_SECOND)."""
-        if opened.timestamp <= self.latest_timestamp:
+        1/INITIATIONS_PER_SECOND). ``check_timestamp=False`` is Checks.timestamp off."""
+        if not check_timestamp:
+            pass
+        elif opened.timestamp <= self.latest_timestamp:
             raise ProtocolError("replayed-initiation", "timestamp not newer than the last one")
-        if (
+        elif (
             self.last_initiation_consumption is not None
             and now - self.last_initiation_consumption < 1.0 / INITIATIONS_PER_SECOND
         ):
@@ -118,7 +123,13 @@ class Handshake:
         self.remote_ephemeral = opened.initiator_ephemeral
         self.remote_index = sender
 
-    def create_response(self, local_index: int, ephemeral_private: bytes) -> Response:
+    def create_response(
+        self,
+        local_index: int,
+        ephemeral_private: bytes,
+        *,
+        dh: Callable[[bytes, bytes], bytes] = dh,
+    ) -> Response:
         if self.state is not HandshakeState.CONSUMED_INITIATION or self.symmetric is None:
             raise ProtocolError("no-handshake", "no initiation to respond to")
         message = build_response(
@@ -129,6 +140,7 @@ class Handshake:
             initiator_static=self.remote_static,
             ephemeral_private=ephemeral_private,
             preshared_key=self.preshared_key,
+            dh=dh,
         )
         self.ephemeral_private = ephemeral_private
         self.local_index = local_index

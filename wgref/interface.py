@@ -24,10 +24,12 @@ import time
 from dataclasses import dataclass
 
 from . import __version__
-from .device import Deliver, Device, HandshakeSecrets, SendDatagram
-from .fastpath import Batch, receive_datagrams, send_packets
+from .checks import ALL_CHECKS, Checks
+from .device import Device
 from .keylog import KeyLogWriter
+from .loglevel import level_from_env
 from .peer import Address
+from .results import Batch, Endpoint
 from .tun import DEFAULT_MTU, Tun, TunGone
 from .uapi import UapiConnection
 
@@ -48,7 +50,9 @@ Usage: wgref [-f/--foreground] [--keylog PATH] INTERFACE-NAME
 
 Creates TUN device INTERFACE-NAME and serves the WireGuard UAPI on
 /var/run/wireguard/INTERFACE-NAME.sock; configure it with `wg`.
-Environment: LOG_LEVEL=verbose|debug|error|silent (default error),
+  -f, --foreground   stay in the foreground (default: fork once the interface is up)
+  --keylog PATH      append a Wireshark key log of every handshake (mode 0600)
+Environment: LOG_LEVEL=verbose|error|silent (as wireguard-go; debug = verbose; default error),
              WG_KEYLOG_FILE=PATH (Wireshark key log, like --keylog).
 """
 
@@ -82,13 +86,17 @@ def parse_args(argv: list[str]) -> Options | int:
             keylog = args.pop(0)
         elif arg.startswith("--keylog="):
             keylog = arg.partition("=")[2]
+        elif arg == "--keylog":
+            sys.stderr.write(f"wgref: --keylog needs a PATH\n{USAGE}")
+            return 2
         elif arg.startswith("-") and arg != "-":
-            sys.stderr.write(USAGE)
+            sys.stderr.write(f"wgref: unknown option {arg}\n{USAGE}")
             return 2
         else:
             names.append(arg)
     if len(names) != 1:
-        sys.stderr.write(USAGE)
+        got = " ".join(names) if names else "none"
+        sys.stderr.write(f"wgref: expected one INTERFACE-NAME, got {got}\n{USAGE}")
         return 2
     return Options(names[0], foreground, keylog)
 
@@ -102,10 +110,7 @@ class _Formatter(logging.Formatter):
 
 def setup_logging(name: str) -> None:
     # wireguard-go logs to stdout, in the foreground and once daemonised.
-    level_name = os.environ.get("LOG_LEVEL", "error").lower()
-    level = {"verbose": logging.DEBUG, "debug": logging.DEBUG, "error": logging.ERROR}.get(
-        level_name, logging.CRITICAL + 1
-    )
+    level = level_from_env("error")
     root = logging.getLogger("wgref")
     root.handlers.clear()
     handler = logging.StreamHandler(sys.stdout)
@@ -231,9 +236,9 @@ class BatchReceiver:
         self._pristine = bytes(self._headers)
         self._address = _address_of(self._headers)
         self._last_name = b""
-        self._last_source: Address = ("", 0)
+        self._last_source = Endpoint("", 0)
 
-    def receive(self) -> tuple[list[bytes], list[Address]]:
+    def receive(self) -> tuple[list[bytes], list[Endpoint]]:
         """The datagrams waiting (up to ``count`` messages) and their sources; empty lists
         when there are none. OSError for a socket error (e.g. an ICMP error reported)."""
         n = _recvmmsg(self.sock.fileno(), self._address, self.count, MSG_DONTWAIT, None)
@@ -243,7 +248,7 @@ class BatchReceiver:
                 return [], []
             raise OSError(code, os.strerror(code))
         datagrams: list[bytes] = []
-        sources: list[Address] = []
+        sources: list[Endpoint] = []
         view, names = self._view, self._names
         last_name, source = self._last_name, self._last_source
         used = n * _MMSGHDR.size
@@ -253,7 +258,7 @@ class BatchReceiver:
             start = i * _NAME_SIZE
             name = bytes(names[start : start + namelen])
             if name != last_name:
-                last_name, source = name, _sockaddr(name)
+                last_name, source = name, Endpoint(*_sockaddr(name))
             base = i * RECV_SIZE
             if controllen:
                 at = i * _CONTROL_SIZE
@@ -312,13 +317,21 @@ def send_batch(sock: socket.socket, destination: Address, datagrams: list[bytes]
 class Interface:
     """The I/O shell around a :class:`Device`; also the UAPI host (listen port, fwmark)."""
 
-    def __init__(self, name: str, keylog: str | None = None, mtu: int = DEFAULT_MTU) -> None:
+    def __init__(
+        self,
+        name: str,
+        keylog: str | None = None,
+        mtu: int = DEFAULT_MTU,
+        *,
+        checks: Checks = ALL_CHECKS,
+    ) -> None:
         self.tun = Tun(name, mtu)
         self.name = name
         self.device = Device(
             mtu=self.tun.mtu(),
             epoch_offset=time.time() - time.monotonic(),
             keylog=keylog is not None,
+            checks=checks,
         )
         self.keylog = KeyLogWriter(keylog) if keylog is not None else None
         self._sock4: socket.socket | None = None
@@ -418,12 +431,6 @@ class Interface:
 
     # ----------------------------------------------------------------- I/O
 
-    def _perform(self, actions: list[SendDatagram | Deliver | HandshakeSecrets]) -> None:
-        """Carry out the actions of the reference path (timers, UAPI)."""
-        out = Batch()
-        out.add(actions)
-        self._flush(out)
-
     def _flush(self, out: Batch) -> None:
         """Write the batch's packets to the TUN together (so TCP segments coalesce) and send
         each run of datagrams to one endpoint together (UDP_SEGMENT)."""
@@ -442,10 +449,10 @@ class Interface:
                 log.debug("TUN write: %s", exc)
         sock4, sock6 = self._sock4, self._sock6
         for destination, datagrams in out.sends:
-            sock = sock6 if ":" in destination[0] else sock4
+            sock = sock6 if ":" in destination.host else sock4
             if sock is not None:
                 try:
-                    send_batch(sock, destination, datagrams)
+                    send_batch(sock, destination.address, datagrams)
                 except OSError as exc:
                     log.debug("sendto %s: %s", destination, exc)
 
@@ -463,7 +470,7 @@ class Interface:
                 raise
             except OSError as exc:
                 raise TunGone(exc.errno, "TUN read failed") from None
-            send_packets(device, packets, now, out)
+            device.send_packets(packets, now, out)
             pending += len(packets)
             if pending >= RECV_BATCH:  # send a TSO frame's worth at once
                 self._flush(out)
@@ -483,7 +490,7 @@ class Interface:
             if not datagrams:
                 break
             out = Batch()
-            receive_datagrams(device, datagrams, sources, now, out)
+            device.receive_datagrams(datagrams, sources, now, out)
             if out:
                 self._flush(out)
 
@@ -505,9 +512,9 @@ class Interface:
             data = b""
         if data:
             self.device.mtu = self._poll_mtu()
-            answer, actions = session.feed(data, time.monotonic())
-            if actions:
-                self._perform(actions)
+            answer, out = session.feed(data, time.monotonic())
+            if out:
+                self._flush(out)
             try:
                 if answer:
                     conn.sendall(answer)
@@ -581,7 +588,7 @@ class Interface:
                 now = time.monotonic()
                 deadline = device.next_timer()
                 if deadline is not None and deadline <= now:
-                    self._perform(device.handle_timer(now))
+                    self._flush(device.handle_timer(now))
                 if now >= next_housekeeping:
                     next_housekeeping = now + HOUSEKEEPING
                     self._housekeeping()
@@ -613,15 +620,16 @@ class Interface:
             self.keylog.close()
 
 
-def main(argv: list[str]) -> int:
-    """``wgref [-f|--foreground] [--keylog PATH] IFNAME``: 0 once the interface is up."""
+def main(argv: list[str], *, checks: Checks = ALL_CHECKS) -> int:
+    """``wgref [-f|--foreground] [--keylog PATH] IFNAME``: 0 once the interface is up.
+    ``checks`` is for negative controls only (harness/probes/sloppy.py)."""
     options = parse_args(argv)
     if isinstance(options, int):
         return options
     setup_logging(options.name)
     log.debug("Starting wgref version %s", __version__)
     try:
-        interface = Interface(options.name, options.keylog)
+        interface = Interface(options.name, options.keylog, checks=checks)
     except (OSError, ValueError) as exc:
         log.error("Failed to create interface %s: %s", options.name, exc)
         sys.stderr.write(f"wgref: {options.name}: {exc}\n")

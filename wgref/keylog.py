@@ -25,6 +25,7 @@ __all__ = [
     "KeyLogError",
     "KeyLogWriter",
     "format_handshake_lines",
+    "format_keylog",
     "load_keylog",
     "parse_keylog",
 ]
@@ -163,6 +164,17 @@ def format_handshake_lines(
     if preshared_key is not None:
         text += _line(PRESHARED_KEY, preshared_key)
     return text
+
+
+def format_keylog(log: KeyLog) -> str:
+    """The key log as text: statics, then each ephemeral key followed by its PSK line."""
+    lines = [_line(LOCAL_STATIC_PRIVATE_KEY, key) for key in log.static_private_keys]
+    lines += [_line(REMOTE_STATIC_PUBLIC_KEY, key) for key in log.remote_static_public_keys]
+    for secret in log.ephemerals:
+        lines.append(_line(LOCAL_EPHEMERAL_PRIVATE_KEY, secret.private_key))
+        if secret.preshared_key is not None:
+            lines.append(_line(PRESHARED_KEY, secret.preshared_key))
+    return "".join(lines)
 
 
 class KeyLogWriter:

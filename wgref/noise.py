@@ -138,8 +138,10 @@ def build_response(
     initiator_static: bytes,
     ephemeral_private: bytes,
     preshared_key: bytes,
+    dh: Callable[[bytes, bytes], bytes] = dh,
 ) -> Response:
-    """WP 5.4.3: the responder's message; ``state`` continues from the opened initiation."""
+    """WP 5.4.3: the responder's message; ``state`` continues from the opened initiation.
+    ``dh`` is replaced only to switch the low-order check off (checks.Checks.low_order)."""
     ephemeral_public = public_key(ephemeral_private)
     state.mix_ephemeral(ephemeral_public)
     state.mix_dh(dh(ephemeral_private, initiator_ephemeral))  # ee

@@ -1,4 +1,5 @@
-"""A peer's state: keys, endpoint, sessions, staged packets, counters and timer deadlines."""
+"""A peer's state: keys, endpoint, sessions, staged packets, counters and timer deadlines
+(the timers and the rules that arm them live in timers.py)."""
 
 from __future__ import annotations
 
@@ -9,37 +10,11 @@ from .constants import MAX_STAGED_PACKETS
 from .cookie import CookieMaker
 from .handshake import Handshake
 from .keypair import KeypairSet
+from .results import Endpoint
+from .timers import Timers
 
+# A (host, port) pair as the socket module takes it; the core itself keeps Endpoints.
 Address = tuple[str, int]
-
-
-@dataclass(slots=True)
-class Timers:
-    """Deadlines in the device's clock, None when not armed (WP 6; kernel timers.c)."""
-
-    retransmit_handshake: float | None = None
-    send_keepalive: float | None = None
-    new_handshake: float | None = None
-    zero_key_material: float | None = None
-    persistent_keepalive: float | None = None
-
-    def earliest(self) -> float | None:
-        pending = [
-            t
-            for t in (
-                self.retransmit_handshake,
-                self.send_keepalive,
-                self.new_handshake,
-                self.zero_key_material,
-                self.persistent_keepalive,
-            )
-            if t is not None
-        ]
-        return min(pending) if pending else None
-
-    def clear(self) -> None:
-        self.retransmit_handshake = self.send_keepalive = self.new_handshake = None
-        self.zero_key_material = self.persistent_keepalive = None
 
 
 @dataclass(eq=False)
@@ -49,7 +24,7 @@ class Peer:
     public_key: bytes
     handshake: Handshake
     cookie: CookieMaker
-    endpoint: Address | None = None
+    endpoint: Endpoint | None = None
     persistent_keepalive: int = 0
     keypairs: KeypairSet = field(default_factory=KeypairSet)
     staged: deque[bytes] = field(default_factory=lambda: deque(maxlen=MAX_STAGED_PACKETS))
@@ -61,6 +36,7 @@ class Peer:
     initiation_sent_at: float | None = None  # for RTT estimates
     handshake_attempts: int = 0
     need_another_keepalive: bool = False
+    sent_lastminute_handshake: bool = False  # receive.c keep_key_fresh, once per session
     rtt: float | None = None
 
     @property

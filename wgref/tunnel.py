@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .device import Action, Deliver, Device, SendDatagram
-from .peer import Address
+from .device import Device
+from .results import Batch, Dropped, Endpoint, HandshakeCompleted
 
 _ANY = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
-# The caller owns the socket; the core still wants an address for the peer.
-PEER_ADDRESS: Address = ("peer", 0)
+# The caller owns the socket; when it does not say where a datagram came from, the core gets
+# this stable opaque source (the cookie code hashes it; it is never parsed as an address).
+PEER_ADDRESS = Endpoint("peer", 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +37,7 @@ class Done:
 class Error:
     """The input was dropped; ``reason`` is the core's drop reason."""
 
-    reason: str
+    reason: str  # a wgref.results.DropReason (a str enum)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,10 @@ def prefixed_indices(prefix: int) -> Callable[[Callable[[int], bool]], int]:
 
 
 class Tunnel:
+    """BoringTun's ``Tunn``. ``now`` is the caller's monotonic clock; TAI64N timestamps come
+    from ``wall_clock`` (default :func:`time.time`), as in the kernel and BoringTun, so a
+    restarted client's initiations are newer than those it sent before the restart."""
+
     def __init__(
         self,
         static_private: bytes,
@@ -101,11 +107,13 @@ class Tunnel:
         *,
         mtu: int = 1420,
         epoch_offset: float = 0.0,
+        wall_clock: Callable[[], float] | None = time.time,
     ) -> None:
         self.device = Device(
             static_private,
             mtu=mtu,
             epoch_offset=epoch_offset,
+            wall_clock=wall_clock,
             index_allocator=prefixed_indices(index),
         )
         self.peer = self.device.add_peer(
@@ -116,61 +124,56 @@ class Tunnel:
             allowed_ips=_ANY,
         )
         self._pending: deque[TunnResult] = deque()
-        self._started: float | None = None
+        self._handshake_at: float | None = None  # caller's clock, for stats()
 
-    def _results(self, actions: list[Action]) -> TunnResult:
-        for action in actions:
-            if isinstance(action, SendDatagram):
-                self._pending.append(WriteToNetwork(action.data))
-            elif isinstance(action, Deliver):
-                source = ipaddress.ip_address(
-                    action.packet[12:16] if action.packet[0] >> 4 == 4 else action.packet[8:24]
-                )
-                if isinstance(source, ipaddress.IPv4Address):
-                    self._pending.append(WriteToTunnelV4(action.packet, source))
-                else:
-                    self._pending.append(WriteToTunnelV6(action.packet, source))
-        return self._pending.popleft() if self._pending else Done()
-
-    def _dropped_since(self, before: int, actions: list[Action]) -> TunnResult:
-        result = self._results(actions)
-        if isinstance(result, Done) and self.device.dropped.total() > before:
-            reason = next(reversed(self.device.dropped))
-            return Error(reason)
-        return result
+    def _results(self, out: Batch, now: float) -> TunnResult:
+        """Queue the batch's datagrams and packets; the first result, or the drop reason
+        when the call produced nothing else."""
+        pending = self._pending
+        if any(isinstance(e, HandshakeCompleted) for e in out.events):
+            self._handshake_at = now
+        for _, datagrams in out.sends:
+            pending.extend(WriteToNetwork(d) for d in datagrams)
+        for packet in out.packets:
+            source = ipaddress.ip_address(packet[12:16] if packet[0] >> 4 == 4 else packet[8:24])
+            if isinstance(source, ipaddress.IPv4Address):
+                pending.append(WriteToTunnelV4(packet, source))
+            else:
+                pending.append(WriteToTunnelV6(packet, source))
+        if pending:
+            return pending.popleft()
+        drops = [e.reason for e in out.events if isinstance(e, Dropped)]
+        return Error(drops[-1]) if drops else Done()
 
     def write(self, packet: bytes, now: float) -> TunnResult:
         """Encapsulate an IP packet from the host (``encapsulate``)."""
-        before = self.device.dropped.total()
-        return self._dropped_since(before, self.device.send_packet(packet, now))
+        return self._results(self.device.send_packet(packet, now), now)
 
-    def read(self, datagram: bytes, now: float) -> TunnResult:
-        """Decapsulate a datagram from the peer (``decapsulate``); ``b""`` drains the queue."""
+    def read(self, datagram: bytes, now: float, source: Endpoint | None = None) -> TunnResult:
+        """Decapsulate a datagram from the peer (``decapsulate``); ``b""`` drains the queue.
+        ``source`` is where it came from (BoringTun's ``src_addr``): under load, cookies are
+        bound to it; without one, a stable opaque source stands in."""
         if not datagram:
             return self._pending.popleft() if self._pending else Done()
-        before = self.device.dropped.total()
-        actions = self.device.receive_datagram(datagram, PEER_ADDRESS, now)
+        out = self.device.receive_datagram(datagram, source or PEER_ADDRESS, now)
+        # The caller sends every result to its one peer socket, whatever the source was.
         self.peer.endpoint = PEER_ADDRESS
-        return self._dropped_since(before, actions)
+        return self._results(out, now)
 
     def tick(self, now: float) -> TunnResult:
         """Run due timers (``update_timers``); call about every 100 ms."""
         deadline = self.device.next_timer()
         if deadline is None or deadline > now:
             return self._pending.popleft() if self._pending else Done()
-        return self._results(self.device.handle_timer(now))
+        return self._results(self.device.handle_timer(now), now)
 
     def force_handshake(self, now: float) -> TunnResult:
         """Send a handshake initiation now (``format_handshake_initiation(force_resend)``)."""
-        return self._results(self.device.initiate_handshake(self.peer, now, force=True))
+        return self._results(self.device.initiate_handshake(self.peer, now, force=True), now)
 
     def stats(self, now: float) -> TunnelStats:
         peer = self.peer
-        since = (
-            None
-            if peer.last_handshake is None
-            else now + self.device.epoch_offset - peer.last_handshake
-        )
+        since = None if self._handshake_at is None else now - self._handshake_at
         keypair = peer.keypairs.current
         loss = 0.0
         if keypair is not None and keypair.receive_top >= 0:

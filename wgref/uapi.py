@@ -20,8 +20,9 @@ import socket
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .device import Action, Device, Network
-from .peer import Address, Peer
+from .device import Device, Network
+from .peer import Peer
+from .results import Batch, Endpoint
 
 __all__ = [
     "MemoryHost",
@@ -113,7 +114,7 @@ def _zone_ok(zone: str) -> bool:
     return True
 
 
-def parse_endpoint(value: str) -> Address:
+def parse_endpoint(value: str) -> Endpoint:
     """``a.b.c.d:port`` or ``[v6(%zone)]:port``, numeric only (no DNS), as wireguard-go."""
     host, sep, port_text = value.rpartition(":")
     if not sep or not _DIGITS.fullmatch(port_text) or int(port_text) > 0xFFFF:
@@ -126,11 +127,11 @@ def parse_endpoint(value: str) -> Address:
             if zone and not _zone_ok(zone):
                 raise UapiError(errno.EINVAL, f"unknown zone in {value!r}")
             canonical = socket.inet_ntop(socket.AF_INET6, packed)
-            return (f"{canonical}%{zone}" if zone else canonical, port)
+            return Endpoint(f"{canonical}%{zone}" if zone else canonical, port)
         socket.inet_pton(socket.AF_INET, host)
     except OSError:
         raise UapiError(errno.EINVAL, f"bad endpoint {value!r}") from None
-    return (host, port)
+    return Endpoint(host, port)
 
 
 def _format_v6(packed: bytes) -> str:
@@ -140,8 +141,8 @@ def _format_v6(packed: bytes) -> str:
     return str(ipaddress.IPv6Address(packed))
 
 
-def format_endpoint(endpoint: Address) -> str:
-    host, port = endpoint
+def format_endpoint(endpoint: Endpoint | tuple[str, int]) -> str:
+    host, port = endpoint[0], endpoint[1]
     if ":" not in host:
         return f"{host}:{port}"
     packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
@@ -224,7 +225,6 @@ class _SetState:
     in_peers: bool = False  # after the first public_key, interface keys are errors
     skip: bool = False  # peer removed, ours, or update_only and absent
     created: bool = False
-    keepalive_changed: bool = False
 
 
 _INTERFACE_KEYS = frozenset({"private_key", "listen_port", "fwmark", "replace_peers"})
@@ -241,10 +241,11 @@ class UapiConnection:
     _mode: str = "idle"  # idle | get | set | skip
     _get_error: int = 0
     _set: _SetState = field(default_factory=_SetState)
-    _actions: list[Action] = field(default_factory=list)
+    _out: Batch = field(default_factory=Batch)
 
-    def feed(self, data: bytes, now: float) -> tuple[bytes, list[Action]]:
-        """Consume bytes; return the answer bytes to send and the actions to perform."""
+    def feed(self, data: bytes, now: float) -> tuple[bytes, Batch]:
+        """Consume bytes; return the answer bytes to send and what the device asks the
+        shell to do (keepalives, staged packets released by a new endpoint...)."""
         out: list[str] = []
         self._buffer += data
         start = 0
@@ -261,8 +262,8 @@ class UapiConnection:
         del buffer[:start]
         if len(buffer) > _MAX_LINE:
             self.closed = True
-        actions, self._actions = self._actions, []
-        return "".join(out).encode(), actions
+        batch, self._out = self._out, Batch()
+        return "".join(out).encode(), batch
 
     def _line(self, raw: bytes, now: float) -> str:
         try:
@@ -340,9 +341,7 @@ class UapiConnection:
             if not state.skip:
                 existing = device.peers.get(public)
                 state.created = existing is None
-                # add_peer would reset an existing peer's keepalive: only call it for new ones.
                 state.peer = existing or device.add_peer(public)
-                state.keepalive_changed = False
             return
         if not state.in_peers:
             raise UapiError(errno.EINVAL, f"unknown interface key {key!r}")
@@ -364,24 +363,19 @@ class UapiConnection:
         elif key == "endpoint":
             endpoint = parse_endpoint(value)
             if peer is not None:
-                peer.endpoint = endpoint
+                device.set_endpoint(peer, endpoint, now, self._out)
         elif key == "persistent_keepalive_interval":
             interval = _uint(value, 0xFFFF)
             if peer is not None:
-                state.keepalive_changed = interval != 0
-                peer.persistent_keepalive = interval
-                if not interval:
-                    peer.timers.persistent_keepalive = None
+                device.set_persistent_keepalive(peer, interval, now, self._out)
         elif key == "replace_allowed_ips":
             _true(value)
             if peer is not None:
-                device.allowed_ips.remove_peer(peer)
+                device.clear_allowed_ips(peer)
         elif key == "allowed_ip":
             network = parse_allowed_ip(value)
             if peer is not None:
-                # wireguard-go moves a re-added prefix to the end of the peer's list.
-                device.allowed_ips.remove(network, peer)
-                device.allowed_ips.insert(network, peer)
+                device.add_allowed_ip(peer, network)
         elif key == "protocol_version":
             if value != "1":
                 raise UapiError(errno.EINVAL, f"unsupported protocol version {value!r}")
@@ -389,13 +383,11 @@ class UapiConnection:
             raise UapiError(errno.EINVAL, f"unknown peer key {key!r}")
 
     def _end_peer(self, now: float) -> None:
-        """A peer section ends: a new persistent keepalive is sent at once (as wg users
-        expect; it starts a handshake when there is no session)."""
-        state = self._set
-        peer = state.peer
-        if peer is not None and state.keepalive_changed and peer.public_key in self.device.peers:
-            self._actions += self.device.send_keepalive(peer, now)
-        state.keepalive_changed = False
+        """A peer section ends: what was staged goes out if it can (netlink.c set_peer ends
+        with wg_packet_send_staged_packets; wireguard-go's handlePostConfig likewise)."""
+        peer = self._set.peer
+        if peer is not None and peer.public_key in self.device.peers:
+            self.device.send_staged(peer, now, self._out)
 
 
 def request(device: Device, host: UapiHost, text: str, now: float = 0.0) -> str:

@@ -6,14 +6,13 @@ on errors and on Ctrl-C/SIGTERM."""
 from __future__ import annotations
 
 import platform
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..peers.base import PeerDriver, Unsupported
-from ..results import now_iso
+from ..results import now_iso, typed_command
 from .baselines import Baseline
 from .iperf import client_argv, fill_sample, load_json
 from .lab import TOPOLOGY, LabError, PairLab, bring_up
@@ -115,7 +114,7 @@ def run_bench(options: BenchOptions, drivers: dict[str, PeerDriver],
     raw_dir = options.out / "raw"
     raw_dir.mkdir(exist_ok=True)
     bench = BenchRun(
-        started=now_iso(), command=list(sys.argv), topology=TOPOLOGY,
+        started=now_iso(), command=typed_command(), topology=TOPOLOGY,
         host={"kernel": platform.release(), "python": platform.python_version(),
               "machine": platform.machine(), "cpus": str(_cpus())},
         settings={"seconds": options.seconds, "repeat": options.repeat,

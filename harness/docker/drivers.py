@@ -21,7 +21,7 @@ from ..peers.uapi import UapiDriver
 from ..peers.wheels import MitmproxyWireguard, WireguardRequests
 from ..topology import Host
 from . import labels
-from .client import DockerUnavailable, connect
+from .client import DockerUnavailable, connect, sdk
 from .topology import DockerHost
 
 VERSION_TIMEOUT = 60
@@ -75,7 +75,7 @@ class DockerPeer(PeerDriver):
         self._version: str | None = None
 
     def _image(self) -> Any:
-        import docker
+        docker = sdk()
 
         try:
             return connect().images.get(self.image)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import labels
+from .client import sdk
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DOCKER_DIR = ROOT / "docker"
@@ -179,7 +180,7 @@ def _du(path: Path) -> str:
 
 def ensure_base(client: Any, *, rebuild: bool = False, say: Say = _print) -> str:
     """Reuse ``debian:bookworm-slim``, else pull it, else debootstrap it."""
-    import docker
+    docker = sdk()
 
     if not rebuild:
         try:
@@ -294,7 +295,7 @@ def build_all(client: Any, names: list[str] | None = None, *, no_cache: bool = F
 
 def image_rows(client: Any) -> list[tuple[str, str, float, str]]:
     """(tag, id, MB, created) of the base and the harness images that exist."""
-    import docker
+    docker = sdk()
 
     rows = []
     for tag in [BASE_IMAGE, *(spec.tag for spec in IMAGES.values())]:

@@ -38,7 +38,7 @@ from .. import naming, registry_files
 from ..shell import Background, CommandError, Result, run, spawn
 from ..topology import Host, Topology, TopologyError, loss_rules, router_ruleset
 from . import labels
-from .client import DockerUnavailable, connect
+from .client import DockerUnavailable, connect, sdk
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -278,7 +278,7 @@ class DockerTopology(Topology):
 
     def _create_network(self, host: DockerHost, v4: ipaddress.IPv4Network,
                         v6: ipaddress.IPv6Network) -> None:
-        import docker
+        docker = sdk()
 
         pools = [docker.types.IPAMPool(subnet=str(v4), gateway=labels.host_address(
             v4, labels.GATEWAY_HOST_PART))]

@@ -10,13 +10,22 @@ from html import escape
 from pathlib import Path
 from urllib.parse import quote
 
-from ..results import ERROR, FAIL, PASS, SKIPPED, UNSUPPORTED, CellResult, StepResult
+from ..results import (
+    ERROR,
+    FAIL,
+    PASS,
+    SKIPPED,
+    SYMBOL,
+    UNSUPPORTED,
+    CellResult,
+    StepResult,
+    typed_command,
+)
 from . import svg
 from .assets import CSS, JS
 from .compare import Comparison, bench_key, cell_key
 from .model import Baseline, BenchRow, RunData, cell_files, read_tail
 
-SYMBOL = {PASS: "✓", FAIL: "✗", ERROR: "!", UNSUPPORTED: "–", SKIPPED: "↷"}
 WORD = {PASS: "pass", FAIL: "fail", ERROR: "error", UNSUPPORTED: "unsupported",
         SKIPPED: "skipped"}
 LOG_LIMIT = 32_000  # bytes of each peer log's tail inlined into the page
@@ -355,15 +364,24 @@ class Page:
                         f"{_e(Path(static_keys).name)}</a> (reads the initiations only)</li>")
         out = [f"<ul class='files'>{items}{''.join(keys)}</ul>"]
         key = keylog or static_keys
+        if decrypted:
+            out.append("<p>The <code>-decrypted</code> captures have one WireGuard message per "
+                       "frame and carry the key log inside: open them as they are.</p>"
+                       + _cmd(f"tshark -r {shlex.quote(decrypted[0])}"))
         if pcaps and key:
             cmd = (f"tshark -r {shlex.quote(pcaps[0])} "
                    f"-o {shlex.quote('wg.keylog_file:' + key)}")
-            out.append("<p>Decrypt with Wireshark's key log (run in the run's folder):</p>"
+            out.append("<p>The raw captures, with Wireshark's key log (run in the run's folder; "
+                       "of a UDP GSO super-frame it decrypts only the first message):</p>"
                        + _cmd(cmd))
-        if decrypted:
-            out.append("<p>The <code>-decrypted</code> captures carry the key log inside: "
-                       "open them as they are.</p>"
-                       + _cmd(f"tshark -r {shlex.quote(decrypted[0])}"))
+        if pcaps and keylog:
+            out.append("<p>Every message of the raw captures:</p>" + _cmd(
+                f"wgref decrypt {shlex.quote(pcaps[0])} --keylog {shlex.quote(keylog)}"))
+        secrets = [Path(p).name for p in [*([keylog] if keylog else []),
+                                          *([static_keys] if static_keys else []), *decrypted]]
+        if secrets:
+            out.append('<p class="notice">Carry secrets (mode 0600; keys made for this run): '
+                       f"{_e(', '.join(secrets))}.</p>")
         return "".join(out)
 
     # -- probes ----------------------------------------------------------------------------
@@ -578,7 +596,7 @@ class Page:
         if run is not None:
             items += [("started", _when(run.started)), ("ended", _when(run.ended)),
                       ("duration", _secs(run.seconds) if run.seconds else ""),
-                      ("command", " ".join(shlex.quote(a) for a in run.command))]
+                      ("command", shlex.join(typed_command(run.command)))]
             if run.interrupted:
                 items.append(("interrupted", "yes: the matrix is incomplete"))
             items += [(f"host {k}", v) for k, v in run.host.items()]

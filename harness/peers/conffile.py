@@ -13,6 +13,10 @@ A TOML file declares one or more such clients::
 
 ``{conf}`` is the written file (``IFNAME.conf``, as wg-quick wants), ``{ifname}`` the
 interface name, ``{folder}`` the test folder. Commands run inside the host's namespace.
+
+As with quic-interop-runner's endpoints, an ``up`` command that exits 127 says "this client
+does not support this": the cell is *unsupported*, with the last line the command printed
+(stderr, else stdout) as the reason.
 """
 
 from __future__ import annotations
@@ -22,11 +26,21 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from ..secrets import write_secret
 from ..shell import run
 from ..topology import Host
 from ..wgdump import DeviceState
-from .base import CAPABILITIES, DriverError, InterfaceConfig, PeerDriver, PeerInstance
+from .base import (
+    CAPABILITIES,
+    DriverError,
+    InterfaceConfig,
+    PeerDriver,
+    PeerInstance,
+    Unsupported,
+)
 from .uapi import wg_set_peer, wg_state
+
+UNSUPPORTED_EXIT = 127  # quic-interop-runner's "unsupported" exit code
 
 
 class ConfFileError(ValueError):
@@ -115,14 +129,17 @@ class ConfFileDriver(PeerDriver):
         with log.open("a") as out:
             out.write(f"# {' '.join(argv)} -> {result.returncode}\n{result.stdout}"
                       f"{result.stderr}\n")
+        if check and result.returncode == UNSUPPORTED_EXIT:
+            said = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            reason = said[-1].strip() if said else "no reason given"
+            raise Unsupported(f"{self.name}: {reason} (`{argv[0]}` exited "
+                              f"{UNSUPPORTED_EXIT}: unsupported)")
         if check and not result.ok:
             raise DriverError(f"{self.name}: {result.describe()}")
 
     def start(self, host: Host, config: InterfaceConfig, folder: Path) -> PeerInstance:
         folder.mkdir(parents=True, exist_ok=True)
-        conf = folder / f"{config.ifname}.conf"
-        conf.write_text(config.quick_conf())
-        conf.chmod(0o600)
+        conf = write_secret(folder / f"{config.ifname}.conf", config.quick_conf(), runtime=True)
         log = folder / f"{host.name}-{self.name}.log"
         self.run_command(self.up, host, config, conf, log)
         return ConfFileInstance(self, host, config, folder, conf, log)

@@ -44,6 +44,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from ..secrets import write_secret
 from ..shell import Background, CommandError, run
 from ..topology import Host, v4_address, v6_address
 from ..wgdump import DeviceState, PeerState
@@ -246,9 +247,8 @@ class TransparentClientDriver(PeerDriver):
                     f"Address, so it cannot send from {', '.join(extra)}")
         folder.mkdir(parents=True, exist_ok=True)
         self._prepare_host(host, config)
-        conf = folder / f"{config.ifname}.conf"
-        conf.write_text(self.conf_text(config))
-        conf.chmod(0o600)
+        conf = write_secret(folder / f"{config.ifname}.conf", self.conf_text(config),
+                            runtime=True)
         STATUS_DIR.mkdir(parents=True, exist_ok=True)
         sock = STATUS_DIR / f"harness-{config.ifname}.sock"
         log = folder / f"{host.name}-{self.name}.log"

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import naming
+from ..secrets import write_secret
 from ..shell import Background, CommandError, run
 from ..topology import Host
 from ..wgdump import DeviceState, DumpError, parse_dump
@@ -38,9 +39,7 @@ def configure_netdev(host: Host, config: InterfaceConfig) -> None:
 
 
 def wg_setconf(host: Host, config: InterfaceConfig, folder: Path) -> None:
-    conf = folder / f"{config.ifname}.wg.conf"
-    conf.write_text(config.wg_conf())
-    conf.chmod(0o600)
+    conf = write_secret(folder / f"{config.ifname}.wg.conf", config.wg_conf(), runtime=True)
     host.run(["wg", "setconf", config.ifname, str(conf)])
 
 
@@ -59,8 +58,8 @@ def wg_set_peer(host: Host, ifname: str, folder: Path, public_key: str,
     argv = ["wg", "set", ifname, "peer", public_key]
     for key, value in options.items():
         if key == "preshared-key":  # wg reads keys from files only
-            path = folder / f"psk-{abs(hash(value)):x}.key"
-            path.write_text(value + "\n")
+            path = write_secret(folder / f"psk-{abs(hash(value)):x}.key", value + "\n",
+                                runtime=True)
             value = str(path)
         argv += [key, value]
     host.run(argv)

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..secrets import write_secret
 from ..shell import Background, run
 from ..topology import Host
 from ..traffic import TrafficResult, harness_python, parse_echo
@@ -123,13 +124,11 @@ class MitmproxyWireguard(_WheelDriver):
         if len(config.peers) != 1 or config.listen_port is None:
             raise DriverError("mitmproxy-wireguard needs one peer and a listen port")
         folder.mkdir(parents=True, exist_ok=True)
-        spec = folder / f"{host.name}-mitm.json"
-        spec.write_text(json.dumps({
+        spec = write_secret(folder / f"{host.name}-mitm.json", json.dumps({
             "private_key": config.private_key, "port": config.listen_port,
             "peers": [peer.public_key for peer in config.peers],
             "host": "::" if host.v6 and not host.v4 else "0.0.0.0",
-        }))
-        spec.chmod(0o600)
+        }), runtime=True)
         log = folder / f"{host.name}-mitmproxy-wireguard.log"
         proc = host.spawn(self.name, _python_cmd("harness.peers.mitm_helper", str(spec)), log)
         deadline = time.monotonic() + START_TIMEOUT
@@ -200,13 +199,11 @@ class WireguardRequests(_WheelDriver):
         folder.mkdir(parents=True, exist_ok=True)
         peer = config.peers[0]
         address, _, prefix = next(a for a in config.addresses if ":" not in a).partition("/")
-        spec = folder / f"{host.name}-requests.json"
-        spec.write_text(json.dumps({
+        spec = write_secret(folder / f"{host.name}-requests.json", json.dumps({
             "private_key": config.private_key, "address": address,
             "prefix_len": int(prefix or 32), "mtu": config.mtu,
             "peer": {"public_key": peer.public_key, "endpoint": peer.endpoint,
                      "allowed_ips": list(peer.allowed_ips),
                      "preshared_key": peer.preshared_key},
-        }))
-        spec.chmod(0o600)
+        }), runtime=True)
         return RequestsInstance(self, host, config, folder, spec)

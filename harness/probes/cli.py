@@ -13,7 +13,7 @@ from pathlib import Path
 from ..peers.base import PeerDriver
 from ..progress import make_progress
 from ..report import print_matrix, write_all
-from ..results import PeerInfo, RunResult, load_results, now_iso
+from ..results import PeerInfo, RunResult, load_results, now_iso, typed_command
 from ..runner import Interrupted
 from . import report
 from .registry import PROBES, select
@@ -74,7 +74,7 @@ def _run_result(out: Path, merge: bool) -> RunResult:
     existing = out / "results.json"
     if merge and existing.exists():
         return load_results(existing)
-    return RunResult(started=now_iso(), command=sys.argv,
+    return RunResult(started=now_iso(), command=typed_command(),
                      host={"kernel": platform.release(), "python": platform.python_version(),
                            "machine": platform.machine()})
 

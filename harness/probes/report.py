@@ -3,8 +3,7 @@ Markdown; results.json, JUnit and the interop matrix come from ``harness.report`
 
 from __future__ import annotations
 
-from ..report import SYMBOL
-from ..results import PASS, RunResult
+from ..results import PASS, SYMBOL, RunResult
 from .base import Probe
 from .runner import scenario_name
 
@@ -20,7 +19,7 @@ def table(run: RunResult, probes: list[Probe]) -> tuple[list[str], list[list[str
         row = [probe.name + (" (slow)" if probe.slow else "")]
         for server in servers:
             found = index.get((server, scenario_name(probe)))
-            row.append(f"{SYMBOL.get(found.status, found.status)} {found.seconds:.0f}s"
+            row.append(f"{SYMBOL.get(found.status, '')} {found.status} {found.seconds:.0f}s"
                        if found else "")
         rows.append(row)
     return ["probe", *servers], rows

@@ -16,6 +16,7 @@ from ..context import SERVER_PORT
 from ..peers.base import DriverError, InterfaceConfig, PeerDriver, PeerEntry, PeerInstance
 from ..results import ERROR, FAIL, PASS, UNSUPPORTED, CellResult, StepResult
 from ..runner import Interrupted, Progress, run_cell
+from ..secrets import discard_runtime_secrets, write_secret
 from ..shell import Background, CommandError
 from ..topology import Topology, TopologyError
 from ..traffic import harness_python
@@ -177,9 +178,9 @@ class ProbeCell:
         config = InterfaceConfig(naming.ifname(self.prefix, "wgs"), server_keys.private,
                                  (f"{SERVER_INNER}/24",), SERVER_PORT, 1420, [peer],
                                  self.probe.log_level)
-        (self.folder / "static.keys").write_text(
-            "".join(f"LOCAL_STATIC_PRIVATE_KEY = {k.private}\n"
-                    for k in (server_keys, probe_keys)))
+        write_secret(self.folder / "static.keys", "".join(
+            f"LOCAL_STATIC_PRIVATE_KEY = {k.private}\n" for k in (server_keys, probe_keys)),
+            runtime=False)
         return initiator, config
 
     def _oracle(self, topo: Topology, instance: PeerInstance
@@ -229,6 +230,7 @@ class ProbeCell:
                 for key, count in pcap.summarize(path, server).items():
                     result.measurements[f"pcap.{path.stem}.{key}"] = float(count)
         if self.folder.exists():
+            discard_runtime_secrets(self.folder)  # the server's configuration went with it
             result.artifacts = sorted(str(p.relative_to(self.folder))
                                       for p in self.folder.rglob("*") if p.is_file())
 

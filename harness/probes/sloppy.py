@@ -18,84 +18,19 @@ Defences (the probes that must fail without them):
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+
+from wgref.checks import Checks
 
 from ..peers.uapi import UapiDriver
 from ..traffic import harness_python
 
+# The defences the probes test (wgref-sloppy turns these off); any name of
+# wgref.checks.Checks.names() may be given to --break.
 BREAKS = ("replay", "timestamp", "mac1", "low-order", "reserved")
 
 
-def _break_replay() -> None:
-    from wgref.replay import ReplayWindow
-
-    def accept(self: ReplayWindow, counter: int, limit: int = 1 << 64) -> bool:
-        return 0 <= counter < limit
-
-    ReplayWindow.check_and_update = accept  # type: ignore[method-assign]
-
-
-def _break_timestamp() -> None:
-    from wgref.handshake import Handshake, HandshakeState
-    from wgref.noise import OpenedInitiation
-
-    def consume(self: Handshake, opened: OpenedInitiation, sender: int, now: float) -> None:
-        self.latest_timestamp = opened.timestamp
-        self.last_initiation_consumption = now
-        self.state = HandshakeState.CONSUMED_INITIATION
-        self.symmetric = opened.state
-        self.remote_ephemeral = opened.initiator_ephemeral
-        self.remote_index = sender
-
-    Handshake.consume_initiation = consume  # type: ignore[method-assign]
-
-
-def _break_mac1() -> None:
-    from wgref.cookie import CookieChecker
-
-    def anything(self: CookieChecker, message: bytes) -> bool:
-        return True
-
-    CookieChecker.check_mac1 = anything  # type: ignore[method-assign]
-
-
-def _break_low_order() -> None:
-    from wgref import device, noise
-    from wgref.crypto import dh as strict
-    from wgref.errors import ProtocolError
-
-    def lenient(private_key: bytes, peer_public: bytes) -> bytes:
-        try:
-            return strict(private_key, peer_public)
-        except ProtocolError:
-            return bytes(32)
-
-    device.dh = lenient  # type: ignore[attr-defined]
-    noise.dh = lenient  # type: ignore[attr-defined]
-
-
-def _break_reserved() -> None:
-    from wgref import device, messages
-
-    strict: Callable[[bytes], int] = messages.message_type
-
-    def lenient(data: bytes) -> int:
-        return strict(data[:1] + b"\x00\x00\x00" + data[4:] if len(data) >= 4 else data)
-
-    device.message_type = lenient  # type: ignore[attr-defined]
-    messages.message_type = lenient
-
-
-PATCHES: dict[str, Callable[[], None]] = {
-    "replay": _break_replay, "timestamp": _break_timestamp, "mac1": _break_mac1,
-    "low-order": _break_low_order, "reserved": _break_reserved,
-}
-
-
 def sloppy_driver(breaks: tuple[str, ...] = BREAKS, name: str = "wgref-sloppy") -> UapiDriver:
-    unknown = set(breaks) - set(BREAKS)
-    if unknown:
-        raise ValueError(f"unknown defences {sorted(unknown)} (known: {', '.join(BREAKS)})")
+    Checks.without(*breaks)  # ValueError for an unknown name
 
     def command() -> list[str] | None:
         return harness_python("harness.probes.sloppy", "--break", ",".join(breaks))
@@ -111,12 +46,15 @@ def main(argv: list[str]) -> int:
     while len(args) >= 2 and args[0] == "--break":
         breaks += [b for b in args[1].split(",") if b]
         args = args[2:]
-    for name in breaks:
-        PATCHES[name]()
+    try:
+        checks = Checks.without(*breaks)
+    except ValueError as exc:
+        sys.stderr.write(f"wgref-sloppy: --break: {exc}\n")
+        return 2
     print(f"wgref-sloppy: defences off: {', '.join(breaks) or 'none'}", flush=True)
     from wgref.interface import main as interface_main
 
-    return interface_main(args)
+    return interface_main(args, checks=checks)
 
 
 if __name__ == "__main__":

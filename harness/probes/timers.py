@@ -8,7 +8,8 @@ import ipaddress
 import time
 
 from wgref.constants import KEEPALIVE_TIMEOUT, MESSAGE_INITIATION, REKEY_AFTER_TIME
-from wgref.device import Deliver, Device, SendDatagram
+from wgref.device import Device
+from wgref.results import Batch, Endpoint
 
 from ..traffic import harness_python
 from .base import Probe, ProbeContext, ProbeError
@@ -71,7 +72,9 @@ def rekey_after_time(ctx: ProbeContext) -> str:
     while ctx.remaining() > 0:
         now = time.monotonic()
         due = device.next_timer()
-        actions = device.handle_timer(now) if due is not None and due <= now else []
+        out = Batch()
+        if due is not None and due <= now:
+            device.handle_timers(now, out)
         wait = 0.2 if due is None else max(0.0, min(0.2, due - now))
         for record in wire.collect(wait):
             if record.data[:1] == bytes([MESSAGE_INITIATION]):
@@ -79,16 +82,19 @@ def rekey_after_time(ctx: ProbeContext) -> str:
                 if first_session is None:
                     first_session = record.at
                     ctx.info("server initiated", "first handshake initiation from the server")
-            actions += device.receive_datagram(record.data, record.peer, record.at)
-        while actions:
-            action = actions.pop(0)
-            if isinstance(action, SendDatagram):
-                wire.send(action.data, action.destination)
-            elif isinstance(action, Deliver):
+            device.receive_datagrams([record.data], [Endpoint(*record.peer)], record.at, out)
+        while out:
+            for destination, datagrams in out.sends:
+                for data in datagrams:
+                    wire.send(data, destination.address)
+            replies = []
+            for inner in out.packets:
                 delivered += 1
-                reply = _echo(action.packet)
+                reply = _echo(inner)
                 if reply is not None:
-                    actions += device.send_packet(reply, time.monotonic())
+                    replies.append(reply)
+            out = Batch()
+            device.send_packets(replies, time.monotonic(), out)
         later = [t - first_session for t in initiations if first_session is not None
                  and t - first_session > 30.0]
         if later:

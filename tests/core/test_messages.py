@@ -177,4 +177,4 @@ def test_protocol_error_is_a_value_error_with_reason() -> None:
     assert isinstance(err, ValueError)
     assert err.reason == "bad-size"
     assert "detail" in str(err)
-    assert str(ProtocolError("x")) == "x"
+    assert str(ProtocolError("replay")) == "replay"

@@ -147,6 +147,9 @@ def test_page_has_matrix_drilldowns_bench_and_metadata(run_dir: Path) -> None:
     assert 'href="wgref_wireguard-go/handshake/client.pcapng"' in page
     assert "tshark -r wgref_wireguard-go/handshake/client.pcapng -o " \
         "wg.keylog_file:wgref_wireguard-go/handshake/wireguard.keys" in page
+    assert "wgref decrypt wgref_wireguard-go/handshake/client.pcapng --keylog " \
+        "wgref_wireguard-go/handshake/wireguard.keys" in page
+    assert "Carry secrets (mode 0600; keys made for this run): wireguard.keys" in page
     assert "client · wgref" in page and "server · wireguard-go" in page
     assert "line 39 &lt;b&gt;not bold&lt;/b&gt;" in page  # logs inlined, escaped
     assert "tcp echo client -&gt; server" in page and "120 ms" in page  # steps and timings

@@ -17,8 +17,9 @@ from harness.probes.registry import PROBES, select
 from harness.probes.wire import Datagram
 from wgref.constants import INITIATION_SIZE, REJECT_AFTER_MESSAGES
 from wgref.crypto import generate_private_key, public_key
-from wgref.device import Deliver, Device, SendDatagram
+from wgref.device import Device
 from wgref.messages import INITIATION_MAC1_OFFSET
+from wgref.results import Batch
 from wgref.tai64n import decode_tai64n
 
 SOURCE = ("198.18.1.2", 40000)
@@ -33,10 +34,10 @@ def pair() -> tuple[Initiator, Device]:
     return Initiator(probe_private, public_key(server_private)), server
 
 
-def _response(actions: list[object]) -> bytes:
-    sends = [a for a in actions if isinstance(a, SendDatagram)]
-    assert len(sends) == 1, actions
-    return sends[0].data
+def _response(out: Batch) -> bytes:
+    sends = out.datagrams()
+    assert len(sends) == 1, out
+    return sends[0][1]
 
 
 def _session(initiator: Initiator, server: Device, now: float = 10.0) -> craft.Session:
@@ -50,8 +51,7 @@ def test_valid_initiation_completes_a_session(pair: tuple[Initiator, Device]) ->
     session = _session(initiator, server)
     tag_packet = craft.udp_packet(craft.CLIENT_INNER, craft.SERVER_INNER, 20001,
                                   craft.LISTEN_PORT, b"probe 20001")
-    actions = server.receive_datagram(session.seal(tag_packet), SOURCE, 10.1)
-    delivered = [a.packet for a in actions if isinstance(a, Deliver)]
+    delivered = server.receive_datagram(session.seal(tag_packet), SOURCE, 10.1).packets
     assert delivered == [tag_packet]
     inner = craft.parse_inner_udp(delivered[0] + bytes(5))  # padding is ignored
     assert inner == craft.InnerUdp(craft.CLIENT_INNER, craft.SERVER_INNER, 20001,
@@ -82,9 +82,9 @@ def test_initiation_mutations_are_rejected(pair: tuple[Initiator, Device], mutat
     pending = initiator.initiation()
     bad = mutate(pending.data, initiator.server_public)  # type: ignore[operator]
     assert bad != pending.data
-    assert server.receive_datagram(bad, SOURCE, 1.0) == []
+    assert not server.receive_datagram(bad, SOURCE, 1.0).sends
     assert server.dropped[reason] == 1
-    assert server.receive_datagram(pending.data, SOURCE, 1.1)  # the original is fine
+    assert server.receive_datagram(pending.data, SOURCE, 1.1).sends  # the original is fine
 
 
 def test_reserved_mutation_sets_only_header_bytes() -> None:
@@ -106,9 +106,9 @@ def test_replayed_and_old_initiations_are_rejected(pair: tuple[Initiator, Device
     initiator, server = pair
     first = initiator.initiation()
     assert server.receive_datagram(first.data, SOURCE, 1.0)
-    assert server.receive_datagram(first.data, SOURCE, 2.0) == []
+    assert not server.receive_datagram(first.data, SOURCE, 2.0).sends
     older = initiator.initiation(ts=craft.timestamp(-5.0))
-    assert server.receive_datagram(older.data, SOURCE, 3.0) == []
+    assert not server.receive_datagram(older.data, SOURCE, 3.0).sends
     assert server.dropped["replayed-initiation"] == 2
 
 
@@ -125,7 +125,7 @@ def test_low_order_initiation_is_well_formed_but_rejected(
     initiator, server = pair
     data = initiator.low_order_initiation(point)
     assert len(data) == INITIATION_SIZE and data[8:40] == point
-    assert server.receive_datagram(data, SOURCE, 1.0) == []
+    assert not server.receive_datagram(data, SOURCE, 1.0).sends
     assert server.dropped["low-order-key"] == 1
 
 
@@ -140,13 +140,12 @@ def test_transport_mutations(pair: tuple[Initiator, Device]) -> None:
                         (craft.with_reserved(good, 1), "bad-reserved"),
                         (craft.with_receiver(good, session.remote_index ^ 1), "unknown-index"),
                         (session.seal(packet, REJECT_AFTER_MESSAGES), "expired-keypair")):
-        assert not any(isinstance(a, Deliver) for a in server.receive_datagram(bad, SOURCE, 11))
+        assert not server.receive_datagram(bad, SOURCE, 11).packets
         assert server.dropped[reason] >= 1, reason
-    assert any(isinstance(a, Deliver) for a in server.receive_datagram(good, SOURCE, 11))
-    assert not server.receive_datagram(good, SOURCE, 11)  # a replay
+    assert server.receive_datagram(good, SOURCE, 11).packets
+    assert not server.receive_datagram(good, SOURCE, 11).packets  # a replay
     alien = craft.udp_packet(craft.ALIEN_INNER, craft.SERVER_INNER, 1, 2, b"x")
-    assert not any(isinstance(a, Deliver)
-                   for a in server.receive_datagram(session.seal(alien), SOURCE, 11))
+    assert not server.receive_datagram(session.seal(alien), SOURCE, 11).packets
     assert server.dropped["crypto-rp"] == 1
 
 

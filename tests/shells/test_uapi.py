@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wgref.crypto import clamp, public_key
-from wgref.device import Device, SendDatagram
+from wgref.device import Device
+from wgref.results import Endpoint
 from wgref.uapi import MemoryHost, UapiConnection, format_endpoint, parse_endpoint, request
 
 PRIV = clamp(bytes(range(32)))
@@ -234,12 +235,12 @@ def test_persistent_keepalive_sends_at_once() -> None:
     device, host = _setup()
     request(device, host, _config())
     connection = UapiConnection(device, host)
-    _, actions = connection.feed(
+    _, out = connection.feed(
         f"set=1\npublic_key={PEER_A.hex()}\npersistent_keepalive_interval=25\n\n".encode(), 1.0
     )
-    sent = [a for a in actions if isinstance(a, SendDatagram)]
-    assert len(sent) == 1 and len(sent[0].data) == 148  # a handshake initiation
-    assert sent[0].destination == ("127.0.0.1", 1234)
+    sent = out.datagrams()
+    assert len(sent) == 1 and len(sent[0][1]) == 148  # a handshake initiation
+    assert sent[0][0] == Endpoint("127.0.0.1", 1234)
 
 
 @settings(max_examples=300, deadline=None)

@@ -8,15 +8,14 @@ import logging
 import os
 import sys
 
-from .. import __version__
+from .. import __version__, loglevel
 from . import nft, status
 from .config import ClientConfigError, load
 from .run import DEFAULT_QUEUE, Client
 
 log = logging.getLogger("wgref.client")
 
-LEVELS = {"verbose": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
-          "error": logging.ERROR}
+LEVELS = {**loglevel.LEVELS, "info": logging.INFO}
 
 
 class _Formatter(logging.Formatter):
@@ -27,7 +26,7 @@ class _Formatter(logging.Formatter):
 
 
 def setup_logging(name: str) -> None:
-    level = LEVELS.get(os.environ.get("LOG_LEVEL", "info").lower(), logging.CRITICAL + 1)
+    level = loglevel.level_from_env("info", LEVELS)
     logger = logging.getLogger("wgref")
     logger.handlers.clear()
     handler = logging.StreamHandler(sys.stdout)

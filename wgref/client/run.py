@@ -14,8 +14,8 @@ out to the host on the LAN. The raw and UDP sockets carry :data:`OWN_MARK`, neve
 The data path works in batches, as the TUN interface does: TCP is queued with
 ``NFQA_CFG_F_GSO`` (one queued super-packet, cut into tunnel-sized segments here), a read's
 verdicts go back in one message (``NFQNL_MSG_VERDICT_BATCH``), the packets go through
-:func:`wgref.fastpath.send_packets` and leave as UDP_SEGMENT trains; datagrams are read with
-recvmmsg (and UDP_GRO) and decrypted by :func:`wgref.fastpath.receive_datagrams`, and
+:meth:`Device.send_packets` and leave as UDP_SEGMENT trains; datagrams are read with
+recvmmsg (and UDP_GRO) and opened by :meth:`Device.receive_datagrams`, and
 in-order TCP segments to a local flow are merged before injection (userspace GRO).
 """
 
@@ -36,10 +36,10 @@ from typing import Any
 
 from ..allowedips import AllowedIPs
 from ..allowedips_calc import subtract
-from ..device import Action, Device
-from ..fastpath import Batch, receive_datagrams, send_packets
+from ..device import Device
 from ..interface import BatchReceiver, send_batch
 from ..peer import Peer
+from ..results import Batch, Dropped, DropReason, Endpoint, HandshakeCompleted
 from . import nft, offload, packet, procs, status
 from .config import ClientConfig, PeerConfig
 from .flows import BYPASS, TUNNEL, Flow, FlowTable
@@ -66,7 +66,6 @@ class ClientPeer:
     config: PeerConfig
     peer: Peer
     tunnelled: list[Network]
-    last_handshake: float | None = None
     no_handshake_warned: bool = False
 
 
@@ -96,7 +95,7 @@ class Client:
                 persistent_keepalive=peer_config.persistent_keepalive,
                 allowed_ips=tunnelled,
             )
-            entry = ClientPeer(peer_config, peer, tunnelled, peer.last_handshake)
+            entry = ClientPeer(peer_config, peer, tunnelled)
             self.peers.append(entry)
             for network in tunnelled:
                 self.routes.insert(network, entry)
@@ -254,7 +253,7 @@ class Client:
         queue.flush()
         if packets:
             out = Batch()
-            send_packets(self.device, packets, now, out)
+            self.device.send_packets(packets, now, out)
             self._flush(out, now)
 
     def _queued(self, queue: NfQueue, item: QueuedPacket, now: float,
@@ -424,26 +423,24 @@ class Client:
 
     # ----------------------------------------------------------------- the device
 
-    def _perform(self, actions: list[Action], now: float) -> None:
-        """Carry out what the reference path asked (handshakes, timers)."""
-        out = Batch()
-        out.add(actions)
-        self._flush(out, now)
-
     def _flush(self, out: Batch, now: float) -> None:
+        """Carry out what the device asked: packets injected, datagrams sent per endpoint
+        (UDP_SEGMENT trains), events logged."""
         if out.packets:
             self._deliver(out.packets, now)
         for destination, datagrams in out.sends:
-            host, port = destination[0], destination[1]
-            sock = self.sock6 if ":" in host else self.sock4
+            sock = self.sock6 if ":" in destination.host else self.sock4
             if sock is None:
                 continue
             if self._first_attempt is None and any(d[:1] == b"\x01" for d in datagrams):
                 self._first_attempt = now
             try:
-                send_batch(sock, (host, port), datagrams)
+                send_batch(sock, destination.address, datagrams)
             except OSError as exc:
                 log.debug("sendto %s: %s", destination, exc)
+        for event in out.events:
+            if isinstance(event, HandshakeCompleted):
+                self._handshake_completed(event.peer)
 
     def _read_udp(self, receiver: BatchReceiver, now: float) -> None:
         device = self.device
@@ -455,17 +452,17 @@ class Client:
                 continue
             if not datagrams:
                 break
-            before = device.dropped["decrypt-failed"]
             out = Batch()
-            receive_datagrams(device, datagrams, sources, now, out)
-            if device.dropped["decrypt-failed"] > before:
+            device.receive_datagrams(datagrams, sources, now, out)
+            if any(isinstance(e, Dropped) and e.reason is DropReason.DECRYPT_FAILED
+                   for e in out.events):
                 for data, source in zip(datagrams, sources, strict=True):
                     if data[:1] == b"\x02":
                         self._bad_response(source, now)
             if out:
                 self._flush(out, now)
 
-    def _bad_response(self, source: tuple[Any, ...], now: float) -> None:
+    def _bad_response(self, source: Endpoint, now: float) -> None:
         if now - self._psk_warned < 5.0 and self._psk_warned:
             return
         self._psk_warned = now
@@ -473,17 +470,18 @@ class Client:
             "handshake response from %s:%s does not authenticate: the PresharedKey (or the "
             "peer's PublicKey) does not match the server's; no tunnel", source[0], source[1])
 
-    def _watch_handshake(self, now: float) -> None:
+    def _handshake_completed(self, peer: Peer) -> None:
         for entry in self.peers:
-            peer, last = entry.peer, entry.peer.last_handshake
-            if last != entry.last_handshake:
-                entry.last_handshake = last
+            if entry.peer is peer:
                 rtt = "" if peer.rtt is None else f" (rtt {peer.rtt * 1000:.1f} ms)"
                 log.info("handshake with peer %s complete%s", entry.config.endpoint_text, rtt)
                 entry.no_handshake_warned = False
-            elif (last is None and self._first_attempt is not None
-                  and not entry.no_handshake_warned
-                  and now - self._first_attempt > HANDSHAKE_WARNING):
+
+    def _watch_handshake(self, now: float) -> None:
+        for entry in self.peers:
+            if (entry.peer.last_handshake is None and self._first_attempt is not None
+                    and not entry.no_handshake_warned
+                    and now - self._first_attempt > HANDSHAKE_WARNING):
                 entry.no_handshake_warned = True
                 log.error("no handshake with peer %s after %.0f s: is the endpoint reachable "
                           "and are the keys right?", entry.config.endpoint_text,
@@ -551,8 +549,8 @@ class Client:
                  self.listen_port, shown)
         # Handshake at once, as the seed's client does, rather than on the first packet.
         for entry in self.peers:
-            self._perform(device.initiate_handshake(entry.peer, time.monotonic()),
-                          time.monotonic())
+            self._flush(device.initiate_handshake(entry.peer, time.monotonic()),
+                        time.monotonic())
         while not self._stop:
             now = time.monotonic()
             deadline = device.next_timer()
@@ -574,7 +572,7 @@ class Client:
             now = time.monotonic()
             deadline = device.next_timer()
             if deadline is not None and deadline <= now:
-                self._perform(device.handle_timer(now), now)
+                self._flush(device.handle_timer(now), now)
             self._watch_handshake(now)
             if now >= next_housekeeping:
                 next_housekeeping = now + HOUSEKEEPING
