@@ -641,3 +641,50 @@ def test_duplicate_key_config_refused_before_anything_changes(lab: ClientLab) ->
     assert f"{path}:14: Endpoint: given twice in this section (first at line 10)" in \
         result.stderr, result.stderr
     assert lab.tables() == before and not lab.status_socket.exists()
+
+
+# ----------------------------------------------------------------- exec (cgroup v2)
+
+FORKING = r'''
+import os, subprocess, sys
+echo, host = sys.argv[1], sys.argv[2]
+pid = os.fork()
+if pid == 0:  # the child: its own exchange, then exit
+    os.execv(sys.executable, [sys.executable, echo, "tcp", host, "7777", "100"])
+child = subprocess.run([sys.executable, echo, "udp", host, "7777", "100"],
+                       capture_output=True, text=True, timeout=30).stdout.strip()
+os.waitpid(pid, 0)
+print("grandchild", child, flush=True)
+'''
+
+
+def test_exec_tunnels_a_program_and_its_children(lab: ClientLab) -> None:
+    config = lab.config("#@ws:AllowedApps = nothing-matches\n")
+    lab.start_client(config)
+    doc = lab.status()
+    assert doc["exec_cgroup"] == "wgref-client-client", doc
+    # without exec: appB is not in AllowedApps, so direct
+    assert lab.run_app("appB", "tcp", "10.200.0.1") == f"OK {DIRECT4}"
+    forking = lab.tmp / "forking.py"
+    forking.write_text(FORKING)
+    result = lab.wgref("exec", str(config), "--socket", str(lab.status_socket), "--",
+                       str(lab.tmp / "appB"), str(forking), str(lab.echo), "10.200.0.1",
+                       timeout=60)
+    lines = result.stdout.split("\n")
+    assert result.returncode == 0, result.stderr + lab.log("client.log")
+    assert f"OK {TUNNEL4}" in lines, result.stdout  # the forked child (TCP)
+    assert f"grandchild OK {TUNNEL4}" in lines, result.stdout  # its child process (UDP)
+    assert "started by wgref client exec" in lab.log("client.log")
+    # the same program outside exec still goes direct
+    assert lab.run_app("appB", "tcp", "10.200.0.1") == f"OK {DIRECT4}"
+    # the cgroup goes with the client
+    assert lab.stop_client() == 0
+    assert "stays" not in lab.log("client.log")
+
+
+def test_exec_errors_name_what_is_wrong(lab: ClientLab) -> None:
+    config = lab.config()
+    result = lab.wgref("exec", str(config), "--socket", str(lab.status_socket), "--", "true")
+    assert result.returncode == 1 and "is the client of" in result.stderr, result.stderr
+    result = lab.wgref("exec", str(config))
+    assert result.returncode == 2 and "no COMMAND given" in result.stderr, result.stderr

@@ -359,3 +359,17 @@ def test_netlink_roundtrip() -> None:
     assert bytes(payload[2:4]) == (300).to_bytes(2, "big")
     attrs = nl.attributes(payload[4:])
     assert struct.unpack(">II", attrs[NFQA_VERDICT_HDR]) == (1, 42)
+
+
+def test_exec_rule_matches_the_cgroup_and_marks() -> None:
+    message = nft._exec_rule_message("ip", 0x1234567890, 4)
+    [(kind, _flags, seq, payload)] = list(nl.messages(message))
+    assert kind == (nft.NFNL_SUBSYS_NFTABLES << 8) | nft.NFT_MSG_NEWRULE and seq == 4
+    attrs = nl.attributes(payload[4:])
+    assert bytes(attrs[nft.NFTA_RULE_CHAIN]) == b"exec\0"
+    body = bytes(attrs[nft.NFTA_RULE_EXPRESSIONS])
+    names = [n for n in (b"socket", b"cmp", b"immediate", b"meta") if n + b"\0" in body]
+    assert names == [b"socket", b"cmp", b"immediate", b"meta"]
+    assert struct.pack("=Q", 0x1234567890) in body and struct.pack("=I", nft.EXEC_MARK) in body
+    text = nft.table_script("ip", [ipaddress.IPv4Network("10.0.0.0/8")], nft.Rules(7, [], []))
+    assert f"hook output priority {nft.PRIORITY - 1}" in text and "chain exec" in text

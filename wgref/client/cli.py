@@ -9,7 +9,7 @@ import os
 import sys
 
 from .. import __version__, loglevel
-from . import nft, status
+from . import cgroup, nft, status
 from .config import ClientConfigError, load
 from .run import DEFAULT_QUEUE, Client
 
@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="wgref client",
         description="The transparent WireGuard client: no virtual adapter, nftables + NFQUEUE "
         "interception, per-application split tunnelling.",
+        epilog=f"Also: {EXEC_USAGE} (start a program whose every flow is tunnelled).",
     )
     parser.add_argument("config", nargs="?", help="a wg-quick style CONFIG.conf")
     parser.add_argument("-f", "--foreground", action="store_true",
@@ -97,7 +98,56 @@ def _cleanup() -> int:
     return 0
 
 
+EXEC_USAGE = "wgref client exec CONFIG [--socket PATH] -- COMMAND [ARG...]"
+
+
+def _exec(argv: list[str]) -> int:
+    """Run COMMAND in the running client's cgroup: its flows (and its children's) to the
+    tunnelled destinations are tunnelled whatever AllowedApps says, decided in the kernel."""
+    parser = argparse.ArgumentParser(
+        prog="wgref client exec", usage=EXEC_USAGE,
+        description="Start COMMAND with every flow it and its children open to a tunnelled "
+        "destination going through the running client of CONFIG.")
+    parser.add_argument("config", help="the CONFIG.conf the client was started with")
+    parser.add_argument("--socket", help="the client's status socket (default "
+                        "/run/wgref/client-NAME.sock)")
+    split = argv.index("--") if "--" in argv else len(argv)
+    try:
+        args = parser.parse_args(argv[:split])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    command = argv[split + 1 :]
+    if not command:
+        sys.stderr.write(f"usage: {EXEC_USAGE}\nwgref client exec: no COMMAND given\n")
+        return 2
+    path = args.socket or status.socket_path(args.config)
+    try:
+        document = status.query(path)
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"wgref client exec: {path}: {exc} (is the client of {args.config} "
+                         "running?)\n")
+        return 1
+    name = document.get("exec_cgroup")
+    if not isinstance(name, str) or not name:
+        sys.stderr.write("wgref client exec: the running client has no cgroup (see its log); "
+                         "use AllowedApps instead\n")
+        return 1
+    try:
+        cgroup.join(name)
+    except OSError as exc:
+        sys.stderr.write(f"wgref client exec: {exc}\n")
+        return 1
+    try:
+        os.execvp(command[0], command)
+    except OSError as exc:
+        sys.stderr.write(f"wgref client exec: {command[0]}: {exc.strerror}\n")
+        return 127
+    return 0  # pragma: no cover - execvp does not return
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["exec"]:
+        return _exec(argv[1:])
     parser = _parser()
     try:
         args = parser.parse_args(argv)

@@ -23,6 +23,7 @@ TABLE = "wgref_client"
 FAMILIES = ("ip", "ip6")
 OWN_MARK = 0x77670001  # SO_MARK of the client's own sockets: never queued
 BYPASS_MARK = 0x77670002  # verdict mark of a bypass flow's first packet
+EXEC_MARK = 0x77670004  # packets of sockets in the client's cgroup (`wgref client exec`)
 CT_BYPASS = 0x20000000  # conntrack mark bit: the flow stays in the kernel
 PRIORITY = -90  # after conntrack (-200), mangle (-150) and dstnat (-100)
 NFT_TIMEOUT = 15.0
@@ -39,6 +40,7 @@ NFTA_TARGET_NAME = 1
 NFTA_TARGET_REV = 2
 NFTA_TARGET_INFO = 3
 NFQ_FLAG_BYPASS = 0x01
+NFT_REG_1 = 1
 NFPROTO = {"ip": 2, "ip6": 10}
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -59,6 +61,7 @@ class Rules:
     allowed6: Sequence[ipaddress.IPv6Network]
     forward: bool = False
     kill_switch: bool = False
+    exec_cgroup: int | None = None  # the cgroup id (level 1) whose sockets get EXEC_MARK
 
 
 def _nft(script: str) -> None:
@@ -100,6 +103,9 @@ def table_script(family: str, networks: Sequence[Network], rules: Rules) -> str:
         f"        ct mark and {CT_BYPASS:#x} == {CT_BYPASS:#x} accept\n"
         '        oifname "lo" accept\n'
         f"        {family} daddr {local} accept\n" + queue_rules + "    }\n"
+        "    chain exec {\n"
+        f"        type filter hook output priority {PRIORITY - 1}; policy accept;\n"
+        "    }\n"
         "    chain output_bypass {\n"
         f"        type filter hook output priority {PRIORITY + 10}; policy accept;\n"
         f"        meta mark {BYPASS_MARK:#x} ct mark set ct mark or {CT_BYPASS:#x}"
@@ -145,13 +151,53 @@ def _queue_rule_message(family: str, rules: Rules, seq: int, chain: str, queue: 
     return nl.message(kind, flags_nl, seq, body)
 
 
+def _be32(value: int) -> bytes:
+    return struct.pack(">I", value)
+
+
+def _expression(name: str, *attrs: bytes) -> bytes:
+    return nl.nested(NFTA_LIST_ELEM, nl.attr(NFTA_EXPR_NAME, nl.cstring(name)),
+                     nl.nested(NFTA_EXPR_DATA, *attrs))
+
+
+def _exec_rule_message(family: str, cgroup_id: int, seq: int) -> bytes:
+    """``socket cgroupv2 level 1 == ID meta mark set EXEC_MARK`` in chain ``exec``, as nft
+    would encode it (nft itself can only name the cgroup by a path under /sys/fs/cgroup)."""
+    expressions = (
+        # linux/netfilter/nf_tables.h: NFTA_SOCKET_KEY, _DREG, _LEVEL; NFT_SOCKET_CGROUPV2
+        _expression("socket", nl.attr(1, _be32(3)), nl.attr(2, _be32(NFT_REG_1)),
+                    nl.attr(3, _be32(1))),
+        # NFTA_CMP_SREG, _OP (NFT_CMP_EQ), _DATA { NFTA_DATA_VALUE: the id, host order }
+        _expression("cmp", nl.attr(1, _be32(NFT_REG_1)), nl.attr(2, _be32(0)),
+                    nl.nested(3, nl.attr(1, struct.pack("=Q", cgroup_id)))),
+        # NFTA_IMMEDIATE_DREG, _DATA { NFTA_DATA_VALUE: the mark, host order }
+        _expression("immediate", nl.attr(1, _be32(NFT_REG_1)),
+                    nl.nested(2, nl.attr(1, struct.pack("=I", EXEC_MARK)))),
+        # NFTA_META_KEY (NFT_META_MARK), NFTA_META_SREG
+        _expression("meta", nl.attr(2, _be32(3)), nl.attr(3, _be32(NFT_REG_1))),
+    )
+    body = (
+        nl.nfgen(NFPROTO[family], 0)
+        + nl.attr(NFTA_RULE_TABLE, nl.cstring(TABLE))
+        + nl.attr(NFTA_RULE_CHAIN, nl.cstring("exec"))
+        + nl.nested(NFTA_RULE_EXPRESSIONS, *expressions)
+    )
+    kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE
+    flags_nl = nl.NLM_F_REQUEST | nl.NLM_F_CREATE | nl.NLM_F_APPEND | nl.NLM_F_ACK
+    return nl.message(kind, flags_nl, seq, body)
+
+
 def _add_queue_rule(family: str, rules: Rules) -> None:
     batch_id = nl.nfgen(socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES)
+    messages = [_queue_rule_message(family, rules, 2, "to_queue_tcp", rules.queue),
+                _queue_rule_message(family, rules, 3, "to_queue", rules.queue + 1)]
+    if rules.exec_cgroup is not None:
+        messages.append(_exec_rule_message(family, rules.exec_cgroup, 4))
+    last = 1 + len(messages)
     data = (
         nl.message(nl.NFNL_MSG_BATCH_BEGIN, nl.NLM_F_REQUEST, 1, batch_id)
-        + _queue_rule_message(family, rules, 2, "to_queue_tcp", rules.queue)
-        + _queue_rule_message(family, rules, 3, "to_queue", rules.queue + 1)
-        + nl.message(nl.NFNL_MSG_BATCH_END, nl.NLM_F_REQUEST, 4, batch_id)
+        + b"".join(messages)
+        + nl.message(nl.NFNL_MSG_BATCH_END, nl.NLM_F_REQUEST, last + 1, batch_id)
     )
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_NETFILTER) as sock:
         sock.settimeout(NFT_TIMEOUT)
@@ -167,10 +213,10 @@ def _add_queue_rule(family: str, rules: Rules) -> None:
                     code = nl.error_code(body)
                     if code:
                         raise NftError(
-                            f"adding the NFQUEUE rule to {family} {TABLE} failed: "
+                            f"adding the NFQUEUE and exec rules to {family} {TABLE} failed: "
                             f"errno {code} ({os.strerror(code)})"
                         )
-                    if seq == 3:
+                    if seq == last:
                         return
 
 

@@ -40,7 +40,7 @@ from ..device import Device
 from ..interface import BatchReceiver, send_batch
 from ..peer import Peer
 from ..results import Batch, Dropped, DropReason, Endpoint, HandshakeCompleted
-from . import nft, offload, packet, procs, status
+from . import cgroup, nft, offload, packet, procs, status
 from .config import ClientConfig, PeerConfig
 from .flows import BYPASS, TUNNEL, Flow, FlowTable
 from .nfqueue import HOOK_FORWARD, HOOK_PREROUTING, NF_ACCEPT, NfQueue, QueuedPacket
@@ -125,6 +125,7 @@ class Client:
         self._receivers: dict[int, BatchReceiver] = {}
         self.status: socket.socket | None = None
         self.tables_installed = False
+        self.exec_cgroup: str | None = None  # its path, while the client owns it
         self._epoll = select.epoll()
         self._wake_r, self._wake_w = socket.socketpair()
         try:
@@ -175,6 +176,12 @@ class Client:
         stale = nft.present()
         if stale:
             log.info("removing tables left by an earlier run: %s", ", ".join(stale))
+        exec_id: int | None = None
+        try:
+            self.exec_cgroup, exec_id = cgroup.create(cgroup.name_for(self.config.path))
+        except OSError as exc:
+            log.warning("no cgroup for `wgref client exec` (%s): only AllowedApps select "
+                        "applications", exc)
         # Bind the queue before any rule sends packets to it.
         self.queue = NfQueue(self.queue_number, gso=True)
         self.queue_other = NfQueue(self.queue_number + 1)
@@ -187,6 +194,7 @@ class Client:
             if 6 in self.tunnel_src else [],
             forward=self.forward,
             kill_switch=self.kill_switch,
+            exec_cgroup=exec_id,
         ))
         for fd in (self.queue.fileno(), self.queue_other.fileno(), self.status.fileno(),
                    self._wake_r.fileno()):
@@ -200,7 +208,7 @@ class Client:
 
     # ----------------------------------------------------------------- decisions
 
-    def _decide(self, info: packet.Info, hook: int) -> tuple[str, str]:
+    def _decide(self, info: packet.Info, hook: int, mark: int = 0) -> tuple[str, str]:
         """(decision, reason) for a flow's first packet."""
         source = self.tunnel_src.get(info.version)
         if source is None:
@@ -212,6 +220,8 @@ class Client:
             return BYPASS, "TCP connection older than the client"
         if hook in (HOOK_FORWARD, HOOK_PREROUTING):
             return (TUNNEL, "forwarded") if self.forward else (BYPASS, "forwarded")
+        if mark == nft.EXEC_MARK:  # set in the kernel by the socket's cgroup
+            return TUNNEL, "started by wgref client exec"
         apps = self.config.peer_allowed_apps(entry.config)
         denied = self.config.peer_disallowed_apps(entry.config)
         if not apps and not denied:
@@ -265,7 +275,7 @@ class Client:
         key = (info.proto, info.src, info.sport, info.dst, info.dport)
         flow = self.flows.outbound.get(key)
         if flow is None:
-            decision, reason = self._decide(info, item.hook)
+            decision, reason = self._decide(info, item.hook, item.mark)
             flow = Flow(info.proto, info.version, info.src, info.sport, info.dst,
                         info.dport, decision, reason,
                         nat_src=self.tunnel_src.get(info.version, b""),
@@ -523,6 +533,7 @@ class Client:
             "dropped": dict(self.device.dropped),
             "kill_switch": self.kill_switch,
             "forward": self.forward,
+            "exec_cgroup": os.path.basename(self.exec_cgroup) if self.exec_cgroup else None,
             **self.counters,
         }
 
@@ -603,6 +614,11 @@ class Client:
                 os.unlink(self.status_path)
             self.status.close()
             self.status = None
+        if self.exec_cgroup is not None:
+            if not cgroup.remove(self.exec_cgroup):
+                log.info("%s stays: programs started by `wgref client exec` still run in it",
+                         self.exec_cgroup)
+            self.exec_cgroup = None
         for sock in self._sockets:
             sock.close()
         self._sockets.clear()
