@@ -688,3 +688,104 @@ def test_exec_errors_name_what_is_wrong(lab: ClientLab) -> None:
     assert result.returncode == 1 and "is the client of" in result.stderr, result.stderr
     result = lab.wgref("exec", str(config))
     assert result.returncode == 2 and "no COMMAND given" in result.stderr, result.stderr
+
+
+# ----------------------------------------------------------------- DNS
+
+DNS = r'''
+"""serve ADDR ANSWER: a DNS responder (UDP and TCP 53) answering every A query with ANSWER;
+ask MODE RESOLVER NAME: one query, prints the answer's address (or ERROR)."""
+import socket, struct, sys, threading
+
+def answer(query, address):
+    ident, _flags, qd = struct.unpack(">HHH", query[:6])
+    end = 12
+    while query[end]:
+        end += query[end] + 1
+    question = query[12 : end + 5]
+    record = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + socket.inet_aton(address)
+    return struct.pack(">HHHHHH", ident, 0x8180, 1, 1, 0, 0) + question + record
+
+def serve(addr, reply):
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind((addr, 53))
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    tcp.bind((addr, 53))
+    tcp.listen(8)
+    def tcp_loop():
+        while True:
+            conn, _ = tcp.accept()
+            with conn:
+                conn.settimeout(5)
+                size = struct.unpack(">H", conn.recv(2))[0]
+                data = b""
+                while len(data) < size:
+                    data += conn.recv(size - len(data))
+                out = answer(data, reply)
+                conn.sendall(struct.pack(">H", len(out)) + out)
+    threading.Thread(target=tcp_loop, daemon=True).start()
+    print("ready", flush=True)
+    while True:
+        data, peer = udp.recvfrom(2048)
+        udp.sendto(answer(data, reply), peer)
+
+def ask(mode, resolver, name):
+    query = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+    query += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    query += struct.pack(">HH", 1, 1)
+    try:
+        if mode == "udp":
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(3)
+                s.sendto(query, (resolver, 53))
+                data, source = s.recvfrom(2048)
+                assert source[0] == resolver, source  # the answer is from whom we asked
+        else:
+            with socket.create_connection((resolver, 53), timeout=5) as s:
+                s.sendall(struct.pack(">H", len(query)) + query)
+                data = s.recv(2048)[2:]
+    except (OSError, AssertionError) as exc:
+        print(f"ERROR {exc}")
+        return
+    print(socket.inet_ntoa(data[-4:]))
+
+if sys.argv[1] == "serve":
+    serve(sys.argv[2], sys.argv[3])
+else:
+    ask(sys.argv[2], sys.argv[3], sys.argv[4])
+'''
+
+
+def test_dns_of_tunnelled_apps_goes_through_the_tunnel(lab: ClientLab) -> None:
+    dns = lab.tmp / "dns.py"
+    dns.write_text(DNS)
+    # the tunnel's resolver answers 10.1.1.1; the host's (outside the tunnel) 10.2.2.2
+    for address, reply, log in (("10.99.0.1", "10.1.1.1", "dns-tunnel.log"),
+                                ("10.200.0.3", "10.2.2.2", "dns-host.log")):
+        proc = lab.spawn(lab.server_ns, [sys.executable, str(dns), "serve", address, reply],
+                         log)
+        wait_for(lambda log=log, proc=proc: "ready" in lab.log(log) or proc.poll() is not None,
+                 10, log)
+        assert proc.poll() is None, lab.log(log)
+    resolv = Path("/etc/resolv.conf").read_bytes() if Path("/etc/resolv.conf").exists() else b""
+    lab.start_client(lab.config("#@ws:AllowedApps = appA\n", allowed="10.99.0.0/24"))
+    assert "DNS = 10.99.0.1: queries of tunnelled applications go there" in \
+        lab.log("client.log")
+
+    def ask(app: str, mode: str) -> str:
+        result = lab.sh(lab.client_ns, str(lab.tmp / app), str(dns), "ask", mode,
+                        "10.200.0.3", "www.example.test", check=False, timeout=30)
+        return (result.stdout.strip() or result.stderr.strip()).splitlines()[-1]
+
+    for mode in ("udp", "tcp"):
+        assert ask("appA", mode) == "10.1.1.1", lab.log("client.log")
+        assert ask("appB", mode) == "10.2.2.2", lab.log("client.log")
+    log = lab.log("client.log")
+    assert re.search(r"udp 10\.200\.0\.2:\d+ -> 10\.200\.0\.3:53: tunnel \(DNS to 10\.99\.0\.1: "
+                     r"appA\[\d+\] in AllowedApps\)", log), log
+    # other traffic to the host's resolver address is not tunnelled (not in AllowedIPs)
+    assert lab.run_app("appA", "tcp", "10.200.0.3") == f"OK {DIRECT4}"
+    # the host's resolver configuration is untouched
+    now = Path("/etc/resolv.conf").read_bytes() if Path("/etc/resolv.conf").exists() else b""
+    assert now == resolv

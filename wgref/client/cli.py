@@ -172,10 +172,6 @@ def main(argv: list[str]) -> int:
     setup_logging(name)
     for warning in config.warnings:
         log.warning("%s", warning)
-    if config.dns:
-        log.info("DNS = %s is not applied: the transparent client leaves the host's resolver "
-                 "alone (DNS to a tunnelled destination is tunnelled like any flow)",
-                 ", ".join(config.dns))
     if os.geteuid() != 0:
         sys.stderr.write("wgref client: needs root (nftables, NFQUEUE, raw sockets)\n")
         return 1

@@ -62,6 +62,8 @@ class Rules:
     forward: bool = False
     kill_switch: bool = False
     exec_cgroup: int | None = None  # the cgroup id (level 1) whose sockets get EXEC_MARK
+    dns4: bool = False  # queue every IPv4 DNS query (to redirect tunnelled applications')
+    dns6: bool = False
 
 
 def _nft(script: str) -> None:
@@ -92,6 +94,11 @@ def table_script(family: str, networks: Sequence[Network], rules: Rules) -> str:
         f"        meta l4proto udp {family} daddr @allowed jump to_queue\n"
         f"        {icmp} {family} daddr @allowed jump to_queue\n"
     )
+    dns = rules.dns4 if family == "ip" else rules.dns6
+    dns_rules = (
+        "        udp dport 53 jump to_queue\n"
+        "        tcp dport 53 jump to_queue_tcp\n"
+    ) if dns else ""
     text = (
         f"table {family} {TABLE} {{\n"
         f"    set allowed {{ type {addr}; flags interval; elements = {{ {elements} }} }}\n"
@@ -102,7 +109,7 @@ def table_script(family: str, networks: Sequence[Network], rules: Rules) -> str:
         f"        meta mark {OWN_MARK:#x} accept\n"
         f"        ct mark and {CT_BYPASS:#x} == {CT_BYPASS:#x} accept\n"
         '        oifname "lo" accept\n'
-        f"        {family} daddr {local} accept\n" + queue_rules + "    }\n"
+        f"        {family} daddr {local} accept\n" + dns_rules + queue_rules + "    }\n"
         "    chain exec {\n"
         f"        type filter hook output priority {PRIORITY - 1}; policy accept;\n"
         "    }\n"

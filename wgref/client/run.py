@@ -110,6 +110,7 @@ class Client:
             address = config.tunnel_address(version)
             if address is not None:
                 self.tunnel_src[version] = address.ip.packed
+        self.dns = self._dns_servers()
         self.mss = {4: config.mtu - 40, 6: config.mtu - 60}
         self.flows = FlowTable()
         self.reassembler = packet.Reassembler()
@@ -195,6 +196,8 @@ class Client:
             forward=self.forward,
             kill_switch=self.kill_switch,
             exec_cgroup=exec_id,
+            dns4=4 in self.dns,
+            dns6=6 in self.dns,
         ))
         for fd in (self.queue.fileno(), self.queue_other.fileno(), self.status.fileno(),
                    self._wake_r.fileno()):
@@ -206,14 +209,55 @@ class Client:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
 
+    def _dns_servers(self) -> dict[int, bytes]:
+        """The first ``DNS =`` server of each IP version that a peer's AllowedIPs cover
+        (other entries are search domains, or servers the tunnel cannot reach)."""
+        servers: dict[int, bytes] = {}
+        for entry in self.config.dns:
+            try:
+                address = ipaddress.ip_address(entry)
+            except ValueError:
+                continue  # a search domain: the host's resolver configuration keeps those
+            if address.version in servers:
+                continue
+            if address.version not in self.tunnel_src:
+                log.warning("DNS = %s: no IPv%d Address to send from: not used", entry,
+                            address.version)
+            elif self.routes.lookup(address.packed) is None:
+                log.warning("DNS = %s is not inside any peer's AllowedIPs (minus DisallowedIPs):"
+                            " not used", entry)
+            else:
+                servers[address.version] = address.packed
+                log.info("DNS = %s: queries of tunnelled applications go there through the "
+                         "tunnel; the host's resolver configuration is not touched", entry)
+        return servers
+
     # ----------------------------------------------------------------- decisions
 
-    def _decide(self, info: packet.Info, hook: int, mark: int = 0) -> tuple[str, str]:
-        """(decision, reason) for a flow's first packet."""
+    def _decide(self, info: packet.Info, hook: int, mark: int = 0) -> tuple[str, str, bytes]:
+        """(decision, reason, DNS server it is redirected to or b"") for a flow's first
+        packet."""
         source = self.tunnel_src.get(info.version)
         if source is None:
-            return BYPASS, f"no IPv{info.version} Address"
+            return BYPASS, f"no IPv{info.version} Address", b""
         entry = self.routes.lookup(info.dst)
+        dns = self.dns.get(info.version)
+        if (entry is None and dns is not None and info.dport == 53
+                and info.proto in (packet.TCP, packet.UDP)):
+            # A DNS query to a resolver outside the tunnel: a tunnelled application's goes to
+            # the tunnel's DNS server instead, an untunnelled one's where it was sent.
+            entry = self.routes.lookup(dns)
+            decision, reason = self._decide_app(info, hook, mark, entry)
+            if decision == TUNNEL:
+                return decision, f"DNS to {procs.address_text(dns)}: {reason}", dns
+            return decision, reason, b""
+        if entry is None:
+            return BYPASS, "destination not in AllowedIPs minus DisallowedIPs", b""
+        return (*self._decide_app(info, hook, mark, entry), b"")
+
+    def _decide_app(self, info: packet.Info, hook: int, mark: int,
+                    entry: ClientPeer | None) -> tuple[str, str]:
+        """(decision, reason) for a flow to a destination of ``entry``."""
         if entry is None:
             return BYPASS, "destination not in AllowedIPs minus DisallowedIPs"
         if info.proto == packet.TCP and not info.tcp_flags & TCP_SYN:
@@ -275,11 +319,12 @@ class Client:
         key = (info.proto, info.src, info.sport, info.dst, info.dport)
         flow = self.flows.outbound.get(key)
         if flow is None:
-            decision, reason = self._decide(info, item.hook, item.mark)
+            decision, reason, nat_dst = self._decide(info, item.hook, item.mark)
             flow = Flow(info.proto, info.version, info.src, info.sport, info.dst,
                         info.dport, decision, reason,
                         nat_src=self.tunnel_src.get(info.version, b""),
-                        forwarded=item.hook in (HOOK_FORWARD, HOOK_PREROUTING))
+                        forwarded=item.hook in (HOOK_FORWARD, HOOK_PREROUTING),
+                        nat_dst=nat_dst)
             self.flows.add(flow, now)
             log.info("%s: %s (%s)", self._describe(info), decision, reason)
         flow.last_seen = now
@@ -305,7 +350,7 @@ class Client:
             if flow.peer_mss:
                 size = min(size, flow.peer_mss - (th - tcp_off - 20))
             header = packet.rewrite(data[:th], info, src=flow.nat_src, sport=sport,
-                                    checksums=False)
+                                    dst=flow.nat_dst or None, checksums=False)
             try:
                 packets += offload.segment(header + data[th:], tcp_off, max(size, 8))
             except ValueError:
@@ -314,7 +359,7 @@ class Client:
         original = packet.Info(info.version, info.proto, info.header_len, info.src, info.dst,
                                info.fragment, info.sport, info.dport, info.tcp_flags)
         rewritten = packet.rewrite(data, info, src=flow.nat_src, sport=sport,
-                                   mss=self.mss[info.version])
+                                   dst=flow.nat_dst or None, mss=self.mss[info.version])
         if len(rewritten) <= mtu:
             packets.append(rewritten)
             return
@@ -364,7 +409,7 @@ class Client:
             if flow is None:
                 continue
             rewritten = packet.rewrite(
-                data, info, dst=flow.src,
+                data, info, dst=flow.src, src=flow.dst if flow.nat_dst else None,
                 dport=flow.sport if flow.nat_sport != flow.sport else None,
                 checksums=not merged)
             if merged:
@@ -403,7 +448,7 @@ class Client:
         if info.proto == packet.TCP and info.tcp_flags & 0x05:
             flow.closing = True
         rewritten = packet.rewrite(
-            data, info, dst=flow.src,
+            data, info, dst=flow.src, src=flow.dst if flow.nat_dst else None,
             dport=flow.sport if flow.nat_sport != flow.sport else None,
             mss=self.mss[info.version],
         )
