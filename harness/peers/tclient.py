@@ -23,7 +23,8 @@ starts (packets from the tunnel that answer no flow of the host are dropped: ser
 steps are skipped), change anything at run time (no UAPI, no listen-port change), send from
 a second tunnel address (every flow gets the first Address of its family), write a key log,
 or refuse an over-MTU packet with DF at the sender as an interface of that MTU would (it has
-no interface: it fragments the host's own ICMP and UDP; TCP has its MSS clamped).
+no interface: an IPv4 packet with DF over the MTU gets "fragmentation needed" back, as from a
+router on the path; the host's own IPv6 is fragmented; TCP has its MSS clamped).
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ LIMITATIONS = {
     "keylog": "the transparent client writes no key log",
     "cookie": "client only: it never answers initiations, so it never sends cookie replies",
     "mtu": "no interface MTU: the client sees the host's packets after routing (outer link "
-           "MTU), so a DF ping over its MTU is fragmented into the tunnel instead of failing "
-           "at the sender (full-size packets and TCP at MTU 1420 work)",
+           "MTU), so a DF ping over its MTU gets \"fragmentation needed\" from the client "
+           "rather than failing at the sender, and the scenario's server -> client pings are "
+           "flows the client never started (full-size packets and TCP at MTU 1420 work)",
 }
 
 

@@ -789,3 +789,93 @@ def test_dns_of_tunnelled_apps_goes_through_the_tunnel(lab: ClientLab) -> None:
     # the host's resolver configuration is untouched
     now = Path("/etc/resolv.conf").read_bytes() if Path("/etc/resolv.conf").exists() else b""
     assert now == resolv
+
+
+# ----------------------------------------------------------------- other protocols, ICMP
+
+RAW = r'''
+"""serve: echo IP protocol 253 back to its sender, report ICMP errors received (as
+"icmp TYPE CODE from SRC"), and a UDP port (7778) that answers twice, the second time late;
+send HOST: one protocol-253 exchange, prints "from SRC seen SEEN"; late HOST: one UDP
+exchange with port 7778, then the socket is closed before the second answer."""
+import socket, sys, threading, time
+
+def serve():
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, 253)
+    icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("10.99.0.1", 7778))
+    def errors():
+        while True:
+            data, peer = icmp.recvfrom(65536)
+            ihl = (data[0] & 15) * 4
+            if data[ihl] in (3, 11):
+                print(f"icmp {data[ihl]} {data[ihl + 1]} from {peer[0]}", flush=True)
+    def late():
+        while True:
+            data, peer = udp.recvfrom(2048)
+            udp.sendto(b"first", peer)
+            time.sleep(0.5)
+            udp.sendto(b"second", peer)
+    threading.Thread(target=errors, daemon=True).start()
+    threading.Thread(target=late, daemon=True).start()
+    print("ready", flush=True)
+    while True:
+        data, peer = raw.recvfrom(65536)
+        raw.sendto(b"seen " + peer[0].encode(), (peer[0], 0))
+
+def send(host):
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, 253) as s:
+        s.settimeout(3)
+        s.sendto(b"hello", (host, 0))
+        try:
+            data, peer = s.recvfrom(65536)
+        except OSError as exc:
+            print(f"ERROR {exc}")
+            return
+        ihl = (data[0] & 15) * 4
+        print(f"from {peer[0]} {data[ihl:].decode()}")
+
+def late(host):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        s.sendto(b"hi", (host, 7778))
+        print(s.recv(100).decode())
+
+globals()[sys.argv[1]](*sys.argv[2:])
+'''
+
+
+def test_other_protocols_and_icmp_errors_are_tunnelled(lab: ClientLab) -> None:
+    script = lab.tmp / "raw.py"
+    script.write_text(RAW)
+    server = lab.spawn(lab.server_ns, [sys.executable, str(script), "serve"], "raw.log")
+    wait_for(lambda: "ready" in lab.log("raw.log") or server.poll() is not None, 10, "raw.log")
+    lab.start_client(lab.config())  # every application
+    result = lab.sh(lab.client_ns, sys.executable, str(script), "send", "10.99.0.1",
+                    check=False)
+    # the server saw the tunnel address; the answer came back through the tunnel
+    assert result.stdout.strip() == f"from 10.99.0.1 seen {TUNNEL4}", \
+        result.stdout + result.stderr + lab.log("client.log")
+    assert re.search(r"protocol 253 10\.200\.0\.2:0 -> 10\.99\.0\.1:0: tunnel", lab.log(
+        "client.log")), lab.log("client.log")
+    # the host's port unreachable for the late answer goes back through the tunnel, from
+    # the tunnel address
+    result = lab.sh(lab.client_ns, sys.executable, str(script), "late", "10.99.0.1",
+                    check=False)
+    assert result.stdout.strip() == "first", result.stdout + result.stderr
+    wait_for(lambda: f"icmp 3 3 from {TUNNEL4}" in lab.log("raw.log"), 10,
+             "the port unreachable at the server: " + lab.log("raw.log"))
+
+
+def test_df_over_mtu_gets_fragmentation_needed(lab: ClientLab) -> None:
+    lab.start_client(lab.config())
+    # 1400 bytes of ICMP data: a 1428-byte packet, over the tunnel's 1420, with DF
+    result = lab.sh(lab.client_ns, "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1400",
+                    "10.99.0.1", check=False)
+    assert result.returncode != 0
+    assert "mtu = 1420" in result.stdout + result.stderr, result.stdout + result.stderr
+    # the host learnt the path MTU: without DF the same size is fragmented and answered
+    result = lab.sh(lab.client_ns, "ping", "-c", "1", "-W", "2", "-M", "dont", "-s", "1400",
+                    "10.99.0.1", check=False)
+    assert result.returncode == 0, result.stdout + lab.log("client.log")

@@ -347,6 +347,7 @@ def test_table_script() -> None:
     assert "table ip wgref_client" in text and "elements = { 10.0.0.0/8 }" in text
     assert "hook forward" in text and "jump to_queue" in text
     assert "meta l4proto tcp ip daddr @allowed jump to_queue_tcp" in text
+    assert "        ip daddr @allowed jump to_queue\n" in text
     assert f"meta mark {nft.OWN_MARK:#x} accept" in text
     assert "delete table ip6 wgref_client" in nft.delete_script()
 

@@ -84,15 +84,18 @@ def delete_script() -> str:
 
 def table_script(family: str, networks: Sequence[Network], rules: Rules) -> str:
     addr = "ipv4_addr" if family == "ip" else "ipv6_addr"
-    icmp = "icmp type echo-request" if family == "ip" else "icmpv6 type echo-request"
+    # neighbour discovery never leaves the link (RFC 4861)
+    nd = ("" if family == "ip" else "        icmpv6 type { nd-router-solicit, nd-router-advert,"
+          " nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } accept\n")
     local = (
         "{ 224.0.0.0/4, 255.255.255.255 }" if family == "ip" else "{ fe80::/10, ff00::/8 }"
     )
     elements = ", ".join(str(n) for n in networks)
+    # TCP to the GSO queue; UDP, ICMP (echo and errors) and every other protocol to the other
     queue_rules = (
         f"        meta l4proto tcp {family} daddr @allowed jump to_queue_tcp\n"
-        f"        meta l4proto udp {family} daddr @allowed jump to_queue\n"
-        f"        {icmp} {family} daddr @allowed jump to_queue\n"
+        f"{nd}"
+        f"        {family} daddr @allowed jump to_queue\n"
     )
     dns = rules.dns4 if family == "ip" else rules.dns6
     dns_rules = (

@@ -434,6 +434,34 @@ def quoted(packet: bytes, info: Info) -> Quoted | None:
     return Quoted(offset, l4, proto, bytes(src), sport, bytes(dst), dport)
 
 
+def rewrite_icmp_error_out(
+    packet: bytes, info: Info, q: Quoted, tunnel: bytes, port: int | None
+) -> bytes:
+    """An ICMP error the host sends about a packet it received from the tunnel, made to come
+    from the tunnel address: the outer source and the quoted packet's destination (and its
+    port, ``port``, when the flow's port was translated) set to ``tunnel``; checksums of
+    the quoted IPv4 header and the ICMP message redone."""
+    buf = bytearray(packet)
+    if info.version == 4:
+        buf[12:16] = tunnel
+        buf[q.offset + 16 : q.offset + 20] = tunnel
+        ihl = q.l4 - q.offset
+        buf[q.offset + 10 : q.offset + 12] = b"\0\0"
+        buf[q.offset + 10 : q.offset + 12] = checksum(buf[q.offset : q.offset + ihl]).to_bytes(
+            2, "big")
+    else:
+        buf[8:24] = tunnel
+        buf[q.offset + 24 : q.offset + 40] = tunnel
+    if port is not None:
+        if q.proto in (TCP, UDP):
+            buf[q.l4 + 2 : q.l4 + 4] = port.to_bytes(2, "big")
+        else:  # an echo reply the host sent: the identifier is the requester's
+            buf[q.l4 + 4 : q.l4 + 6] = port.to_bytes(2, "big")
+    info.src = tunnel
+    fix_checksums(buf, info)
+    return bytes(buf)
+
+
 def rewrite_icmp_error(
     packet: bytes, info: Info, q: Quoted, host: bytes, port: int
 ) -> bytes:

@@ -284,7 +284,8 @@ class Client:
 
     @staticmethod
     def _describe(info: packet.Info) -> str:
-        name = {packet.TCP: "tcp", packet.UDP: "udp"}.get(info.proto, "icmp")
+        name = {packet.TCP: "tcp", packet.UDP: "udp", packet.ICMP: "icmp",
+                packet.ICMPV6: "icmpv6"}.get(info.proto, f"protocol {info.proto}")
         src, dst = procs.address_text(info.src), procs.address_text(info.dst)
         if info.version == 6:
             src, dst = f"[{src}]", f"[{dst}]"
@@ -316,6 +317,9 @@ class Client:
         if info is None or info.fragment:
             queue.verdict(item.packet_id, NF_ACCEPT)
             return
+        if (info.proto in (packet.ICMP, packet.ICMPV6) and not info.sport and not info.dport
+                and self._icmp_error(queue, item, info, packets)):
+            return
         key = (info.proto, info.src, info.sport, info.dst, info.dport)
         flow = self.flows.outbound.get(key)
         if flow is None:
@@ -336,6 +340,31 @@ class Client:
         if info.proto == packet.TCP and info.tcp_flags & 0x05:  # FIN or RST
             flow.closing = True
         self._outbound(flow, item.payload, info, item.gso, packets)
+
+    def _icmp_error(self, queue: NfQueue, item: QueuedPacket, info: packet.Info,
+                    packets: list[bytes]) -> bool:
+        """An ICMP error from the host to a tunnelled destination (about a packet that came
+        through the tunnel, say a port unreachable): tunnelled by its destination, from the
+        tunnel address, with the quoted packet translated back as the peer sent it. False for
+        ICMP messages that are not errors."""
+        data = item.payload
+        if data[info.header_len] not in packet.ICMP_ERRORS[info.version]:
+            return False
+        source = self.tunnel_src.get(info.version)
+        if source is None or self.routes.lookup(info.dst) is None:
+            queue.verdict(item.packet_id, NF_ACCEPT)
+            return True
+        queue.drop(item.packet_id)
+        quoted = packet.quoted(data, info)
+        flow = None if quoted is None else self.flows.outbound.get(
+            (quoted.proto, quoted.dst, quoted.dport, quoted.src, quoted.sport))
+        if quoted is not None and flow is not None and flow.decision == TUNNEL:
+            port = flow.nat_sport if flow.nat_sport != flow.sport else None
+            packets.append(packet.rewrite_icmp_error_out(data, info, quoted, flow.nat_src, port))
+        else:
+            packets.append(packet.rewrite(data, info, src=source))
+        log.debug("%s: ICMP error tunnelled", self._describe(info))
+        return True
 
     def _outbound(self, flow: Flow, data: bytes, info: packet.Info, gso: bool,
                   packets: list[bytes]) -> None:
@@ -363,11 +392,17 @@ class Client:
         if len(rewritten) <= mtu:
             packets.append(rewritten)
             return
-        # Do what the host would do with a tunnel interface of this MTU: its own packets
-        # are fragmented (TCP learns the path MTU instead); a router (forwarded packets)
-        # fragments only IPv4 without DF.
-        dont_fragment = info.version == 6 or bool(rewritten[6] & 0x40)
-        if dont_fragment and (flow.forwarded or info.proto == packet.TCP):
+        # Do what a path with a link of this MTU would: IPv4 with DF (the host sets it only
+        # on packets that fit its path MTU, or when the socket asks for it) gets
+        # "fragmentation needed", so the host learns the MTU and fragments, or fails the
+        # send, itself (RFC 1191); IPv6 is fragmented by its source only (RFC 8200 5): the
+        # host's own packets are (as the host would for an interface of this MTU), forwarded
+        # ones and TCP get "packet too big". IPv4 without DF is fragmented.
+        if info.version == 4:
+            refuse = bool(rewritten[6] & 0x40)
+        else:
+            refuse = flow.forwarded or info.proto == packet.TCP
+        if refuse:
             self._inject(packet.too_big(data, original, mtu, flow.nat_src), flow.src)
             return
         packets += packet.fragment(rewritten, info, mtu)
