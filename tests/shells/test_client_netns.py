@@ -529,22 +529,37 @@ def test_sigterm_removes_everything(lab: ClientLab) -> None:
     before = lab.tables()
     lab.start_client(lab.config("#@ws:AllowedApps = appA\n"))
     assert "wgref_client" in lab.tables()
+    assert lab.run_app("appB", "udp", "10.200.0.1") == f"OK {DIRECT4}"  # a bypass flow
+    assert _marked_conntrack(lab)
     assert lab.stop_client() == 0
     assert lab.tables() == before
     assert not lab.status_socket.exists()
+    assert not _marked_conntrack(lab)
     assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {DIRECT4}"
+
+
+def _marked_conntrack(lab: ClientLab) -> list[str]:
+    """conntrack entries of the client ns that carry the client's bypass mark bit."""
+    table = lab.sh(lab.client_ns, "cat", "/proc/net/nf_conntrack").stdout
+    return [line for line in table.splitlines()
+            if (m := re.search(r"mark=(\d+)", line)) and int(m.group(1)) & 0x20000000]
 
 
 def test_kill9_then_cleanup(lab: ClientLab) -> None:
     before = lab.tables()
     lab.start_client(lab.config("#@ws:AllowedApps = appA\n"))
     assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {TUNNEL4}"
+    assert lab.run_app("appB", "udp", "10.200.0.1") == f"OK {DIRECT4}"  # a bypass flow
+    assert _marked_conntrack(lab)
     lab.stop_client(signal.SIGKILL)
-    assert "wgref_client" in lab.tables()
+    assert "wgref_client" in lab.tables() and lab.status_socket.exists()
     # fail-open while down (no kill switch): the queue rules let packets through
     assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {DIRECT4}"
-    result = lab.wgref("--cleanup")
+    result = lab.wgref("--cleanup", "--socket", str(lab.status_socket))
     assert result.returncode == 0 and "removed" in result.stdout, result.stderr
+    assert f"stale {lab.status_socket}" in result.stdout, result.stdout
+    assert not lab.status_socket.exists()
+    assert not _marked_conntrack(lab)
     assert lab.tables() == before
     assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {DIRECT4}"
     assert lab.wgref("--cleanup").stdout.strip() == "nothing to remove"

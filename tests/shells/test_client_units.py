@@ -374,3 +374,32 @@ def test_exec_rule_matches_the_cgroup_and_marks() -> None:
     assert struct.pack("=Q", 0x1234567890) in body and struct.pack("=I", nft.EXEC_MARK) in body
     text = nft.table_script("ip", [ipaddress.IPv4Network("10.0.0.0/8")], nft.Rules(7, [], []))
     assert f"hook output priority {nft.PRIORITY - 1}" in text and "chain exec" in text
+
+
+def test_conntrack_flush_filters_by_the_clients_mark() -> None:
+    from wgref.client import conntrack
+
+    [(kind, flags, _seq, payload)] = list(nl.messages(conntrack.flush_message(0x20, 0x20)))
+    assert kind == (1 << 8) | 2 and flags & nl.NLM_F_ACK
+    attrs = nl.attributes(payload[4:])
+    assert bytes(payload[:1]) == b"\0"  # AF_UNSPEC: every family
+    assert struct.unpack(">I", attrs[conntrack.CTA_MARK]) == (0x20,)
+    assert struct.unpack(">I", attrs[conntrack.CTA_MARK_MASK]) == (0x20,)
+
+
+def test_stale_status_socket(tmp_path: Path) -> None:
+    import socket
+
+    from wgref.client import status
+
+    path = str(tmp_path / "client-x.sock")
+    assert not status.remove_stale(path)  # nothing there
+    live = status.listen(path)
+    try:
+        assert not status.remove_stale(path) and os.path.exists(path)  # answered: kept
+    finally:
+        live.close()
+    assert status.remove_stale(path) and not os.path.exists(path)  # nobody answers
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:
+        other.bind(path)  # bound but not listening: stale too
+        assert status.remove_stale(path)

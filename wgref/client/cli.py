@@ -9,7 +9,7 @@ import os
 import sys
 
 from .. import __version__, loglevel
-from . import cgroup, nft, status
+from . import cgroup, conntrack, nft, status
 from .config import ClientConfigError, load
 from .run import DEFAULT_QUEUE, Client
 
@@ -50,8 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="print the running client's status (handshake, bytes, loss, rtt)")
     parser.add_argument("--json", action="store_true", help="with --status: print JSON")
     parser.add_argument("--cleanup", action="store_true",
-                        help="remove the client's nftables tables left by a crash or kill -9 "
-                        "(also turns a kill switch off)")
+                        help="remove what a crash or kill -9 left: the client's nftables "
+                        "tables (also turns a kill switch off), status sockets nobody answers "
+                        "on, the conntrack marks of bypass flows")
     parser.add_argument("--socket", help="the status socket (default /run/wgref/client-NAME.sock)")
     parser.add_argument("--queue", type=int, default=DEFAULT_QUEUE,
                         help=f"the NFQUEUE number (default {DEFAULT_QUEUE})")
@@ -87,15 +88,27 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cleanup() -> int:
+def _cleanup(args: argparse.Namespace) -> int:
+    """What a crash or kill -9 leaves: the tables, status sockets nobody answers on, and the
+    conntrack marks of bypass flows."""
     tables = nft.present()
     try:
         nft.remove()
     except nft.NftError as exc:
         sys.stderr.write(f"wgref client --cleanup: {exc}\n")
         return 1
-    sys.stdout.write(f"removed: {', '.join(tables)}\n" if tables else "nothing to remove\n")
-    return 0
+    removed = list(tables)
+    sockets = ([args.socket] if args.socket else
+               [status.socket_path(args.config)] if args.config else status.stale_candidates())
+    removed += [f"stale {path}" for path in sockets if status.remove_stale(path)]
+    code = 0
+    try:
+        conntrack.forget_marks()
+    except OSError as exc:
+        sys.stderr.write(f"wgref client --cleanup: the conntrack marks stay: {exc}\n")
+        code = 1
+    sys.stdout.write(f"removed: {', '.join(removed)}\n" if removed else "nothing to remove\n")
+    return code
 
 
 EXEC_USAGE = "wgref client exec CONFIG [--socket PATH] -- COMMAND [ARG...]"
@@ -156,7 +169,7 @@ def main(argv: list[str]) -> int:
     if args.status:
         return _status(args)
     if args.cleanup:
-        return _cleanup()
+        return _cleanup(args)
     if not args.config:
         parser.print_usage(sys.stderr)
         return 2

@@ -40,7 +40,7 @@ from ..device import Device
 from ..interface import BatchReceiver, send_batch
 from ..peer import Peer
 from ..results import Batch, Dropped, DropReason, Endpoint, HandshakeCompleted
-from . import cgroup, nft, offload, packet, procs, status
+from . import cgroup, conntrack, nft, offload, packet, procs, status
 from .config import ClientConfig, PeerConfig
 from .flows import BYPASS, TUNNEL, Flow, FlowTable
 from .nfqueue import HOOK_FORWARD, HOOK_PREROUTING, NF_ACCEPT, NfQueue, QueuedPacket
@@ -685,6 +685,10 @@ class Client:
                     nft.remove()
                 except nft.NftError as exc:
                     log.error("could not remove the nftables tables: %s", exc)
+                try:
+                    conntrack.forget_marks()
+                except OSError as exc:
+                    log.warning("the conntrack marks of bypass flows stay: %s", exc)
         for queue in (self.queue, self.queue_other):
             if queue is not None:
                 queue.close()

@@ -43,6 +43,35 @@ def listen(path: str) -> socket.socket:
     return listener
 
 
+def remove_stale(path: str) -> bool:
+    """Remove ``path`` if it is a socket nobody answers on (a client killed with -9 left it);
+    True when it was removed."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            return True
+        return False
+    finally:
+        probe.close()
+    return False
+
+
+def stale_candidates() -> list[str]:
+    """The client status sockets in :data:`STATUS_DIR`."""
+    try:
+        names = sorted(os.listdir(STATUS_DIR))
+    except OSError:
+        return []
+    return [os.path.join(STATUS_DIR, n) for n in names
+            if n.startswith("client-") and n.endswith(".sock")]
+
+
 def answer(listener: socket.socket, document: dict[str, Any]) -> None:
     """Answer every pending connection (non-blocking accept, bounded send)."""
     data = (json.dumps(document, indent=1) + "\n").encode()
