@@ -64,7 +64,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """Lint: ruff check and mypy --strict."""
-    session.install("-e", ".[lint,test]")
+    session.install("-e", ".[lint]")
     session.run("ruff", "check", "wgref", "harness", "tests", "noxfile.py")
     session.run("mypy")
 
@@ -103,6 +103,18 @@ def has_out(args: list[str]) -> bool:
     return "--out" in args or any(a.startswith("--out=") for a in args)
 
 
+def interop_args(posargs: list[str], root: Path = Path(".")) -> list[str]:
+    """`harness run` arguments: the fixed results/interop/ unless --out is given; the run
+    before it moves to results/interop-previous/ (for `harness report --compare`)."""
+    if has_out(posargs):
+        return posargs
+    out, previous = root / INTEROP_OUT, root / INTEROP_PREVIOUS
+    if out.exists():
+        shutil.rmtree(previous, ignore_errors=True)
+        out.rename(previous)
+    return [*posargs, "--out", str(INTEROP_OUT)]
+
+
 def docker_backend(args: list[str]) -> bool:
     return "--backend=docker" in args or any(
         a == "--backend" and b == "docker" for a, b in itertools.pairwise(args)
@@ -119,12 +131,7 @@ def interop(session: nox.Session) -> None:
     debian_tools(session, KERNEL_VM_TOOLS)
     interop_extras(session)
     session.run("python", "-m", "harness", "cleanup")
-    args = list(session.posargs)
-    if not has_out(args):
-        if INTEROP_OUT.exists():
-            shutil.rmtree(INTEROP_PREVIOUS, ignore_errors=True)
-            INTEROP_OUT.rename(INTEROP_PREVIOUS)
-        args += ["--out", str(INTEROP_OUT)]
+    args = interop_args(list(session.posargs))
     if docker_backend(args):
         session.run("python", "-m", "harness", "images", "build")
     try:

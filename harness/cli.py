@@ -206,7 +206,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         page = write_report_quietly(out)
         if page is not None:
-            paths["html"] = page
+            paths["html"] = out / page.name
     print_matrix(run)
     print(f"reports: {', '.join(str(p) for p in paths.values())}; per-test folders in {out}")
     if run.interrupted:

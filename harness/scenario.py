@@ -16,7 +16,7 @@ ROLES = ("client", "server")
 # action -> (default timeout, allowed parameters)
 ACTIONS: dict[str, tuple[float, frozenset[str]]] = {
     "ping": (15.0, frozenset({"from", "to", "family", "count", "size", "df", "source",
-                              "min_replies", "interval", "dst"})),
+                              "min_replies", "interval", "dst", "min_errors"})),
     "tcp": (20.0, frozenset({"from", "to", "family", "bytes"})),
     "udp": (15.0, frozenset({"from", "to", "family", "count", "size"})),
     "wait_handshake": (15.0, frozenset({"peer", "since_mark"})),

@@ -63,7 +63,9 @@ def do_ping(ctx: CellContext, step: Step) -> str:
                   size=int(_param(step, "size", 56)), dont_fragment=bool(_param(step, "df")),
                   source=_param(step, "source"), timeout=min(step.timeout, ctx.remaining()),
                   min_replies=int(_param(step, "min_replies", 1)),
-                  interval=float(_param(step, "interval", 0.2)))
+                  interval=float(_param(step, "interval", 0.2)),
+                  min_errors=None if _param(step, "min_errors") is None
+                  else int(_param(step, "min_errors")))
     return _expectation(step, result, ctx)
 
 

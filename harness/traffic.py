@@ -17,6 +17,8 @@ from .topology import Host
 ECHO_PORT = 7000
 IPERF_PORT = 5201
 _PING_RE = re.compile(r"(\d+) packets transmitted, (\d+) received")
+_PING_ERRORS_RE = re.compile(r"\+(\d+) errors")  # ICMP errors ping got back
+_PING_ERROR_LINE_RE = re.compile(r"^From (\S+) icmp_seq=\d+ (.+)$", re.MULTILINE)
 
 
 @dataclass(slots=True)
@@ -40,7 +42,9 @@ def harness_python(module: str, *args: str) -> list[str]:
 
 def ping(host: Host, dst: str, *, count: int = 3, size: int = 56, dont_fragment: bool = False,
          source: str | None = None, timeout: float = 10.0, min_replies: int = 1,
-         interval: float = 0.2) -> TrafficResult:
+         interval: float = 0.2, min_errors: int | None = None) -> TrafficResult:
+    """``ok`` when at least ``min_replies`` replies came back, or, with ``min_errors``, at
+    least that many ICMP errors (e.g. "Destination Host Unreachable")."""
     argv = ["ping", "-n", "-c", str(count), "-i", str(interval), "-s", str(size),
             "-w", str(max(1, int(timeout)))]
     if ":" in dst:
@@ -52,11 +56,19 @@ def ping(host: Host, dst: str, *, count: int = 3, size: int = 56, dont_fragment:
     result = host.run([*argv, dst], timeout=timeout + 5, check=False)
     match = _PING_RE.search(result.stdout)
     sent, got = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
-    ok = got >= min_replies
+    errors_match = _PING_ERRORS_RE.search(result.stdout)
+    errors = int(errors_match.group(1)) if errors_match else 0
+    ok = got >= min_replies if min_errors is None else errors >= min_errors
     detail = f"ping {dst} (size {size}{', DF' if dont_fragment else ''}): {got}/{sent} replies"
+    if errors:
+        first = _PING_ERROR_LINE_RE.search(result.stdout)
+        detail += f", {errors} ICMP errors"
+        if first:
+            detail += f" (from {first.group(1)}: {first.group(2)})"
     if not match:
         detail += f" ({result.describe()})"
-    return TrafficResult(ok, detail, {"ping_sent": sent, "ping_received": got})
+    return TrafficResult(ok, detail, {"ping_sent": sent, "ping_received": got,
+                                      "ping_errors": errors})
 
 
 def parse_echo(output: str, what: str) -> TrafficResult:

@@ -86,9 +86,12 @@ def _pubkey(stdin: TextIO, out: TextIO, err: TextIO) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     out, err = sys.stdout, sys.stderr
-    if not args or args[0] in ("-h", "--help", "help"):
-        (out if args else err).write(USAGE)
-        return 0 if args else 2
+    if not args:
+        err.write(f"wgref: give an INTERFACE-NAME or a command\n{USAGE}")
+        return 2
+    if args[0] in ("-h", "--help", "help"):
+        out.write(USAGE)
+        return 0
     if args[0] in ("-v", "--version", "version"):
         out.write(f"wgref v{__version__}\n\nUserspace WireGuard in Python (clean-room).\n")
         return 0

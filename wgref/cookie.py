@@ -25,7 +25,7 @@ from .constants import (
 from .crypto import InvalidTag, hash_, mac, xaead_decrypt, xaead_encrypt
 from .errors import ProtocolError
 from .messages import CookieReply, mac1_offset
-from .results import Endpoint
+from .results import DropReason, Endpoint
 
 Address = Endpoint | tuple[str, int]
 MAC_SIZE = 16
@@ -98,13 +98,13 @@ class CookieMaker:
         # cookie.c wg_cookie_consume_reply: only while have_sent_mac1, cleared by the first
         # reply that authenticates (a replayed reply is refused).
         if self.last_mac1 is None or not self.have_sent_mac1:
-            raise ProtocolError("unexpected-cookie", "no handshake message awaits a cookie")
+            raise ProtocolError(DropReason.UNEXPECTED_COOKIE, "no handshake awaits a cookie")
         try:
             cookie = xaead_decrypt(
                 self.cookie_key, reply.nonce, reply.encrypted_cookie, self.last_mac1
             )
         except InvalidTag as exc:
-            raise ProtocolError("decrypt-failed", "cookie reply does not authenticate") from exc
+            raise ProtocolError(DropReason.DECRYPT_FAILED, "cookie reply not authentic") from exc
         self.cookie, self.cookie_time = cookie, now
         self.have_sent_mac1 = False
 

@@ -449,34 +449,36 @@ class Device:
         Transport data is opened here (receive.c wg_packet_rx_poll and
         wg_packet_consume_data_done); every other message goes to :meth:`_receive_control`.
         """
+        if sources and not isinstance(sources[0], Endpoint):  # (host, port) pairs: tolerated
+            sources = [as_endpoint(source) for source in sources]
         indices = self._indices
         lookup = self.allowed_ips.lookup
         unpack = _TRANSPORT.unpack_from
         nonce = _NONCE.pack
         delivered = out.packets
         checks = self.checks
-        lenient_header = not checks.reserved
+        if not checks.reserved:  # Checks.reserved off: the reserved bytes are ignored
+            datagrams = [d[:1] + b"\0\0\0" + d[4:] if len(d) >= 4 else d for d in datagrams]
         check_replay, check_route, roaming = checks.replay, checks.crypto_routing, checks.roaming
+        authenticated_received, data_received = timers.authenticated_received, timers.data_received
+        rekey_on_receive, rekey_age = timers.should_rekey_on_receive, timers.REKEY_ON_RECEIVE_AGE
+        reject_time, reject_messages = REJECT_AFTER_TIME, REJECT_AFTER_MESSAGES
         last_source: bytes | None = None
         last_owner: object = None
         for data, source in zip(datagrams, sources, strict=True):
-            if lenient_header and len(data) >= 4:
-                data = data[:1] + b"\0\0\0" + data[4:]
-            entry = None
-            if len(data) >= TRANSPORT_MIN_SIZE:
-                kind, index, counter = unpack(data)
-                if kind == MESSAGE_TRANSPORT:  # with its three reserved bytes zero
-                    entry = indices.get(index)
-                    if entry is None or entry[1] is None:
-                        self._drop(DropReason.UNKNOWN_INDEX, source, None, out)
-                        continue
-            if entry is None:
+            # Transport data: type 4 with its three reserved bytes zero (one LE32).
+            if len(data) < TRANSPORT_MIN_SIZE or (header := unpack(data))[0] != MESSAGE_TRANSPORT:
                 self._receive_control(data, source, now, out)
                 continue
-            peer, keypair = entry
-            assert keypair is not None
+            counter = header[2]
+            entry = indices.get(header[1])
+            if entry is None or (keypair := entry[1]) is None:
+                self._drop(DropReason.UNKNOWN_INDEX, source, None, out)
+                continue
+            peer = entry[0]
             # receive.c wg_packet_rx_poll: a keypair too old, or a counter at the limit.
-            if now - keypair.created >= REJECT_AFTER_TIME or counter >= REJECT_AFTER_MESSAGES:
+            age = now - keypair.created
+            if age >= reject_time or counter >= reject_messages:
                 self._drop(DropReason.EXPIRED_KEYPAIR, source, peer, out)
                 continue
             try:
@@ -487,9 +489,7 @@ class Device:
                 self._drop(DropReason.DECRYPT_FAILED, source, peer, out)
                 continue
             # WP 5.4.6: the replay window is checked after authentication.
-            if check_replay and not keypair.replay.check_and_update(
-                counter, REJECT_AFTER_MESSAGES
-            ):
+            if check_replay and not keypair.replay.check_and_update(counter, reject_messages):
                 self._drop(DropReason.REPLAY, source, peer, out)
                 continue
             keypair.receive_count += 1
@@ -502,14 +502,20 @@ class Device:
                 peer.endpoint = source
             if keypair is not peer.keypairs.current:
                 self._received_with_keypair(peer, keypair, now, out)
-            if not peer.sent_lastminute_handshake and timers.should_rekey_on_receive(peer, now):
+            # receive.c keep_key_fresh. The age test first is only a cheap filter: the keypair
+            # received on is current or older, so it is at least as old as current.
+            if (
+                age > rekey_age
+                and not peer.sent_lastminute_handshake
+                and rekey_on_receive(peer, now)
+            ):
                 peer.sent_lastminute_handshake = True
                 self.send_handshake_initiation(peer, now, out, retry=False)
-            timers.authenticated_received(peer, now)
+            authenticated_received(peer, now)
             if not plaintext:
                 peer.rx_bytes += len(data)  # a keepalive
                 continue
-            timers.data_received(peer, now)
+            data_received(peer, now)
             # The inner packet: a whole IPv4/IPv6 packet, padding trimmed, whose source the
             # cryptokey routing table gives to this peer (WP 3).
             size = len(plaintext)

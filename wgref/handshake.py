@@ -26,6 +26,7 @@ from .noise import (
     build_response,
     open_response,
 )
+from .results import DropReason
 
 
 class HandshakeState(enum.Enum):
@@ -86,7 +87,7 @@ class Handshake:
         self, local_index: int, ephemeral_private: bytes, timestamp: bytes
     ) -> Initiation:
         if self.static_static is None:
-            raise ProtocolError("low-order-key", "peer key gives an all-zero shared secret")
+            raise ProtocolError(DropReason.LOW_ORDER_KEY, "all-zero static-static secret")
         message, state = build_initiation(
             sender=local_index,
             local_static_public=self.local_static_public,
@@ -110,12 +111,12 @@ class Handshake:
         if not check_timestamp:
             pass
         elif opened.timestamp <= self.latest_timestamp:
-            raise ProtocolError("replayed-initiation", "timestamp not newer than the last one")
+            raise ProtocolError(DropReason.REPLAYED_INITIATION, "timestamp not newer")
         elif (
             self.last_initiation_consumption is not None
             and now - self.last_initiation_consumption < 1.0 / INITIATIONS_PER_SECOND
         ):
-            raise ProtocolError("initiation-flood", "initiations less than 20 ms apart")
+            raise ProtocolError(DropReason.INITIATION_FLOOD, "initiations less than 20 ms apart")
         self.latest_timestamp = opened.timestamp
         self.last_initiation_consumption = now
         self.state = HandshakeState.CONSUMED_INITIATION
@@ -131,7 +132,7 @@ class Handshake:
         dh: Callable[[bytes, bytes], bytes] = dh,
     ) -> Response:
         if self.state is not HandshakeState.CONSUMED_INITIATION or self.symmetric is None:
-            raise ProtocolError("no-handshake", "no initiation to respond to")
+            raise ProtocolError(DropReason.NO_HANDSHAKE, "no initiation to respond to")
         message = build_response(
             sender=local_index,
             receiver=self.remote_index,
@@ -148,7 +149,7 @@ class Handshake:
 
     def consume_response(self, message: Response) -> None:
         if self.state is not HandshakeState.CREATED_INITIATION or self.symmetric is None:
-            raise ProtocolError("no-handshake", "response without an initiation in flight")
+            raise ProtocolError(DropReason.NO_HANDSHAKE, "response without an initiation in flight")
         self.symmetric = open_response(
             message,
             self.symmetric,

@@ -94,8 +94,9 @@ def prefixed_indices(prefix: int) -> Callable[[Callable[[int], bool]], int]:
 
 class Tunnel:
     """BoringTun's ``Tunn``. ``now`` is the caller's monotonic clock; TAI64N timestamps come
-    from ``wall_clock`` (default :func:`time.time`), as in the kernel and BoringTun, so a
-    restarted client's initiations are newer than those it sent before the restart."""
+    from ``wall_clock`` (default :func:`time.time`): noise.c wg_noise_handshake_create_initiation
+    stamps initiations with tai64n_now(), wall time (BoringTun likewise), so a restarted
+    client's initiations are newer than those it sent before the restart."""
 
     def __init__(
         self,
@@ -155,9 +156,9 @@ class Tunnel:
         bound to it; without one, a stable opaque source stands in."""
         if not datagram:
             return self._pending.popleft() if self._pending else Done()
+        # The peer's endpoint follows the source (the core roams); the caller sends every
+        # WriteToNetwork to its one peer socket whatever it is.
         out = self.device.receive_datagram(datagram, source or PEER_ADDRESS, now)
-        # The caller sends every result to its one peer socket, whatever the source was.
-        self.peer.endpoint = PEER_ADDRESS
         return self._results(out, now)
 
     def tick(self, now: float) -> TunnResult:

@@ -41,7 +41,10 @@ _DIGITS = re.compile(r"[0-9]+")
 _PREFIX = re.compile(r"\+?[0-9]+")  # wireguard-go accepts "/+8" and "/08"
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 _V4_MAPPED = bytes(10) + b"\xff\xff"
-_MAX_LINE = 4096
+# A longer line is answered with errno=-5 (EIO) and ends the connection, as wireguard-go does
+# (observed: a 70,000-byte line gets -5, a 5,000-byte one -22; Go's bufio.Scanner stops at
+# 64 KiB). The longest valid line (an allowed_ip or endpoint) is ~60 bytes.
+MAX_LINE = 1 << 16
 
 
 class UapiError(Exception):
@@ -92,10 +95,24 @@ def _key(value: str) -> bytes:
     return bytes.fromhex(value)
 
 
+def _bounded(digits: str, maximum: int) -> int | None:
+    """The value of a decimal string if it is at most ``maximum``, else None. Leading zeros
+    are allowed (Go's strconv.ParseUint allows them); the length is checked before ``int()``,
+    so thousands of digits cost nothing and never hit Python's int-conversion limit."""
+    if not _DIGITS.fullmatch(digits):
+        return None
+    digits = digits.lstrip("0") or "0"
+    if len(digits) > len(str(maximum)):
+        return None
+    value = int(digits)
+    return value if value <= maximum else None
+
+
 def _uint(value: str, maximum: int) -> int:
-    if not _DIGITS.fullmatch(value) or int(value) > maximum:
-        raise UapiError(errno.EINVAL, f"not an integer in [0, {maximum}]: {value!r}")
-    return int(value)
+    number = _bounded(value, maximum)
+    if number is None:
+        raise UapiError(errno.EINVAL, f"not an integer in [0, {maximum}]: {value[:32]!r}")
+    return number
 
 
 def _true(value: str) -> None:
@@ -117,9 +134,9 @@ def _zone_ok(zone: str) -> bool:
 def parse_endpoint(value: str) -> Endpoint:
     """``a.b.c.d:port`` or ``[v6(%zone)]:port``, numeric only (no DNS), as wireguard-go."""
     host, sep, port_text = value.rpartition(":")
-    if not sep or not _DIGITS.fullmatch(port_text) or int(port_text) > 0xFFFF:
-        raise UapiError(errno.EINVAL, f"bad endpoint {value!r}")
-    port = int(port_text)
+    port = _bounded(port_text, 0xFFFF) if sep else None
+    if port is None:
+        raise UapiError(errno.EINVAL, f"bad endpoint {value[:64]!r}")
     try:
         if host.startswith("[") and host.endswith("]"):
             address, _, zone = host[1:-1].partition("%")
@@ -152,9 +169,9 @@ def format_endpoint(endpoint: Endpoint | tuple[str, int]) -> str:
 def parse_allowed_ip(value: str) -> Network:
     """``address/cidr``; host bits are cleared (as wireguard-go does)."""
     address, sep, prefix = value.partition("/")
-    if not sep or not _PREFIX.fullmatch(prefix):
-        raise UapiError(errno.EINVAL, f"bad allowed ip {value!r}")
-    plen = int(prefix)
+    plen = _bounded(prefix.removeprefix("+"), 128) if sep and _PREFIX.fullmatch(prefix) else None
+    if plen is None:
+        raise UapiError(errno.EINVAL, f"bad allowed ip {value[:64]!r}")
     try:
         if ":" in address:
             raw = int.from_bytes(socket.inet_pton(socket.AF_INET6, address))
@@ -243,27 +260,40 @@ class UapiConnection:
     _set: _SetState = field(default_factory=_SetState)
     _out: Batch = field(default_factory=Batch)
 
-    def feed(self, data: bytes, now: float) -> tuple[bytes, Batch]:
+    def feed(self, data: bytes, now: float, max_output: int | None = None) -> tuple[bytes, Batch]:
         """Consume bytes; return the answer bytes to send and what the device asks the
-        shell to do (keepalives, staged packets released by a new endpoint...)."""
+        shell to do (keepalives, staged packets released by a new endpoint...).
+
+        With ``max_output``, parsing stops once the answers reach that many bytes; the rest
+        stays buffered (:attr:`pending`) for the next call, so one client's thousand
+        pipelined get=1 requests cost one slice of work at a time."""
         out: list[str] = []
         self._buffer += data
         start = 0
         buffer = self._buffer
-        while not self.closed:
+        produced = 0
+        while not self.closed and (max_output is None or produced < max_output):
             end = buffer.find(b"\n", start)
-            if end < 0:
+            if end < 0 or end - start > MAX_LINE:
                 break
             line = bytes(buffer[start:end])
             start = end + 1
             answer = self._line(line, now)
             if answer:
                 out.append(answer)
+                produced += len(answer)
         del buffer[:start]
-        if len(buffer) > _MAX_LINE:
+        if len(buffer) > MAX_LINE and not self.closed:
+            buffer.clear()
             self.closed = True
+            out.append(f"errno=-{errno.EIO}\n\n")
         batch, self._out = self._out, Batch()
         return "".join(out).encode(), batch
+
+    @property
+    def pending(self) -> bool:
+        """Whether a whole line waits to be parsed (after a ``max_output`` stop)."""
+        return not self.closed and b"\n" in self._buffer
 
     def _line(self, raw: bytes, now: float) -> str:
         try:
@@ -300,7 +330,10 @@ class UapiConnection:
             key, sep, value = line.partition("=")
             if not sep:
                 raise UapiError(errno.EPROTO, "a line without '='")
-            self._set_line(key, value, now)
+            try:
+                self._set_line(key, value, now)
+            except (ValueError, OverflowError) as exc:  # a value no check above foresaw
+                raise UapiError(errno.EINVAL, str(exc)) from None
         except UapiError as exc:
             self._end_peer(now)
             self._mode = "skip"

@@ -29,7 +29,7 @@ from .vm import KernelVM, VMError, choose_accel, qemu_missing
 
 CAPABILITIES = frozenset({
     "initiator", "responder", "psk", "ipv6-outer", "ipv6-inner", "keepalive", "roaming",
-    "icmp", "state", "reconfigure", "mtu", "cookie",
+    "icmp", "icmp-errors", "state", "reconfigure", "mtu", "cookie",
 })
 GUEST_CONF = "/tmp/wg0.conf"
 ROAM_POLL = 0.1  # seconds between looks at the host's outer addresses

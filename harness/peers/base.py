@@ -20,6 +20,7 @@ CAPABILITIES = (
     "keepalive",  # persistent keepalive
     "roaming",  # survives its own outer address change (or follows the peer's)
     "icmp",  # a real interface: ping works through it
+    "icmp-errors",  # answers a packet no peer takes with ICMP unreachable (device.c wg_xmit)
     "state",  # `wg show dump`-like state (handshake time, endpoint, counters)
     "reconfigure",  # runtime changes (wg set) after start
     "mtu",  # the interface MTU can be set

@@ -54,7 +54,7 @@ class KernelInstance(PeerInstance):
 
 class KernelDriver(PeerDriver):
     name = "kernel"
-    capabilities = FULL_CAPABILITIES
+    capabilities = FULL_CAPABILITIES | {"icmp-errors"}
     def __init__(self) -> None:
         self.limitations = {"keylog": "the kernel writes no key log"}
         self._reason: str | None = None

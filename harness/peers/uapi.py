@@ -196,7 +196,7 @@ def wireguard_go() -> UapiDriver:
 
 def wgref() -> UapiDriver:
     return UapiDriver(
-        "wgref", _wgref_command, keylog=True,
+        "wgref", _wgref_command, keylog=True, capabilities=FULL_CAPABILITIES | {"icmp-errors"},
         missing_reason="wgref's userspace interface (wgref.interface) is not importable "
         "in this Python: `wgref IFNAME` is not built yet or wgref is not installed",
     )

@@ -75,8 +75,11 @@ def test_readme_install_block_in_a_fresh_clone(tmp_path: Path) -> None:
     clone = tmp_path / "wgref"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True, timeout=120)
     PIP_CACHE.mkdir(parents=True, exist_ok=True)
+    apt_config = tmp_path / "apt.conf"  # others' apt-get on a shared machine: wait, not fail
+    apt_config.write_text('DPkg::Lock::Timeout "600";\n')
     env = {
-        "PATH": DEBIAN_PATH, "PATH_DEFAULT": DEBIAN_PATH, "HOME": str(Path.home()),
+        "APT_CONFIG": str(apt_config), "PATH": DEBIAN_PATH, "PATH_DEFAULT": DEBIAN_PATH,
+        "HOME": str(Path.home()),
         "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive", "CLONE": str(clone),
         "PIP_CACHE_DIR": str(PIP_CACHE), "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }

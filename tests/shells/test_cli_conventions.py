@@ -80,6 +80,9 @@ def test_an_unknown_option_is_named_with_the_usage() -> None:
     assert missing.stderr.startswith("wgref: --keylog needs a PATH\n")
     two = wgref("wg0", "wg1")
     assert two.stderr.startswith("wgref: expected one INTERFACE-NAME, got wg0 wg1\n")
+    nothing = wgref()
+    assert nothing.returncode == 2
+    assert nothing.stderr.startswith("wgref: give an INTERFACE-NAME or a command\nusage: wgref")
     extra = wgref("genkey", "now")
     assert extra.returncode == 1
     assert extra.stderr == "wgref genkey: unexpected argument now\nUsage: wgref genkey\n"

@@ -11,6 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.pairs import (
+    A_ADDR,
+    A_TUN4,
+    B_TUN4,
+    SendDatagram,
+    established_pair,
+    ipv4_packet,
+    make_pair,
+)
 from wgref.crypto import clamp, public_key
 from wgref.device import Device
 from wgref.results import Endpoint
@@ -284,3 +293,40 @@ def test_get_matches_wireguard_go(tmp_path: Path) -> None:
             assert talk("get=1\n\n") == request(device, host, "get=1\n\n")
     finally:
         lab.close()
+
+
+def _uapi_set(device: Device, peer_public: bytes, lines: str, now: float) -> list[bytes]:
+    connection = UapiConnection(device, MemoryHost())
+    answer, out = connection.feed(f"set=1\npublic_key={peer_public.hex()}\n{lines}\n".encode(), now)
+    assert answer == b"errno=0\n\n"
+    return [data for _, data in out.datagrams()]
+
+
+def test_endpoint_arriving_sends_what_was_staged() -> None:
+    """netlink.c set_peer ends with wg_packet_send_staged_packets (wireguard-go's
+    handlePostConfig likewise): a packet staged while the peer had no endpoint starts the
+    handshake as soon as ``endpoint=`` arrives."""
+    pair = make_pair(b_knows_a_endpoint=False)
+    b = pair.b.device
+    assert not b.send_packet(ipv4_packet(B_TUN4, A_TUN4, b"early"), pair.now).sends
+    assert len(pair.peer_ba.staged) == 1
+    sent = _uapi_set(b, pair.a.public_key, f"endpoint={A_ADDR[0]}:{A_ADDR[1]}\n", pair.now)
+    assert [len(d) for d in sent] == [148]  # the initiation; the packet follows the handshake
+    pair.b.outbox.extend(SendDatagram(Endpoint(*A_ADDR), d) for d in sent)
+    pair.roundtrip()
+    assert [d.packet for d in pair.a.delivered] == [ipv4_packet(B_TUN4, A_TUN4, b"early")]
+
+
+def test_keepalive_at_once_only_when_persistent_keepalive_turns_on() -> None:
+    """netlink.c set_peer: send_keepalive = !old interval && new interval."""
+    pair = established_pair()
+    a, peer_b = pair.a.device, pair.b.public_key
+    on = _uapi_set(a, peer_b, "persistent_keepalive_interval=25\n", pair.now)
+    assert [len(d) for d in on] == [32]  # a keepalive on the session
+    assert _uapi_set(a, peer_b, "persistent_keepalive_interval=30\n", pair.now + 1) == []
+    assert _uapi_set(a, peer_b, "persistent_keepalive_interval=30\n", pair.now + 2) == []
+    assert _uapi_set(a, peer_b, "persistent_keepalive_interval=0\n", pair.now + 3) == []
+    assert pair.peer_ab.timers.persistent_keepalive is None
+    assert [len(d) for d in _uapi_set(a, peer_b, "persistent_keepalive_interval=5\n", 1e4)] == [
+        148  # no usable session any more: the keepalive starts a handshake
+    ]

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from .. import __version__, loglevel
+from .. import __version__, eventloop, loglevel
 from . import cgroup, conntrack, nft, status
 from .config import ClientConfigError, load
 from .run import DEFAULT_QUEUE, Client
@@ -18,22 +18,9 @@ log = logging.getLogger("wgref.client")
 LEVELS = {**loglevel.LEVELS, "info": logging.INFO}
 
 
-class _Formatter(logging.Formatter):
-    """wgref's (and wireguard-go's) format: ``INFO: (name) 2006/01/02 15:04:05 message``."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"%(levelname)s: ({name}) %(asctime)s %(message)s", "%Y/%m/%d %H:%M:%S")
-
-
 def setup_logging(name: str) -> None:
-    level = loglevel.level_from_env("info", LEVELS)
-    logger = logging.getLogger("wgref")
-    logger.handlers.clear()
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_Formatter(name))
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False
+    """The shared logging setup, with the client's default level (info)."""
+    eventloop.setup_logging(name, "info", LEVELS)
 
 
 def _parser() -> argparse.ArgumentParser:

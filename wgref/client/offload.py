@@ -4,26 +4,14 @@ Outbound, a TCP super-packet queued whole (``NFQA_CFG_F_GSO``) is cut into segme
 the tunnel (:func:`segment`); inbound, in-order segments of a local TCP flow are merged into
 one packet before injection (:func:`merge`), so the host's TCP receive path and the raw
 socket run once per batch instead of once per segment. The packet work itself is the TUN
-offload code (TSO split, userspace GRO) shared with the interface.
+offload code (wgref/offload.py: TSO split, userspace GRO) shared with the interface.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
-import importlib.util
-import struct
-from collections.abc import Callable
 
-# The shared offload code is moving from wgref/tun.py to wgref/offload.py (issue 14): use
-# whichever this tree has. Once wgref/offload.py is on main this becomes a plain import.
-_shared = importlib.import_module(
-    "wgref.offload" if importlib.util.find_spec("wgref.offload") else "wgref.tun")
-_split_tcp: Callable[[bytes, int, int], list[bytes]] = _shared._split_tcp
-_coalesce: Callable[[list[bytes]], list[bytes]] = _shared.coalesce
-
-_VNET_HDR = struct.Struct("=BBHHHH")  # linux/virtio_net.h: what coalesce prefixes
-_GSO_NONE = 0
+from .. import offload as shared
 
 
 def segment(packet: bytes, tcp_off: int, payload_size: int) -> list[bytes]:
@@ -31,7 +19,7 @@ def segment(packet: bytes, tcp_off: int, payload_size: int) -> list[bytes]:
     ``payload_size`` payload bytes each, with lengths, IPv4 ids, sequence numbers, flags and
     both checksums set as the kernel's TSO fallback would (the checksum fields of ``packet``
     are ignored). Raises ValueError for a malformed packet."""
-    return _split_tcp(packet, payload_size, tcp_off)
+    return shared._split_tcp(packet, payload_size, tcp_off)
 
 
 def merge(packets: list[bytes]) -> list[tuple[bytes, bool]]:
@@ -39,9 +27,9 @@ def merge(packets: list[bytes]) -> list[tuple[bytes, bool]]:
     packet (``merged``: its TCP checksum field is not valid and must be recomputed); order
     within a flow is kept."""
     out: list[tuple[bytes, bool]] = []
-    for frame in _coalesce(packets):
-        gso_type = _VNET_HDR.unpack_from(frame)[1]
-        out.append((frame[_VNET_HDR.size :], gso_type != _GSO_NONE))
+    for frame in shared.coalesce(packets):
+        gso_type = shared.VNET_HDR.unpack_from(frame)[1]
+        out.append((frame[shared.VNET_HDR_LEN :], gso_type != shared.VIRTIO_NET_HDR_GSO_NONE))
     return out
 
 

@@ -11,6 +11,8 @@ import os
 import struct
 from dataclasses import dataclass
 
+from ..offload import checksum
+
 TCP = 6
 UDP = 17
 ICMP = 1
@@ -19,20 +21,6 @@ FRAGMENT = 44
 _EXTENSIONS = (0, 43, 60)  # hop-by-hop, routing, destination options
 ECHO_REQUEST = {4: 8, 6: 128}
 ECHO_REPLY = {4: 0, 6: 129}
-
-
-def checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
-    """The Internet checksum (RFC 1071) of ``data`` plus a partial sum ``initial``.
-
-    The one's-complement sum of 16-bit words equals the big integer mod 0xFFFF, which lets the
-    work happen in C."""
-    if len(data) & 1:
-        data = bytes(data) + b"\0"
-    value = int.from_bytes(data, "big")
-    total = (value % 0xFFFF + initial) % 0xFFFF
-    if total == 0 and (value or initial):
-        total = 0xFFFF  # a one's-complement sum of non-zero words is never +0
-    return ~total & 0xFFFF
 
 
 @dataclass(slots=True)

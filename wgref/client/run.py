@@ -37,9 +37,16 @@ from typing import Any
 from ..allowedips import AllowedIPs
 from ..allowedips_calc import subtract
 from ..device import Device
-from ..interface import BatchReceiver, send_batch
 from ..peer import Peer
-from ..results import Batch, Dropped, DropReason, Endpoint, HandshakeCompleted
+from ..results import (
+    Batch,
+    Dropped,
+    DropReason,
+    Endpoint,
+    HandshakeCompleted,
+    HandshakeInitiated,
+)
+from ..udp import SO_MARK, BatchReceiver, open_udp_socket, send_batch
 from . import cgroup, conntrack, nft, offload, packet, procs, status
 from .config import ClientConfig, PeerConfig
 from .flows import BYPASS, TUNNEL, Flow, FlowTable
@@ -47,10 +54,8 @@ from .nfqueue import HOOK_FORWARD, HOOK_PREROUTING, NF_ACCEPT, NfQueue, QueuedPa
 
 log = logging.getLogger("wgref.client")
 
-SO_MARK = 36
 BATCH = 64
 HOUSEKEEPING = 5.0
-SOCKET_BUFFER = 4 << 20
 DEFAULT_QUEUE = 30567
 HANDSHAKE_WARNING = 15.0
 TCP_SYN = 0x02
@@ -147,18 +152,12 @@ class Client:
 
     def _open(self) -> None:
         port = self.config.listen_port
-        self.sock4 = self._marked(socket.AF_INET, socket.SOCK_DGRAM)
-        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            self.sock4.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-        self.sock4.bind(("0.0.0.0", port))
+        self.sock4 = open_udp_socket(socket.AF_INET, port, nft.OWN_MARK)
+        self._sockets.append(self.sock4)
         port = self.sock4.getsockname()[1]
         try:
-            sock6 = self._marked(socket.AF_INET6, socket.SOCK_DGRAM)
-            sock6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                sock6.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-            sock6.bind(("::", port))
-            self.sock6 = sock6
+            self.sock6 = open_udp_socket(socket.AF_INET6, port, nft.OWN_MARK)
+            self._sockets.append(self.sock6)
         except OSError as exc:
             log.debug("no IPv6 UDP socket: %s", exc)
         self.listen_port = port
@@ -522,14 +521,15 @@ class Client:
             sock = self.sock6 if ":" in destination.host else self.sock4
             if sock is None:
                 continue
-            if self._first_attempt is None and any(d[:1] == b"\x01" for d in datagrams):
-                self._first_attempt = now
             try:
                 send_batch(sock, destination.address, datagrams)
             except OSError as exc:
                 log.debug("sendto %s: %s", destination, exc)
         for event in out.events:
-            if isinstance(event, HandshakeCompleted):
+            if isinstance(event, HandshakeInitiated):
+                if self._first_attempt is None:
+                    self._first_attempt = now
+            elif isinstance(event, HandshakeCompleted):
                 self._handshake_completed(event.peer)
 
     def _read_udp(self, receiver: BatchReceiver, now: float) -> None:
