@@ -409,48 +409,38 @@ class Client:
     # ----------------------------------------------------------------- inbound
 
     def _deliver(self, packets: list[bytes], now: float) -> None:
-        """Packets from the tunnel: TCP of local flows merged where they follow on, then each
-        given its flow's address back and injected."""
-        local_tcp: list[bytes] = []
-        inbound = self.flows.inbound
-        for data in packets:
+        """Packets from the tunnel: in-order TCP data segments of a flow merged first (they
+        come out of an authenticated session, so nothing is checked that the AEAD tag did not
+        already), then each given its flow's address back and injected. A merged packet is
+        cut again for a forwarded flow (the LAN has its own MTU)."""
+        inbound, mtu = self.flows.inbound, self.config.mtu
+        for data, merged in offload.merge(packets):
             try:
                 info = packet.parse(data)
-                if info is None or info.proto != packet.TCP or info.fragment:
+                if not merged or info is None:
                     self._inbound(data, now, info)
                     continue
                 flow = inbound.get((info.proto, info.src, info.sport, info.dst, info.dport))
-                if flow is None or flow.forwarded:
-                    self._inbound(data, now, info)
+                if flow is None:
+                    self.counters["unsolicited"] += 1
                     continue
                 flow.last_seen = now
-                flags = info.tcp_flags
-                if flags & 0x05:
-                    flow.closing = True
-                if flags & 0x02:
-                    self._inbound(data, now, info)  # a SYN: its MSS is clamped and noted
+                tcp_off = info.header_len
+                th = tcp_off + (data[tcp_off + 12] >> 4) * 4
+                header = packet.rewrite(
+                    data[:th], info, dst=flow.src, src=flow.dst if flow.nat_dst else None,
+                    dport=flow.sport if flow.nat_sport != flow.sport else None,
+                    checksums=False)
+                if flow.forwarded:
+                    for piece in offload.segment(header + data[th:], tcp_off, mtu - th):
+                        self._inject(piece, flow.src)
                     continue
-                local_tcp.append(data)
+                buf = bytearray(header)
+                buf += memoryview(data)[th:]
+                offload.finish_tcp(buf, tcp_off)
+                self._inject(buf, flow.src)
             except Exception:
                 log.exception("dropped a packet from the tunnel that could not be handled")
-        if not local_tcp:
-            return
-        for data, merged in offload.merge(local_tcp):
-            info = packet.parse(data)
-            if info is None:
-                continue
-            flow = inbound.get((info.proto, info.src, info.sport, info.dst, info.dport))
-            if flow is None:
-                continue
-            rewritten = packet.rewrite(
-                data, info, dst=flow.src, src=flow.dst if flow.nat_dst else None,
-                dport=flow.sport if flow.nat_sport != flow.sport else None,
-                checksums=not merged)
-            if merged:
-                buf = bytearray(rewritten)
-                offload.finish_tcp(buf, info.header_len)
-                rewritten = bytes(buf)
-            self._inject(rewritten, flow.src)
 
     def _inbound(self, data: bytes, now: float, info: packet.Info | None) -> None:
         if info is None:
@@ -490,7 +480,7 @@ class Client:
             flow.peer_mss = packet.mss_option(rewritten, info) or 0
         self._inject(rewritten, flow.src)
 
-    def _inject(self, data: bytes, destination: bytes) -> None:
+    def _inject(self, data: bytes | bytearray, destination: bytes) -> None:
         sock = self.raw4 if len(destination) == 4 else self.raw6
         if sock is None:
             return
@@ -502,7 +492,7 @@ class Client:
         except OSError as exc:
             info = packet.parse(data)
             if exc.errno == errno.EMSGSIZE and info is not None and not info.fragment:
-                for piece in packet.fragment(data, info, self.config.mtu):
+                for piece in packet.fragment(bytes(data), info, self.config.mtu):
                     with contextlib.suppress(OSError):
                         sock.sendto(piece, address)
                 self.counters["injected"] += 1
