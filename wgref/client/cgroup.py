@@ -5,8 +5,9 @@ no race with short-lived processes).
 
 The cgroup2 hierarchy is found in /proc/self/mountinfo. Where it is not mounted in this mount
 namespace (``ip netns exec`` remounts /sys, and with it /sys/fs/cgroup), it is mounted under
-/run/wgref/cgroup2: a cgroup2 mount is a view of the one hierarchy, so the client and `exec`
-find the same cgroup by its path relative to the root.
+/run/wgref/cgroup2 for as long as it is needed (the client: until it stops; `exec`: until
+the program is in the cgroup): a cgroup2 mount is a view of the one hierarchy, so the client
+and `exec` find the same cgroup by its path relative to the root.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import subprocess
 
 PRIVATE_MOUNT = "/run/wgref/cgroup2"
 MOUNT_TIMEOUT = 10.0
+_mounted_here: set[str] = set()  # what root() mounted in this process
 
 
 class CgroupError(OSError):
@@ -38,7 +40,8 @@ def _mounted_root() -> str | None:
 
 
 def root() -> str:
-    """The cgroup2 hierarchy's root directory, mounting it if this namespace has none."""
+    """The cgroup2 hierarchy's root directory, mounting it if this namespace has none (see
+    :func:`release`)."""
     found = _mounted_root()
     if found is not None:
         return found
@@ -50,7 +53,16 @@ def root() -> str:
         raise CgroupError(f"cannot mount cgroup2: {exc}") from exc
     if result.returncode != 0:
         raise CgroupError(f"cannot mount cgroup2 on {PRIVATE_MOUNT}: {result.stderr.strip()}")
+    _mounted_here.add(PRIVATE_MOUNT)
     return PRIVATE_MOUNT
+
+
+def release() -> None:
+    """Unmount the hierarchy if :func:`root` mounted it in this process."""
+    if PRIVATE_MOUNT in _mounted_here:
+        _mounted_here.discard(PRIVATE_MOUNT)
+        subprocess.run(["umount", PRIVATE_MOUNT], capture_output=True, timeout=MOUNT_TIMEOUT,
+                       check=False)
 
 
 def name_for(config_path: str) -> str:
@@ -75,14 +87,18 @@ def join(name: str, pid: int = 0) -> None:
             f.write(f"{pid or os.getpid()}\n")
     except OSError as exc:
         raise CgroupError(f"cannot join {path}: {exc.strerror}") from exc
+    finally:
+        release()
 
 
 def remove(path: str) -> bool:
-    """Remove the cgroup; False while processes are still in it."""
+    """Remove the cgroup (False while processes are still in it), then :func:`release`."""
     try:
         os.rmdir(path)
     except FileNotFoundError:
-        return True
+        pass
     except OSError:
         return False
+    finally:
+        release()
     return True
