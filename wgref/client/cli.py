@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                         "on, the conntrack marks of bypass flows")
     parser.add_argument("--socket", help="the status socket (default /run/wgref/client-NAME.sock)")
     parser.add_argument("--queue", type=int, default=DEFAULT_QUEUE,
-                        help=f"the NFQUEUE number (default {DEFAULT_QUEUE})")
+                        help=f"the NFQUEUE numbers: N for TCP, N+1 for the rest (default "
+                        f"{DEFAULT_QUEUE})")
     parser.add_argument("--forward", action="store_true",
                         help="also tunnel packets routed through this host (hotspot case)")
     parser.add_argument("--kill-switch", action="store_true",
