@@ -788,14 +788,16 @@ def test_dns_of_tunnelled_apps_goes_through_the_tunnel(lab: ClientLab) -> None:
     assert "DNS = 10.99.0.1: queries of tunnelled applications go there" in \
         lab.log("client.log")
 
-    def ask(app: str, mode: str) -> str:
+    def ask(app: str, mode: str, resolver: str = "10.200.0.3") -> str:
         result = lab.sh(lab.client_ns, str(lab.tmp / app), str(dns), "ask", mode,
-                        "10.200.0.3", "www.example.test", check=False, timeout=30)
+                        resolver, "www.example.test", check=False, timeout=30)
         return (result.stdout.strip() or result.stderr.strip()).splitlines()[-1]
 
     for mode in ("udp", "tcp"):
         assert ask("appA", mode) == "10.1.1.1", lab.log("client.log")
         assert ask("appB", mode) == "10.2.2.2", lab.log("client.log")
+    # a resolver inside the tunnel that is not the DNS server: redirected all the same
+    assert ask("appA", "udp", "10.99.0.5") == "10.1.1.1", lab.log("client.log")
     log = lab.log("client.log")
     assert re.search(r"udp 10\.200\.0\.2:\d+ -> 10\.200\.0\.3:53: tunnel \(DNS to 10\.99\.0\.1: "
                      r"appA\[\d+\] in AllowedApps\)", log), log

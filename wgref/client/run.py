@@ -241,10 +241,11 @@ class Client:
             return BYPASS, f"no IPv{info.version} Address", b""
         entry = self.routes.lookup(info.dst)
         dns = self.dns.get(info.version)
-        if (entry is None and dns is not None and info.dport == 53
+        if (dns is not None and info.dport == 53 and info.dst != dns
                 and info.proto in (packet.TCP, packet.UDP)):
-            # A DNS query to a resolver outside the tunnel: a tunnelled application's goes to
-            # the tunnel's DNS server instead, an untunnelled one's where it was sent.
+            # A DNS query to another resolver (the host's, inside AllowedIPs or not): a
+            # tunnelled application's goes to the tunnel's DNS server instead, an untunnelled
+            # one's where it was sent.
             entry = self.routes.lookup(dns)
             decision, reason = self._decide_app(info, hook, mark, entry)
             if decision == TUNNEL:
