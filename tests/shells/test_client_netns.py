@@ -539,10 +539,11 @@ def test_sigterm_removes_everything(lab: ClientLab) -> None:
 
 
 def _marked_conntrack(lab: ClientLab) -> list[str]:
-    """conntrack entries of the client ns that carry the client's bypass mark bit."""
+    """conntrack entries of the client ns that carry one of the client's mark bits (bypass,
+    injected)."""
     table = lab.sh(lab.client_ns, "cat", "/proc/net/nf_conntrack").stdout
     return [line for line in table.splitlines()
-            if (m := re.search(r"mark=(\d+)", line)) and int(m.group(1)) & 0x20000000]
+            if (m := re.search(r"mark=(\d+)", line)) and int(m.group(1)) & 0x60000000]
 
 
 def test_kill9_then_cleanup(lab: ClientLab) -> None:
@@ -896,3 +897,21 @@ def test_df_over_mtu_gets_fragmentation_needed(lab: ClientLab) -> None:
     result = lab.sh(lab.client_ns, "ping", "-c", "1", "-W", "2", "-M", "dont", "-s", "1400",
                     "10.99.0.1", check=False)
     assert result.returncode == 0, result.stdout + lab.log("client.log")
+
+
+def test_connections_from_outside_are_answered_directly(lab: ClientLab) -> None:
+    """A server on the client host, reached directly from a tunnelled address: its answers
+    (replies of a connection the host did not start) go back the way they came."""
+    server = lab.spawn(lab.client_ns, [sys.executable, str(lab.echo), "serve", str(PORT),
+                                       "10.200.0.2"], "host-echo.log")
+    wait_for(lambda: "ready" in lab.log("host-echo.log") or server.poll() is not None, 10,
+             "the host's echo server")
+    lab.start_client(lab.config())  # every application, 10.200.0.0/24 tunnelled
+    for mode in ("tcp", "udp"):
+        argv = [sys.executable, str(lab.echo), mode, "10.200.0.2", str(PORT), "100"]
+        result = lab.sh(lab.server_ns, *argv, check=False, timeout=40)
+        assert result.stdout.strip() == "OK 10.200.0.1", result.stdout + lab.log("client.log")
+    result = lab.sh(lab.server_ns, "ping", "-c", "1", "-W", "2", "10.200.0.2", check=False)
+    assert result.returncode == 0, result.stdout
+    # and the host's own flows to the same address still go through the tunnel
+    assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {TUNNEL4}"

@@ -348,7 +348,10 @@ def test_table_script() -> None:
     assert "hook forward" in text and "jump to_queue" in text
     assert "meta l4proto tcp ip daddr @allowed jump to_queue_tcp" in text
     assert "        ip daddr @allowed jump to_queue\n" in text
-    assert f"meta mark {nft.OWN_MARK:#x} accept" in text
+    assert (f"meta mark {nft.OWN_MARK:#x} ct mark set ct mark or {nft.CT_INJECTED:#x} accept"
+            in text)
+    # answers of connections started from outside are never queued (output and forward)
+    assert text.count(f"ct direction reply ct mark and {nft.CT_INJECTED:#x} == 0 accept") == 2
     assert "delete table ip6 wgref_client" in nft.delete_script()
 
 

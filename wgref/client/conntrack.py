@@ -1,8 +1,9 @@
 """Forget the client's conntrack marks: the conntrack entries of bypass flows carry
-:data:`~wgref.client.nft.CT_BYPASS` in their mark, which only the client's tables read. One
-ctnetlink flush filtered by mark (nf_conntrack_netlink.c ``ctnetlink_flush_conntrack`` with
-``CTA_MARK``/``CTA_MARK_MASK``) deletes them in every family; the connections themselves go
-on (conntrack picks them up again from their next packet)."""
+:data:`~wgref.client.nft.CT_BYPASS` in their mark, those of tunnelled flows
+:data:`~wgref.client.nft.CT_INJECTED`; only the client's tables read them. A ctnetlink flush
+filtered by mark (nf_conntrack_netlink.c ``ctnetlink_flush_conntrack`` with
+``CTA_MARK``/``CTA_MARK_MASK``) per bit deletes them in every family; the connections
+themselves go on (conntrack picks them up again from their next packet)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import socket
 import struct
 
 from . import netlink as nl
-from .nft import CT_BYPASS
+from .nft import CT_BYPASS, CT_INJECTED
 
 NFNL_SUBSYS_CTNETLINK = 1
 IPCTNL_MSG_CT_DELETE = 2
@@ -33,12 +34,18 @@ def forget_marks() -> None:
     Raises OSError when conntrack refuses (or is not there)."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_NETFILTER) as sock:
         sock.bind((0, 0))
-        sock.send(flush_message(CT_BYPASS, CT_BYPASS))
+        for seq, bit in enumerate((CT_BYPASS, CT_INJECTED), 1):
+            sock.send(flush_message(bit, bit, seq))
+            _answer(sock, seq)
+
+
+def _answer(sock: socket.socket, seq: int) -> None:
+    while True:
         ready, _, _ = select.select([sock], [], [], TIMEOUT)
         if not ready:
             raise TimeoutError("no answer from nf_conntrack_netlink")
-        for kind, _flags, _seq, body in nl.messages(sock.recv(65536)):
-            if kind == nl.NLMSG_ERROR:
+        for kind, _flags, got, body in nl.messages(sock.recv(65536)):
+            if kind == nl.NLMSG_ERROR and got == seq:
                 code = nl.error_code(body)
                 if code and code != 2:  # ENOENT: nothing to delete
                     raise OSError(code, f"conntrack: {os.strerror(code)}")

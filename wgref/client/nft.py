@@ -25,6 +25,7 @@ OWN_MARK = 0x77670001  # SO_MARK of the client's own sockets: never queued
 BYPASS_MARK = 0x77670002  # verdict mark of a bypass flow's first packet
 EXEC_MARK = 0x77670004  # packets of sockets in the client's cgroup (`wgref client exec`)
 CT_BYPASS = 0x20000000  # conntrack mark bit: the flow stays in the kernel
+CT_INJECTED = 0x40000000  # conntrack mark bit: the connection's first packet was injected
 PRIORITY = -90  # after conntrack (-200), mangle (-150) and dstnat (-100)
 NFT_TIMEOUT = 15.0
 
@@ -97,6 +98,8 @@ def table_script(family: str, networks: Sequence[Network], rules: Rules) -> str:
         f"{nd}"
         f"        {family} daddr @allowed jump to_queue\n"
     )
+    # Answers of connections started from outside (not through the tunnel) go back directly.
+    replies = f"        ct direction reply ct mark and {CT_INJECTED:#x} == 0 accept\n"
     dns = rules.dns4 if family == "ip" else rules.dns6
     dns_rules = (
         "        udp dport 53 jump to_queue\n"
@@ -109,8 +112,12 @@ def table_script(family: str, networks: Sequence[Network], rules: Rules) -> str:
         "    chain to_queue_tcp {\n    }\n"
         "    chain output {\n"
         f"        type filter hook output priority {PRIORITY}; policy accept;\n"
-        f"        meta mark {OWN_MARK:#x} accept\n"
+        # the client's own sockets; what it injects marks its connection (a tunnelled flow's
+        # conntrack entry starts with the first answer injected, so the host's packets are
+        # in its reply direction)
+        f"        meta mark {OWN_MARK:#x} ct mark set ct mark or {CT_INJECTED:#x} accept\n"
         f"        ct mark and {CT_BYPASS:#x} == {CT_BYPASS:#x} accept\n"
+        f"{replies}"
         '        oifname "lo" accept\n'
         f"        {family} daddr {local} accept\n" + dns_rules + queue_rules + "    }\n"
         "    chain exec {\n"
@@ -127,6 +134,7 @@ def table_script(family: str, networks: Sequence[Network], rules: Rules) -> str:
             "    chain forward {\n"
             f"        type filter hook forward priority {PRIORITY}; policy accept;\n"
             f"        ct mark and {CT_BYPASS:#x} == {CT_BYPASS:#x} accept\n"
+            f"{replies}"
             f"        {family} daddr {local} accept\n" + queue_rules + "    }\n"
             "    chain forward_bypass {\n"
             f"        type filter hook forward priority {PRIORITY + 10}; policy accept;\n"
