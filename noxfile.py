@@ -1,4 +1,5 @@
-"""Sessions: interop (the main job, and what plain `nox` runs), bench, tests, lint, decrypt.
+"""Sessions: interop (the main job, and what plain `nox` runs), probes, bench, tests, lint,
+decrypt.
 
 `nox -l` lists them with their descriptions. Sessions that need Debian tools install them with
 apt-get when they are missing and we are root (CI and the README's quick start run as root on
@@ -136,6 +137,22 @@ def interop(session: nox.Session) -> None:
         session.run("python", "-m", "harness", "images", "build")
     try:
         session.run("python", "-m", "harness", "run", *args)
+    finally:
+        session.run("python", "-m", "harness", "cleanup")
+
+
+@nox.session
+def probes(session: nox.Session) -> None:
+    """Conformance probes (packet-level checks of a server), reports in results/probes/.
+
+    Arguments go to `python -m harness probe`, e.g. `nox -s probes -- --server wgref`."""
+    debian_tools(session)
+    interop_extras(session)
+    args = session.posargs if has_out(session.posargs) else [*session.posargs, "--out",
+                                                              "results/probes"]
+    session.run("python", "-m", "harness", "cleanup")
+    try:
+        session.run("python", "-m", "harness", "probe", *args)
     finally:
         session.run("python", "-m", "harness", "cleanup")
 

@@ -14,11 +14,13 @@ from pathlib import Path
 from types import FrameType
 
 from . import cleanup as cleanup_mod
+from . import required
+from .peers import registry
 from .peers.base import PeerDriver
 from .peers.registry import all_drivers
 from .progress import make_progress
 from .report import print_matrix, write_all
-from .results import PeerInfo, RunResult, now_iso, typed_command
+from .results import FAILING, CellResult, PeerInfo, RunResult, now_iso, typed_command
 from .runner import CellRunner, Interrupted, plan
 from .scenario import Scenario, ScenarioError, load_scenarios
 
@@ -51,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="leave peers that cannot run here out of the matrix")
     run_p.add_argument("--backend", choices=BACKENDS, default="netns",
                        help="hosts as network namespaces (default) or Docker containers")
+    run_p.add_argument("--required", type=Path, default=None, metavar="FILE",
+                       help="cells whose failure (or unsupported) fails the run, one "
+                       "`CLIENT SERVER SCENARIO` a line (* matches any); other failures "
+                       "only report")
     list_p = sub.add_parser("list", help="list peers and scenarios")
     list_p.add_argument("--backend", choices=BACKENDS, default="netns")
     clean_p = sub.add_parser("cleanup", help="remove leftovers of killed runs")
@@ -100,11 +106,10 @@ def _drivers(args: argparse.Namespace) -> list[PeerDriver]:
 def _select(drivers: list[PeerDriver], names: list[str], what: str) -> list[PeerDriver]:
     if not names:
         return drivers
-    by_name = {d.name: d for d in drivers}
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        raise SystemExit(f"unknown {what} {', '.join(unknown)} (known: {', '.join(by_name)})")
-    return [by_name[n] for n in names]
+    try:
+        return registry.select(drivers, names, what)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def _scenarios(args: argparse.Namespace, names: list[str], slow: bool) -> list[Scenario]:
@@ -152,6 +157,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    rules = required_list(args.required)  # a bad list is reported before anything runs
     if os.geteuid() != 0:
         print("error: the harness needs root (network namespaces)", file=sys.stderr)
         return 2
@@ -163,8 +169,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.server:
         servers = [d for d in servers if "responder" in d.capabilities]
     if args.skip_unavailable:
-        clients = [d for d in clients if d.unavailable() is None]
-        servers = [d for d in servers if d.unavailable() is None]
+        keep = required.named_peers(rules or [])
+        clients = [d for d in clients if d.unavailable() is None or d.name in keep]
+        servers = [d for d in servers if d.unavailable() is None or d.name in keep]
     scenarios = _scenarios(args, _split(args.scenario), args.slow)
     out = args.out or Path("results") / time.strftime("interop-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
@@ -212,7 +219,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     if run.interrupted:
         print("interrupted: the matrix is incomplete", file=sys.stderr)
         return 130
-    return 1 if run.failed else 0
+    return exit_code(run.cells, rules)
+
+
+def required_list(path: Path | None) -> list[required.Pattern] | None:
+    if path is None:
+        return None
+    try:
+        return required.load(path)
+    except required.RequiredError as exc:
+        raise SystemExit(f"error: --required: {exc}") from None
+
+
+def exit_code(cells: list[CellResult], rules: list[required.Pattern] | None) -> int:
+    """1 when a cell failed or errored; with a required list, 1 only when a required cell
+    failed, errored or was unsupported (the others are reported)."""
+    if rules is None:
+        return 1 if any(c.status in FAILING for c in cells) else 0
+    for line in required.unmatched(rules, cells):
+        print(f"note: required {line} ({line.where}) matches no cell of this run")
+    problems = required.failures(rules, cells)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    others = [c for c in cells if c.status in FAILING and not any(r.matches(c) for r in rules)]
+    if others:
+        print(f"{len(others)} failed cell(s) outside the required list (reported only)")
+    return 1 if problems else 0
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:

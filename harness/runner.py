@@ -218,9 +218,7 @@ class CellRunner:
                 result.reason = f"step {index} ({step.label}): {detail}" + (
                     f"; {problem}" if problem and problem not in detail else "")
                 return
-        result.status = PASS
-        skipped = [s.label for s in result.steps if s.status == SKIPPED]
-        result.reason = f"skipped steps: {', '.join(skipped)}" if skipped else ""
+        result.status, result.reason = end_of_cell(result.steps)
 
     @staticmethod
     def _peer_problem(ctx: CellContext) -> str | None:
@@ -275,6 +273,17 @@ class CellRunner:
                         self.result.reason += f" ({exc})"
         self.result.artifacts = sorted(
             str(p.relative_to(self.folder)) for p in self.folder.rglob("*") if p.is_file())
+
+
+def end_of_cell(steps: Sequence[StepResult]) -> tuple[str, str]:
+    """The status and reason of a cell whose steps all ran without a failure: *pass*, or
+    *unsupported* when every step was skipped (nothing was checked; the reasons say why)."""
+    skipped = [s for s in steps if s.status == SKIPPED]
+    if len(skipped) == len(steps):
+        reasons = sorted({s.detail.removeprefix("skipped: ") for s in skipped})
+        return UNSUPPORTED, "every step was skipped: " + "; ".join(reasons or ["no steps"])
+    labels = ", ".join(s.label for s in skipped)
+    return PASS, f"skipped steps: {labels}" if skipped else ""
 
 
 def run_cell(result: CellResult, progress: Progress, folder: Path, prefix: str,

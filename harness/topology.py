@@ -315,9 +315,12 @@ def router_ruleset(table: str, nat_sources: list[tuple[str, str, str]]) -> str:
 def loss_rules(table: str, losses: Mapping[str, float]) -> str:
     """An nft script that refills the router's ``loss`` chain: drop ``pct`` percent of what
     enters or leaves each router interface (both backends)."""
+    def drop(pct: float) -> str:  # numgen's range is 0-99: 100 % is a plain drop
+        return "drop" if pct >= 100 else f"numgen random mod 100 < {pct} drop"
+
     rules = "".join(
-        f'add rule inet {table} loss iifname "{dev}" numgen random mod 100 < {pct} drop\n'
-        f'add rule inet {table} loss oifname "{dev}" numgen random mod 100 < {pct} drop\n'
+        f'add rule inet {table} loss iifname "{dev}" {drop(pct)}\n'
+        f'add rule inet {table} loss oifname "{dev}" {drop(pct)}\n'
         for dev, pct in losses.items() if pct > 0
     )
     return f"flush chain inet {table} loss\n{rules}"

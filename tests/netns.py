@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ci import in_ci
+
 SOCKET_DIR = Path("/var/run/wireguard")
 REPO = Path(__file__).resolve().parents[1]
 _counter = itertools.count()
@@ -36,7 +38,12 @@ def netns_skip_reason() -> str | None:
     try:
         subprocess.run(["ip", "netns", "add", probe], check=True, capture_output=True, timeout=10)
     except (OSError, subprocess.SubprocessError) as exc:
-        return f"`ip netns` does not work here: {exc}"
+        detail = getattr(exc, "stderr", b"") or b""
+        reason = f"`ip netns add` does not work here: {exc} {detail.decode(errors='replace')}"
+        if in_ci():
+            pytest.fail(f"{reason.strip()} (CI=true: CI runs as root with namespaces)",
+                        pytrace=False)
+        return reason.strip()
     subprocess.run(["ip", "netns", "del", probe], capture_output=True, timeout=10)
     return None
 
@@ -54,6 +61,19 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, step: flo
             return
         time.sleep(step)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def holds_for(condition: Callable[[], bool], seconds: float, what: str,
+              step: float = 0.1) -> None:
+    """Assert that ``condition`` stays true over ``seconds`` (checked every ``step``): for
+    things that must *not* happen, such as a daemon stopping."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if not condition():
+            raise AssertionError(f"{what} stopped holding")
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(step)
 
 
 def genkey() -> str:

@@ -9,9 +9,11 @@ SIGTERM or SIGINT stop the daemon.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import resource
 import select
 import socket
 import sys
@@ -130,7 +132,7 @@ class Interface:
         # possible while the link is in the sockets' namespace.
         self._loop_guard = True
         self._port_bytes = b""
-        # Routes into the link with an MTU below the link's (padding follows them).
+        # Routes into the link with an MTU of their own (padding follows them).
         self._route_mtus: RouteMtus | None = None
         self._route_mtus_netns = 0
         try:
@@ -138,6 +140,8 @@ class Interface:
             listener, self.socket_path = open_listener(name)
         except BaseException:
             self.udp.close()
+            if self.routes is not None:
+                self.routes.close()
             self.loop.close()
             self.tun.close()
             raise
@@ -218,6 +222,8 @@ class Interface:
         back into the tunnel (a route to a peer's endpoint through this interface). The
         kernel refuses to send it in the first place (socket.c send4: ``rt->dst.dev ==
         skb->dev``, "Avoiding routing loop"); we see it once and drop it."""
+        if len(packet) < 28:
+            return False
         if packet[0] == 0x45:
             return packet[9] == 17 and packet[20:22] == self._port_bytes
         if packet[0] >> 4 == 6:
@@ -419,6 +425,7 @@ class Interface:
 
     def _housekeeping(self, _now: float) -> None:
         self.tun.check()  # raises TunGone once the link is deleted
+        self.uapi.resume()
         self._refresh_mtu()
         self._loop_guard = self.tun.in_own_namespace()
         self._open_route_mtus()
@@ -465,6 +472,15 @@ class Interface:
             self.keylog.close()
 
 
+def _raise_file_limit() -> None:
+    """Every UAPI client holds a descriptor: raise the soft limit to the hard one (as Go's
+    runtime does for wireguard-go since Go 1.19)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: list[str], *, checks: Checks = ALL_CHECKS) -> int:
     """``wgref [-f|--foreground] [--keylog PATH] IFNAME``: 0 once the interface is up.
     ``checks`` is for negative controls only (harness/probes/sloppy.py)."""
@@ -473,6 +489,7 @@ def main(argv: list[str], *, checks: Checks = ALL_CHECKS) -> int:
         return options
     setup_logging(options.name)
     log.debug("Starting wgref version %s", __version__)
+    _raise_file_limit()
     try:
         interface = Interface(options.name, options.keylog, checks=checks)
     except (OSError, ValueError) as exc:

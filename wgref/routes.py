@@ -36,7 +36,7 @@ _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, proto, scope, type
 _RTATTR = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
-_CACHE_LIMIT = 4096
+_CACHE_LIMIT = 1 << 16  # answers kept (one per peer endpoint and source in use)
 
 
 class Route(NamedTuple):
@@ -64,16 +64,14 @@ def _attributes(data: bytes, offset: int) -> dict[int, bytes]:
     return found
 
 
-class RouteCache:
-    """``lookup(destination, source, mark)`` answers as ``ip route get`` would; see the
-    module doc. :meth:`fileno` is the change-notification socket, :meth:`changed` drains it."""
+SocketFactory = Callable[[socket.AddressFamily, socket.SocketKind, int], socket.socket]
 
-    def __init__(
-        self,
-        make_socket: Callable[[socket.AddressFamily, socket.SocketKind, int], socket.socket] = (
-            socket.socket
-        ),
-    ) -> None:
+
+class _Rtnetlink:
+    """A query socket and a change-notification socket (for the event loop) on rtnetlink,
+    made by ``make_socket`` (the TUN's namespace may differ from ours)."""
+
+    def __init__(self, make_socket: SocketFactory = socket.socket) -> None:
         self._query = make_socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
         self._query.settimeout(1.0)
         self._monitor = make_socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
@@ -84,17 +82,33 @@ class RouteCache:
             self.close()
             raise
         self._seq = itertools.count(1)
-        self._cache: dict[tuple[str, str, int], Route | None] = {}
-        self.lookups = 0  # netlink round trips, for tests and reports
 
     def fileno(self) -> int:
         return self._monitor.fileno()
 
-    def changed(self) -> None:
-        """Drain the notifications and forget every answer."""
-        with contextlib.suppress(BlockingIOError, InterruptedError):
+    def _drain(self) -> None:
+        # ENOBUFS (notifications lost to a full buffer) also means: something changed.
+        with contextlib.suppress(OSError):
             while self._monitor.recv(1 << 16):
                 pass
+
+    def close(self) -> None:
+        self._query.close()
+        self._monitor.close()
+
+
+class RouteCache(_Rtnetlink):
+    """``lookup(destination, source, mark)`` answers as ``ip route get`` would; see the
+    module doc. :meth:`fileno` is the change-notification socket, :meth:`changed` drains it."""
+
+    def __init__(self, make_socket: SocketFactory = socket.socket) -> None:
+        super().__init__(make_socket)
+        self._cache: dict[tuple[str, str, int], Route | None] = {}
+        self.lookups = 0  # netlink round trips, for tests and reports
+
+    def changed(self) -> None:
+        """Drain the notifications and forget every answer."""
+        self._drain()
         self._cache.clear()
 
     def lookup(self, destination: str, source: str = "", mark: int = 0) -> Route | None:
@@ -148,18 +162,13 @@ class RouteCache:
         text = socket.inet_ntop(family, prefsrc) if len(prefsrc) in (4, 16) else ""
         return Route(oif, text, mtu)
 
-    def close(self) -> None:
-        for sock in (getattr(self, "_query", None), getattr(self, "_monitor", None)):
-            if sock is not None:
-                sock.close()
-
 
 NLM_F_DUMP = 0x300
 NLMSG_DONE = 3
 RTN_UNICAST = 1
 
 
-class RouteMtus:
+class RouteMtus(_Rtnetlink):
     """The MTUs of the routes that lead into the tunnel link, for padding (kernel send.c
     calculate_skb_padding pads to ``dst_mtu(skb_dst(skb))``, the MTU of the route the inner
     packet took, not the interface's).
@@ -167,40 +176,24 @@ class RouteMtus:
     A TUN read carries no route, so the routes through the link (any table) are dumped from
     the link's namespace and matched by longest prefix on the inner destination. The dump is
     redone when rtnetlink there announces a change and when the link's MTU changes.
-    :attr:`active` is False unless some route has an MTU below the link's: then the data path
-    does not look anything up at all.
+    :attr:`active` is False unless some route has an MTU other than the link's: then the data
+    path does not look anything up at all. A route's MTU applies even above the link's, as
+    ipv4_mtu/ip6_mtu return the route metric before the device's.
 
     Not covered (documented limits): policy routing that picks a table by source, mark, uid or
     ports (the longest prefix over all tables stands in for the kernel's rule walk); path-MTU
     exceptions learnt from ICMP for destinations behind the tunnel (they live in the route
-    cache, not the tables dumped); a route MTU above the link MTU (the kernel also caps at
-    the device: dst_mtu cannot exceed it for a route via the device).
+    cache, not the tables dumped).
     """
 
-    def __init__(
-        self, make_socket: Callable[[socket.AddressFamily, socket.SocketKind, int], socket.socket]
-    ) -> None:
-        self._query = make_socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-        self._query.settimeout(1.0)
-        self._monitor = make_socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-        try:
-            self._monitor.bind((0, _GROUPS))
-            self._monitor.setblocking(False)
-        except BaseException:
-            self.close()
-            raise
+    def __init__(self, make_socket: SocketFactory) -> None:
+        super().__init__(make_socket)
         self._table: AllowedIPs[int] = AllowedIPs()
         self.active = False
         self.stale = True
-        self._seq = itertools.count(1)
-
-    def fileno(self) -> int:
-        return self._monitor.fileno()
 
     def changed(self) -> None:
-        with contextlib.suppress(BlockingIOError, InterruptedError):
-            while self._monitor.recv(1 << 16):
-                pass
+        self._drain()
         self.stale = True
 
     def refresh(self, ifindex: int, link_mtu: int) -> None:
@@ -209,8 +202,8 @@ class RouteMtus:
         active = False
         for family in (socket.AF_INET, socket.AF_INET6):
             for prefix, mtu in self._dump(family, ifindex):
-                effective = min(mtu, link_mtu) if mtu else link_mtu
-                active = active or effective < link_mtu
+                effective = mtu or link_mtu
+                active = active or effective != link_mtu
                 table.insert(prefix, effective)
         self._table, self.active, self.stale = table, active, False
 
@@ -272,8 +265,3 @@ class RouteMtus:
             else ipaddress.IPv6Network((address, dst_len), strict=False)
         )
         return network, mtu
-
-    def close(self) -> None:
-        for sock in (getattr(self, "_query", None), getattr(self, "_monitor", None)):
-            if sock is not None:
-                sock.close()

@@ -97,6 +97,7 @@ class UapiServer:
         self.before_request = before_request
         self.perform = perform
         self.clients: dict[int, _Client] = {}
+        self.paused = False
         loop.add(listener.fileno(), self._accept)
 
     def _accept(self, _mask: int) -> None:
@@ -105,8 +106,11 @@ class UapiServer:
                 sock, _ = self.listener.accept()
             except BlockingIOError:
                 return
-            except OSError as exc:  # e.g. EMFILE: the pending client waits for a free fd
+            except OSError as exc:
+                # EMFILE/ENFILE: the listener stays readable, so stop watching it (instead of
+                # spinning) until a client leaves or resume() is called.
                 log.error("UAPI accept: %s", exc)
+                self._pause()
                 return
             sock.setblocking(False)
             fd = sock.fileno()
@@ -198,6 +202,18 @@ class UapiServer:
         if client is not None:
             self.loop.remove(fd)
             client.sock.close()
+            self.resume()
+
+    def _pause(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self.loop.modify(self.listener.fileno(), 0)
+
+    def resume(self) -> None:
+        """Accept again after a pause (the shell also calls this from its housekeeping)."""
+        if self.paused:
+            self.paused = False
+            self.loop.modify(self.listener.fileno(), select.EPOLLIN)
 
     def close(self) -> None:
         for fd in list(self.clients):

@@ -10,6 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+from .. import required
+from ..cli import exit_code, required_list
+from ..peers import registry
 from ..peers.base import PeerDriver
 from ..progress import make_progress
 from ..report import print_matrix, write_all
@@ -18,7 +21,6 @@ from ..runner import Interrupted
 from . import report
 from .registry import PROBES, select
 from .runner import ProbeCell, scenario_name
-from .sloppy import sloppy_driver
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add the probe cells to OUT/results.json of an earlier "
                         "`harness run` and rewrite its reports (one matrix)")
     parser.add_argument("--plain", action="store_true", help="plain progress lines")
+    parser.add_argument("--required", type=Path, default=None, metavar="FILE",
+                        help="cells whose failure (or unsupported) fails the run, one "
+                        "`probe SERVER probe:NAME` a line (* matches any); other failures "
+                        "only report")
     parser.add_argument("--skip-unavailable", action="store_true",
                         help="leave servers that cannot run here out of the table")
 
@@ -45,17 +51,17 @@ def _split(values: list[str]) -> list[str]:
 def _servers(drivers: list[PeerDriver], args: argparse.Namespace) -> list[PeerDriver]:
     names = _split(args.server)
     if names:
-        by_name = {d.name: d for d in [*drivers, sloppy_driver()]}
-        unknown = [n for n in names if n not in by_name]
-        if unknown:
-            raise SystemExit(f"unknown server {', '.join(unknown)} "
-                             f"(known: {', '.join(by_name)})")
-        servers = [by_name[n] for n in names]
+        try:
+            servers = registry.select(drivers, names, "server")
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
     else:
         servers = [d for d in drivers if "responder" in d.capabilities]
     if args.skip_unavailable:
-        servers = [d for d in servers if d.unavailable() is None]
+        keep = required.named_peers(required_list(args.required) or [])
+        servers = [d for d in servers if d.unavailable() is None or d.name in keep]
     return servers
+
 
 
 def _list() -> int:
@@ -141,4 +147,4 @@ def cmd_probe(args: argparse.Namespace, drivers: list[PeerDriver]) -> int:
     if run.interrupted:
         print("interrupted: the table is incomplete", file=sys.stderr)
         return 130
-    return 1 if any(c.status in ("fail", "error") for c in probe_run.cells) else 0
+    return exit_code(probe_run.cells, required_list(args.required))

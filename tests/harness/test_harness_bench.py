@@ -379,4 +379,6 @@ def test_from_json_rerenders_without_root(tmp_path: Path,
     assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
     assert "wgref → wireguard-go" in (tmp_path / "bench.md").read_text()
     assert "0.50×" in capsys.readouterr().out
+    capsys.readouterr()
     assert main(["--from-json", str(tmp_path / "missing.json")]) == 2
+    assert f"cannot read {tmp_path / 'missing.json'}" in capsys.readouterr().err

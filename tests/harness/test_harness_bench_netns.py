@@ -10,13 +10,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from harness import cleanup, naming
 from harness.shell import run
+from tests.netns import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = ("ip", "nft", "wg", "wireguard-go", "iperf3", "ping", "ss")
@@ -85,10 +85,9 @@ def test_external_client(tmp_path: Path) -> None:
             cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, text=True)
     try:
         run(["ip", "link", "set", "lo", "up"], ns=outside)
-        deadline = time.monotonic() + 30
-        while "waiting up to" not in log.read_text() and time.monotonic() < deadline:
-            assert bench.poll() is None, log.read_text()
-            time.sleep(0.1)
+        wait_for(lambda: "waiting up to" in log.read_text() or bench.poll() is not None, 30,
+                 "the bench to wait for the tunnel")
+        assert bench.poll() is None, log.read_text()
         assert "wg-quick up" in log.read_text()
         conf.write_text((out / "wgbench.conf").read_text())
         conf.chmod(0o600)

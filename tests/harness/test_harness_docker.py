@@ -249,7 +249,7 @@ def test_api_answers_is_false_without_a_socket(tmp_path: Path) -> None:
 
 # -- CLI and cleanup ---------------------------------------------------------------------------
 
-def test_cli_backend_switch() -> None:
+def test_cli_backend_switch(capsys: pytest.CaptureFixture[str]) -> None:
     args = _parser().parse_args(["run", "--backend", "docker", "--client", "wgref"])
     assert args.backend == "docker"
     assert _parser().parse_args(["run"]).backend == "netns"
@@ -257,6 +257,7 @@ def test_cli_backend_switch() -> None:
     assert args.images_command == "build" and args.only == ["wgref"]
     with pytest.raises(SystemExit):
         _parser().parse_args(["run", "--backend", "vagrant"])
+    assert "argument --backend: invalid choice: 'vagrant'" in capsys.readouterr().err
 
 
 def test_leftovers_list_docker_resources() -> None:

@@ -21,6 +21,7 @@ from harness.docker import engine, labels
 from harness.results import PASS, CellResult, StepResult
 from harness.runner import Cell, CellRunner
 from harness.scenario import load_scenarios
+from tests.ci import skip_or_fail
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,14 +54,14 @@ class _Quiet:
 def docker_engine() -> Iterator[Any]:
     reason = _why_not()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
     before = engine.read_sysctls()
     started = None
     if not engine.api_answers():
         try:
             started = engine.start(say=False)
         except engine.EngineError as exc:
-            pytest.skip(f"cannot start the Docker engine here: {exc}")
+            skip_or_fail(f"cannot start the Docker engine here: {exc}")
     docker_client.reset()
     try:
         client = docker_client.connect()
@@ -88,7 +89,7 @@ def _ensure_images(client: Any) -> None:
         try:
             build_all(client, missing, say=lambda line: None)
         except ImageError as exc:
-            pytest.skip(f"cannot build the images {missing}: {exc}")
+            skip_or_fail(f"cannot build the images {missing}: {exc}")
 
 
 def test_handshake_wgref_to_wireguard_go_in_containers(docker_engine: Any,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from harness.runner import Cell, CellRunner
 from harness.scenario import Scenario, load_scenario, parse_scenario
 from harness.shell import run
 from harness.topology import Topology
+from tests.netns import wait_for
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 TOOLS = ("ip", "nft", "wg", "wireguard-go", "dumpcap", "ping")
@@ -138,6 +138,6 @@ def test_cleanup_removes_what_a_killed_run_left(tmp_path: Path) -> None:
     assert {f"{prefix}-client", f"{prefix}-server", f"{prefix}-r"} <= set(found.namespaces)
     assert found.sockets == [str(socket_path(config.ifname))]
     cleanup.cleanup(prefix)
-    time.sleep(0.2)
+    wait_for(lambda: cleanup.find(prefix, force=True).empty(), 5, "the leftovers to go")
     assert_nothing_left(prefix)
     assert not socket_path(config.ifname).exists()

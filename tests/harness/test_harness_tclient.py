@@ -53,11 +53,14 @@ def test_state_from_status() -> None:
     doc = {"peer": config.peers[0].public_key, "endpoint": "2001:db8:2::2:51820",
            "allowed_ips": ["198.19.77.1/32", "fd77::1/128"], "handshake_age": 3.4,
            "rx_bytes": 1000, "tx_bytes": 2000, "listen_port": 40000}
+    before = time.time()
     state = state_from_status(doc, config, "PUB")
+    after = time.time()
     peer = state.peers[config.peers[0].public_key]
     assert state.listen_port == 40000 and state.public_key == "PUB"
     assert peer.endpoint == "[2001:db8:2::2]:51820"
-    assert abs(peer.latest_handshake - (time.time() - 3.4)) < 2
+    # the age turned into a time: "now" (read between before and after) minus 3.4 s
+    assert int(before - 3.4) <= peer.latest_handshake <= after - 3.4 + 1
     assert (peer.rx_bytes, peer.tx_bytes) == (1000, 2000)
     assert peer.preshared_key == "x" * 44 and peer.persistent_keepalive == 25
     never = state_from_status({**doc, "handshake_age": None, "endpoint": None}, config, "PUB")

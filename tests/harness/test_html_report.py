@@ -176,7 +176,8 @@ def test_page_fetches_nothing(run_dir: Path) -> None:
     assert "default-src 'none'" in page
 
 
-def test_bench_only_folder_and_empty_folder(tmp_path: Path) -> None:
+def test_bench_only_folder_and_empty_folder(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "bench.json").write_text(json.dumps(bench_data()))
     page = write_report(tmp_path).read_text()
     assert "wgref bench report" in page and 'id="matrix"' not in page
@@ -185,6 +186,7 @@ def test_bench_only_folder_and_empty_folder(tmp_path: Path) -> None:
     with pytest.raises(ReportError):
         write_report(empty)
     assert main(["report", str(empty)]) == 2
+    assert str(empty) in capsys.readouterr().err
 
 
 def test_bench_shapes_are_read_tolerantly(tmp_path: Path) -> None:
@@ -233,6 +235,7 @@ def test_report_command(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert (run_dir / "index.html").is_file()
     assert "index.html" in capsys.readouterr().out
     assert main(["report", str(run_dir / "missing")]) == 2
+    assert f"{run_dir / 'missing'} is not a folder" in capsys.readouterr().err
 
 
 def test_reads_the_bench_as_it_writes_bench_json(tmp_path: Path) -> None:

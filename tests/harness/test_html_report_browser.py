@@ -8,6 +8,7 @@ The synthetic page needs only chromium; the real run needs root (network namespa
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -139,7 +140,20 @@ def test_real_run_report_in_chromium(browser: Chromium, tmp_path: Path) -> None:
          "--client", "wgref,wireguard-go,boringtun-cli", "--server", "wireguard-go",
          "--scenario", "handshake,wrong-key", "--plain", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
-    assert result.returncode in (0, 1), result.stdout + result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr  # wrong-key cells fail
+    statuses = {(c["client"], c["scenario"]): (c["status"], c["reason"]) for c in
+                json.loads((out / "results.json").read_text())["cells"]}
+    boringtun = "pass" if shutil.which("boringtun-cli") or shutil.which("boringtun") \
+        else "unsupported"
+    for client, handshake in (("wgref", "pass"), ("wireguard-go", "pass"),
+                              ("boringtun-cli", boringtun)):
+        assert statuses[(client, "handshake")][0] == handshake, statuses[(client, "handshake")]
+        wrong_key = "fail" if handshake == "pass" else "unsupported"
+        assert statuses[(client, "wrong-key")][0] == wrong_key, statuses[(client, "wrong-key")]
+    assert statuses[("wgref", "wrong-key")][1].startswith(
+        "step 1 (tcp echo client -> server): tcp echo to 198.19.77.1:7000:")
+    if boringtun == "unsupported":
+        assert "boringtun-cli is not installed" in statuses[("boringtun-cli", "handshake")][1]
     page = out / "index.html"
     assert page.is_file(), "run did not write the HTML report"
     html = page.read_text()

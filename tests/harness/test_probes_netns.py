@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 from harness import cleanup
 from harness.peers.base import PeerDriver
-from harness.peers.uapi import wgref, wireguard_go
+from harness.peers.uapi import FULL_CAPABILITIES, UapiDriver, wgref, wireguard_go
 from harness.probes.registry import select
 from harness.probes.runner import ProbeCell
 from harness.probes.sloppy import sloppy_driver
@@ -72,9 +73,13 @@ def test_sloppy_server_fails_with_what_it_did(tmp_path: Path) -> None:
 
 
 def test_unsupported_without_a_view_of_deliveries(tmp_path: Path) -> None:
-    from harness.peers.wheels import WireguardRequests
-
+    """A server that is available but has no interface (no "icmp") and no delivery log:
+    probes that judge deliveries are unsupported for that reason, not for another."""
+    blind = UapiDriver("wgref-blind", lambda: [sys.executable, "-m", "wgref.cli"],
+                       capabilities=FULL_CAPABILITIES - {"icmp"})
+    assert blind.unavailable() is None
     (probe,) = select(["crypto-rp"], slow=False)
-    result = ProbeCell(WireguardRequests(), probe, tmp_path, Quiet()).run()
+    result = ProbeCell(blind, probe, tmp_path, Quiet()).run()
     assert result.status == "unsupported"
-    assert result.reason
+    assert result.reason == "wgref-blind has no interface and no log of what it delivers"
+    assert result.steps == []

@@ -83,14 +83,39 @@ def test_decrypt_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
     assert result.returncode == 1 and f"{bad_keys}:1" in result.stderr
     missing = wgref("decrypt", str(tmp_path / "nope.pcap"))
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert f"{tmp_path / 'nope.pcap'}: cannot open capture" in missing.stderr
     not_capture = tmp_path / "x.pcap"
     not_capture.write_text("hello")
     result = wgref("decrypt", str(not_capture))
     assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{not_capture}: not a pcap or pcapng capture" in result.stderr
 
 
 def test_usage_and_version() -> None:
-    assert wgref().returncode == 2
+    bare = wgref()
+    assert bare.returncode == 2 and "usage: wgref" in bare.stdout + bare.stderr
     assert "usage" in wgref("--help").stdout
     assert wgref("--version").stdout.startswith("wgref v")
-    assert wgref("genkey", "extra").returncode == 1
+    extra = wgref("genkey", "extra")
+    assert extra.returncode == 1 and "Usage: wgref genkey" in extra.stdout + extra.stderr
+
+
+def test_interface_errors_name_the_interface() -> None:
+    long_name = "averyveryverylongname0"  # IFNAMSIZ is 16 with the NUL
+    result = wgref("-f", long_name)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"wgref: {long_name}: invalid interface name '{long_name}'" in result.stderr
+    slash = wgref("-f", "a/b")
+    assert slash.returncode == 1
+    assert "wgref: a/b: invalid interface name 'a/b'" in slash.stderr
+
+
+def test_client_errors_name_file_line_key_and_option(tmp_path: Path) -> None:
+    conf = tmp_path / "bad.conf"
+    conf.write_text("[Interface]\nPrivateKey = nope\n")
+    result = wgref("client", str(conf))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"wgref client: {conf}:2: PrivateKey: not a base64 key" in result.stderr
+    bogus = wgref("client", "--bogus")
+    assert bogus.returncode == 2
+    assert "unrecognized arguments: --bogus" in bogus.stderr

@@ -781,8 +781,10 @@ def test_dns_of_tunnelled_apps_goes_through_the_tunnel(lab: ClientLab) -> None:
                                 ("10.200.0.3", "10.2.2.2", "dns-host.log")):
         proc = lab.spawn(lab.server_ns, [sys.executable, str(dns), "serve", address, reply],
                          log)
-        wait_for(lambda log=log, proc=proc: "ready" in lab.log(log) or proc.poll() is not None,
-                 10, log)
+        def up(log: str = log, proc: subprocess.Popen[bytes] = proc) -> bool:
+            return "ready" in lab.log(log) or proc.poll() is not None
+
+        wait_for(up, 10, log)
         assert proc.poll() is None, lab.log(log)
     resolv = Path("/etc/resolv.conf").read_bytes() if Path("/etc/resolv.conf").exists() else b""
     lab.start_client(lab.config("#@ws:AllowedApps = appA\n", allowed="10.99.0.0/24"))

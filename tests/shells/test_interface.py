@@ -11,13 +11,22 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.netns import REPO, SOCKET_DIR, Lab, Pair, genkey, pubkey, require_netns, wait_for
+from tests.netns import (
+    REPO,
+    SOCKET_DIR,
+    Lab,
+    Pair,
+    genkey,
+    holds_for,
+    pubkey,
+    require_netns,
+    wait_for,
+)
 
 pytestmark = pytest.mark.netns
 
@@ -90,8 +99,9 @@ def test_mtu(lab: Lab, mtu: int) -> None:
     pair.configure()
     for ns, ifname in ((pair.ns1, pair.if1), (pair.ns2, pair.if2)):
         lab.sh(ns, "ip", "link", "set", ifname, "mtu", str(mtu))
-    time.sleep(1.2)  # wgref polls the MTU every second
-    assert pair.ping(1, "192.168.241.2", size=mtu - 28), lab.log(pair.if1)
+    # wgref polls the MTU every second: wait until a full-size packet goes through.
+    wait_for(lambda: pair.ping(1, "192.168.241.2", size=mtu - 28, count=1), 10,
+             f"a {mtu}-byte packet through wgref")
     assert pair.ping(2, "192.168.241.1", size=mtu - 28)
     assert pair.ping(1, "fd00::2", size=mtu - 48)
     assert pair.ping(2, "fd00::1", size=mtu - 48)
@@ -248,8 +258,19 @@ def test_nat_keepalive(lab: Lab) -> None:
     endpoints = lab.wg("show", if2, "endpoints").split()
     assert endpoints[1].startswith("10.0.2.1:"), endpoints  # seen through the NAT
     lab.wg("set", if1, "peer", pub2, "persistent-keepalive", "1")
-    time.sleep(3)  # > the 2 s conntrack timeout: only the keepalives keep the mapping
+    # Three keepalives (32 bytes each) arrive over > 2 s, the conntrack timeout: only they
+    # keep the mapping.
+    rx = _rx_bytes(lab, if2, pub1)
+    wait_for(lambda: _rx_bytes(lab, if2, pub1) >= rx + 3 * 32, 10, "three keepalives")
     assert lab.sh(ns2, "ping", "-c", "1", "-W", "2", "192.168.241.1", check=False).returncode == 0
+
+
+def _rx_bytes(lab: Lab, ifname: str, public_key: str) -> int:
+    for line in lab.wg("show", ifname, "transfer").splitlines():
+        key, rx, _ = line.split()
+        if key == public_key:
+            return int(rx)
+    raise AssertionError(f"{ifname} has no peer {public_key}")
 
 
 # ----------------------------------------------------------------- UAPI through `wg`
@@ -368,8 +389,9 @@ def test_daemon_background_and_link_deletion(lab: Lab) -> None:
     assert result.returncode == 0 and sock.exists()
     assert oct(sock.stat().st_mode & 0o777) == "0o700"
     lab.sh(lab.ns[0], "ip", "link", "set", ifname, "netns", lab.ns[1])
-    time.sleep(1.5)  # moving the link must not stop the daemon
-    assert "listening port" in lab.wg("show", ifname)
+    # moving the link must not stop the daemon (it checks its link every second)
+    holds_for(lambda: sock.exists() and "listening port" in lab.wg("show", ifname, check=False),
+              1.5, "the daemon serving after its link moved")
     lab.sh(lab.ns[1], "ip", "link", "del", ifname)
     wait_for(lambda: not sock.exists(), 5, "the daemon to remove its socket")
 
@@ -411,10 +433,9 @@ def test_tshark_decrypts_with_keylog(lab: Lab) -> None:
         stderr=subprocess.PIPE,
     )
     try:
+        # dumpcap writes the file header once it captures
         wait_for(lambda: capture.exists() and capture.stat().st_size > 0, 15, "tshark to start")
-        time.sleep(0.5)
         assert pair.ping(1, "192.168.241.2", count=3)
-        time.sleep(0.5)
     finally:
         tshark.send_signal(signal.SIGINT)
         try:
@@ -453,7 +474,8 @@ def test_iperf3_through_wgref(lab: Lab, record_property: object) -> None:
         stderr=subprocess.DEVNULL,
     )
     lab.procs.append(server)
-    time.sleep(0.5)
+    wait_for(lambda: ":5201 " in lab.sh(pair.ns2, "ss", "-Hltn").stdout, 10,
+             "iperf3 to listen")
     assert pair.ping(1, "192.168.241.2")
     result = lab.sh(pair.ns1, "iperf3", "-c", "192.168.241.2", "-t", "3", "-J", timeout=30)
     summary = json.loads(result.stdout)["end"]["sum_received"]

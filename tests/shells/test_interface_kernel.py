@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import SOCKET_DIR, Lab, genkey, pubkey, require_netns, wait_for
+from tests.netns import SOCKET_DIR, Lab, Pair, genkey, pubkey, require_netns, wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -111,8 +111,10 @@ def test_reply_from_the_address_the_peer_wrote_to(
     """Two addresses on one veth: the peer writes to the second, wgref answers from it (and
     keeps doing so for its own traffic); removing it makes the next send fall back at once."""
     h = _hosts(lab)
-    lab.sh(h.ns1, "ip", "addr", "add", f"{second}/{prefix}", "dev", h.veth1, "nodad"
-           if ":" in second else "noprefixroute")  # fmt: skip
+    # Routing never picks the second address as a source: a secondary IPv4 address, or a
+    # deprecated IPv6 one (RFC 6724 rule 3); it is still ours to receive on and send from.
+    options = ["nodad", "preferred_lft", "0"] if ":" in second else ["noprefixroute"]
+    lab.sh(h.ns1, "ip", "addr", "add", f"{second}/{prefix}", "dev", h.veth1, *options)
     shown = f"[{second}]:{PORT1}" if ":" in second else f"{second}:{PORT1}"
     lab.wg("set", h.if2, "peer", h.pub1, "endpoint", shown)
     assert h.ping(2, tunnel).returncode == 0, lab.log(h.if1)
@@ -145,18 +147,38 @@ def test_endpoint_set_by_wg_then_learnt_source(lab: Lab) -> None:
     assert h.endpoint_seen_by(2) == f"10.0.0.10:{PORT1}"
 
 
-def test_more_specific_route_wins_over_the_remembered_source(lab: Lab) -> None:
-    """A second link between the hosts and a /32 route to the peer over it: the route no
-    longer leaves through the interface the peer's datagrams arrive on, so the remembered
-    source is dropped and routing picks the source of the new way out (socket.c send4:
-    ``rt->dst.dev->ifindex != endpoint->src_if4``); the peer then roams to it."""
-    h = _hosts(lab, endpoint2=f"10.0.0.1:{PORT1}")
+def _second_link(h: Hosts) -> tuple[str, str]:
+    """Another veth pair between the hosts: 10.0.1.1/24 (ns1) -- 10.0.1.2/24 (ns2)."""
+    lab = h.lab
     veth3, veth4 = f"w{lab.id}a"[-15:], f"w{lab.id}b"[-15:]
     lab.sh(None, "ip", "link", "add", veth3, "netns", h.ns1, "type", "veth", "peer", "name",
            veth4, "netns", h.ns2)  # fmt: skip
     for ns, veth, host in ((h.ns1, veth3, "1"), (h.ns2, veth4, "2")):
         lab.sh(ns, "ip", "addr", "add", f"10.0.1.{host}/24", "dev", veth)
         lab.sh(ns, "ip", "link", "set", veth, "up")
+    return veth3, veth4
+
+
+def test_reply_from_an_address_of_another_interface(lab: Lab) -> None:
+    """The peer writes to 10.0.0.1 (an address of the first link) through the second link:
+    the reply leaves through the second link, where routing sends it, but from 10.0.0.1."""
+    h = _hosts(lab)
+    _, veth4 = _second_link(h)
+    lab.sh(h.ns2, "ip", "route", "add", "10.0.0.1/32", "via", "10.0.1.1", "dev", veth4)
+    lab.wg("set", h.if2, "peer", h.pub1, "endpoint", f"10.0.0.1:{PORT1}")
+    assert h.ping(2, "192.168.241.1").returncode == 0, lab.log(h.if1)
+    assert h.endpoint_seen_by(1) == f"10.0.1.2:{PORT2}"  # wireguard-go's routed source
+    assert h.ping(1, "192.168.241.2", count=2).returncode == 0
+    assert h.endpoint_seen_by(2) == f"10.0.0.1:{PORT1}"  # not 10.0.1.1, routing's choice
+
+
+def test_more_specific_route_wins_over_the_remembered_source(lab: Lab) -> None:
+    """A second link between the hosts and a /32 route to the peer over it: the route no
+    longer leaves through the interface the peer's datagrams arrive on, so the remembered
+    source is dropped and routing picks the source of the new way out (socket.c send4:
+    ``rt->dst.dev->ifindex != endpoint->src_if4``); the peer then roams to it."""
+    h = _hosts(lab, endpoint2=f"10.0.0.1:{PORT1}")
+    veth3, _ = _second_link(h)
     assert h.ping(2, "192.168.241.1").returncode == 0, lab.log(h.if1)
     assert h.endpoint_seen_by(2) == f"10.0.0.1:{PORT1}"
     lab.sh(h.ns1, "ip", "route", "add", "10.0.0.2/32", "via", "10.0.1.2", "dev", veth3)
@@ -177,11 +199,12 @@ def _tx(h: Hosts) -> int:
     return int(h.lab.wg("show", h.if1, "transfer").split()[2])
 
 
-@pytest.mark.parametrize(("route_mtu", "expected"), [(1299, 1331), (None, 1332)])
+@pytest.mark.parametrize(("route_mtu", "expected"), [(1299, 1331), (None, 1332), (1500, 1344)])
 def test_padding_follows_the_route_mtu(lab: Lab, route_mtu: int | None, expected: int) -> None:
     """Interface MTU 1300, a route MTU of 1299 to the peer: a 1297-byte inner packet is
     padded to 1299, not 1300 (send.c calculate_skb_padding uses dst_mtu), so the datagram is
-    1331 + 28 = 1359 bytes on the wire; without the route, 1360."""
+    1331 + 28 = 1359 bytes on the wire; without the route, 1360. A route MTU above the
+    link's counts too (ipv4_mtu takes the route metric first): padded to 1312."""
     h = _hosts(lab, endpoint1=f"10.0.0.2:{PORT2}")
     lab.sh(h.ns1, "ip", "link", "set", h.if1, "mtu", "1300")
     if route_mtu is not None:
@@ -255,9 +278,21 @@ def test_ping_to_an_address_with_no_peer(lab: Lab, target: str, message: str) ->
     assert re.search(rf"From {re.escape(source)}\b", result.stdout), result.stdout
 
 
-def test_icmp_for_a_peer_without_endpoint_and_rate_limit(lab: Lab) -> None:
-    """A flood to an unrouted address gets errors, but no more than the kernel's limits allow
-    (1000/s with a burst of 50 for the host)."""
+def test_icmp_error_when_the_link_was_moved_to_another_namespace(lab: Lab) -> None:
+    """netns.sh's layout: wgref's sockets stay in ns0, its link lives in ns1; the error is
+    made and sent in the link's namespace."""
+    pair = Pair(lab)
+    pair.configure()
+    result = lab.sh(pair.ns1, "ping", "-c", "1", "-W", "2", "192.168.241.99", check=False)
+    assert "From 192.168.241.1 icmp_seq=1 Destination Host Unreachable" in result.stdout, (
+        result.stdout + lab.log(pair.if1)
+    )
+    assert pair.ping(1, "192.168.241.2")
+
+
+def test_icmp_errors_under_a_flood(lab: Lab) -> None:
+    """A ping flood to an address no peer has: errors come back (within the kernel's limits,
+    tests/shells/test_netio.py checks those), and the daemon keeps answering."""
     h = _hosts(lab)
     result = h.lab.sh(
         h.ns1, "ping", "-f", "-c", "400", "-w", "5", "192.168.241.77", check=False, timeout=20

@@ -125,6 +125,7 @@ def fields(packet: bytes) -> tuple[int, int, int, bytes]:
 # ----------------------------------------------------------------- checksum
 
 
+@settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=3000), st.integers(0, 0xFFFE))
 def test_checksum_matches_rfc1071(data: bytes, initial: int) -> None:
     value = checksum(data, initial)

@@ -4,6 +4,7 @@ wireguard-go v0.0.20220316 (xplatform: https://www.wireguard.com/xplatform/)."""
 from __future__ import annotations
 
 import errno
+import re
 import socket
 from pathlib import Path
 
@@ -260,6 +261,8 @@ def test_garbage_never_crashes(lines: list[str]) -> None:
     text = "set=1\n" + "\n".join(line.replace("\n", "") for line in lines) + "\n\nget=1\n\n"
     answer, _ = connection.feed(text.encode(errors="replace"), 0.0)
     assert answer.endswith(b"\n\n")
+    # the set request is answered with an errno line (0, or the error), whatever it held
+    assert re.match(rb"errno=(0|-\d+)\n\n", answer), answer
 
 
 @pytest.mark.netns

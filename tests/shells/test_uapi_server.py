@@ -8,6 +8,7 @@ import contextlib
 import errno
 import os
 import random
+import select
 import socket
 import subprocess
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import SOCKET_DIR, Lab, genkey, pubkey, require_netns
+from tests.netns import SOCKET_DIR, Lab, Pair, genkey, pubkey, require_netns, wait_for
 from wgref.device import Device
 from wgref.uapi import MAX_LINE, MemoryHost, UapiConnection, request
 
@@ -86,7 +87,7 @@ def test_line_at_the_limit_is_parsed() -> None:
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
     require_netns()
-    lab = Lab(tmp_path, namespaces=1)
+    lab = Lab(tmp_path, namespaces=3)
     try:
         yield lab
     finally:
@@ -129,6 +130,14 @@ HOSTILE = [
     b"set=1\n" + b"a" * (1 << 20) + b"\n\n",
     b"set=1\nfoo=" + b"a" * 70000 + b"\n\n",
 ]  # fmt: skip
+
+
+def _wait_answering(stallers: list[socket.socket]) -> None:
+    """Until the daemon has begun answering every staller (their requests are being worked
+    on, not just queued): an answer waits to be read on each socket."""
+    for sock in stallers:
+        readable, _, _ = select.select([sock], [], [], 10)
+        assert readable, "the daemon never answered a pipelined get=1"
 
 
 def test_hostile_lines_answered_like_wireguard_go(lab: Lab) -> None:
@@ -181,6 +190,7 @@ def test_fuzz_survives_and_wg_show_stays_responsive(lab: Lab, record_property: o
         except BlockingIOError:
             pass  # the daemon stopped reading us: back-pressure
         stallers.append(sock)
+    _wait_answering(stallers)
 
     # 2. `wg show` while they stall.
     timings = []
@@ -240,3 +250,52 @@ def test_wg_calls_in_parallel(lab: Lab) -> None:
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
         assert b"listening port" in out
+
+
+def test_out_of_descriptors_pauses_accepting_without_spinning(lab: Lab) -> None:
+    """With the descriptor limit reached, accept fails (EMFILE) while the listener stays
+    readable: the daemon stops watching it until a client leaves, instead of looping on
+    the error, and serves `wg` again once descriptors are free."""
+    ifname = lab.ifname("a")
+    proc = lab.start("wgref", lab.ns[0], ifname, {"LOG_LEVEL": "error"})
+    subprocess.run(["prlimit", "--pid", str(proc.pid), "--nofile=48:48"], check=True, timeout=10)
+    hogs = [_connect(ifname) for _ in range(80)]  # more than the daemon has descriptors
+    try:
+        for sock in hogs[:5]:  # the first ones are accepted and answered
+            sock.sendall(b"get=1\n\n")
+            assert b"errno=0" in sock.recv(256)
+        wait_for(lambda: "UAPI accept" in lab.log(ifname), 10, "the EMFILE error in the log")
+        # Twenty more turns of the event loop while the listener is still readable.
+        for _ in range(20):
+            hogs[0].sendall(b"get=1\n\n")
+            assert b"errno=0" in hogs[0].recv(256)
+    finally:
+        for sock in hogs:
+            sock.close()
+    assert "listening port" in lab.sh(None, "wg", "show", ifname, timeout=10).stdout
+    assert proc.poll() is None
+    errors = lab.log(ifname).count("UAPI accept")
+    assert 1 <= errors <= 5, errors  # paused, not one error per loop turn
+
+
+def test_tunnel_traffic_flows_while_a_client_refuses_to_read(lab: Lab) -> None:
+    """The event loop also carries the tunnel: pings through wgref get answered within
+    their 2 s timeout while UAPI clients have piled up answers they never read."""
+    pair = Pair(lab)
+    pair.configure()
+    assert pair.ping(1, "192.168.241.2")
+    stallers = []
+    for _ in range(3):
+        sock = _connect(pair.if1)
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            for _ in range(5000):
+                sock.send(b"get=1\n\n")
+        stallers.append(sock)
+    _wait_answering(stallers)
+    try:
+        assert pair.ping(1, "192.168.241.2", count=5), lab.log(pair.if1)
+        assert pair.ping(2, "192.168.241.1", count=5)
+    finally:
+        for sock in stallers:
+            sock.close()
