@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cleanup", action="store_true",
                         help="remove what a crash or kill -9 left: the client's nftables "
                         "tables (also turns a kill switch off), status sockets nobody answers "
-                        "on, the conntrack marks of bypass flows")
+                        "on, the client's conntrack marks")
     parser.add_argument("--socket", help="the status socket (default /run/wgref/client-NAME.sock)")
     parser.add_argument("--queue", type=int, default=DEFAULT_QUEUE,
                         help=f"the NFQUEUE numbers: N for TCP, N+1 for the rest (default "
@@ -78,7 +78,7 @@ def _status(args: argparse.Namespace) -> int:
 
 def _cleanup(args: argparse.Namespace) -> int:
     """What a crash or kill -9 leaves: the tables, status sockets nobody answers on, and the
-    conntrack marks of bypass flows."""
+    client's conntrack marks."""
     tables = nft.present()
     try:
         nft.remove()
