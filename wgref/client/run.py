@@ -119,7 +119,8 @@ class Client:
         self.mss = {4: config.mtu - 40, 6: config.mtu - 60}
         self.flows = FlowTable()
         self.reassembler = packet.Reassembler()
-        self.counters = {"queued": 0, "injected": 0, "unsolicited": 0, "inject_errors": 0}
+        self.counters = {"queued": 0, "injected": 0, "unsolicited": 0, "inject_errors": 0,
+                         "malformed": 0}
         self._stop = False
         self._psk_warned = 0.0
         self._first_attempt: float | None = None
@@ -314,7 +315,11 @@ class Client:
     def _queued(self, queue: NfQueue, item: QueuedPacket, now: float,
                 packets: list[bytes]) -> None:
         info = packet.parse(item.payload)
-        if info is None or info.fragment:
+        if info is None:  # malformed, or cut short (over NFQUEUE's copy range): fail closed
+            self.counters["malformed"] += 1
+            queue.drop(item.packet_id)
+            return
+        if info.fragment:  # conntrack reassembles before the hooks: not the host's own
             queue.verdict(item.packet_id, NF_ACCEPT)
             return
         if (info.proto in (packet.ICMP, packet.ICMPV6) and not info.sport and not info.dport
