@@ -414,6 +414,8 @@ def test_allowed_apps_tcp_udp_v4_v6(lab: ClientLab) -> None:
     assert lab.run_app("appA", "tcp", "10.200.0.1", 200_000) == f"OK {TUNNEL4}"
     assert _queued(lab) - before > 5
     assert int(str(lab.status()["tx_bytes"])) - sent > 200_000
+    # the echo came back as merged packets received through lo (rp_filter is off here)
+    assert int(str(lab.status()["merged_through_lo"])) > 0
 
 
 def test_disallowed_apps(lab: ClientLab) -> None:
@@ -917,3 +919,13 @@ def test_connections_from_outside_are_answered_directly(lab: ClientLab) -> None:
     assert result.returncode == 0, result.stdout
     # and the host's own flows to the same address still go through the tunnel
     assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {TUNNEL4}"
+
+
+def test_strict_reverse_path_filter_falls_back_to_the_raw_socket(lab: ClientLab) -> None:
+    for name in ("all", "lo"):
+        lab.sh(lab.client_ns, "sysctl", "-qw", f"net.ipv4.conf.{name}.rp_filter=1")
+    lab.start_client(lab.config("#@ws:AllowedApps = appA\n"))
+    assert "rp_filter is strict on lo" in lab.log("client.log")
+    assert lab.run_app("appA", "tcp", "10.99.0.1", 300_000) == f"OK {TUNNEL4}"
+    doc = lab.status()
+    assert int(str(doc["merged_through_lo"])) == 0 and int(str(doc["injected"])) > 0

@@ -47,8 +47,8 @@ def test_segment_then_merge_roundtrip(version: int) -> None:
             del check[IP].chksum
         assert bytes(check.__class__(bytes(check))) == seg  # both checksums as scapy has them
     assert [p[TCP].flags.P for p in map(IP if version == 4 else IPv6, segments)][-1]
-    [(merged, was_merged)] = offload.merge(segments)
-    assert was_merged
+    [(merged, gso_size)] = offload.merge(segments)
+    assert gso_size == 1368
     buf = bytearray(merged)
     offload.finish_tcp(buf, tcp_off)
     assert bytes(buf) == whole
@@ -56,8 +56,8 @@ def test_segment_then_merge_roundtrip(version: int) -> None:
 
 def test_merge_leaves_other_packets_alone() -> None:
     syn = bytes(IP(src="1.2.3.4", dst="5.6.7.8") / TCP(flags="S"))
-    [(out, merged)] = offload.merge([syn])
-    assert out == syn and not merged
+    [(out, gso_size)] = offload.merge([syn])
+    assert out == syn and gso_size == 0
 
 
 @pytest.mark.parametrize("size", [0, 1, 1367, 60_001])
@@ -101,3 +101,18 @@ def test_verdicts_single_first_then_one_batch_drop() -> None:
     assert struct.unpack(">I", single[NFQA_MARK]) == (0x1234,)
     assert struct.unpack(">II", batch[NFQA_VERDICT_HDR]) == (NF_DROP, 12)
     assert all(bytes(p[2:4]) == (7).to_bytes(2, "big") for _k, _f, _s, p in sent)
+
+
+def test_partial_checksum_and_vnet_header_for_lo() -> None:
+    good = bytes(IP(src="1.2.3.4", dst="5.6.7.8") / TCP(sport=1, dport=2) / (b"\x01" * 3000))
+    buf = bytearray(good)
+    buf[10:12], buf[36:38] = b"\0\0", b"\0\0"
+    offload.partial_tcp(buf, 20)
+    assert buf[10:12] == good[10:12]  # the IPv4 header checksum is whole
+    # the TCP field holds the pseudo-header sum (addresses, protocol, TCP length)
+    pseudo = (0x0102 + 0x0304 + 0x0506 + 0x0708 + 6 + len(good) - 20) % 0xFFFF
+    assert int.from_bytes(buf[36:38], "big") == pseudo
+    flags, gso_type, hdr_len, gso_size, start, offset = struct.unpack(
+        "=BBHHHH", offload.vnet_header(4, 20, 40, 1368, link=14))
+    assert (flags, gso_type, hdr_len, gso_size, start, offset) == (1, 1, 54, 1368, 34, 16)
+    assert struct.unpack("=BBHHHH", offload.vnet_header(6, 40, 60, 1348))[1] == 4

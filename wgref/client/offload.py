@@ -22,15 +22,44 @@ def segment(packet: bytes, tcp_off: int, payload_size: int) -> list[bytes]:
     return shared._split_tcp(packet, payload_size, tcp_off)
 
 
-def merge(packets: list[bytes]) -> list[tuple[bytes, bool]]:
-    """``(packet, merged)`` for ``packets``: in-order TCP data segments of one flow become one
-    packet (``merged``: its TCP checksum field is not valid and must be recomputed); order
-    within a flow is kept."""
-    out: list[tuple[bytes, bool]] = []
+def merge(packets: list[bytes]) -> list[tuple[bytes, int]]:
+    """``(packet, gso_size)`` for ``packets``: in-order TCP data segments of one flow become
+    one packet, with the payload size of its segments (0 for a packet left alone; a merged
+    packet's TCP checksum field is not valid and must be set); order within a flow is
+    kept."""
+    out: list[tuple[bytes, int]] = []
+    unpack = shared.VNET_HDR.unpack_from
     for frame in shared.coalesce(packets):
-        gso_type = shared.VNET_HDR.unpack_from(frame)[1]
-        out.append((frame[shared.VNET_HDR_LEN :], gso_type != shared.VIRTIO_NET_HDR_GSO_NONE))
+        _flags, gso_type, _hdr_len, gso_size, _start, _offset = unpack(frame)
+        merged = gso_type != shared.VIRTIO_NET_HDR_GSO_NONE
+        out.append((frame[shared.VNET_HDR_LEN :], gso_size if merged else 0))
     return out
+
+
+def partial_tcp(buf: bytearray, tcp_off: int) -> None:
+    """For a packet handed over with ``VIRTIO_NET_HDR_F_NEEDS_CSUM`` (CHECKSUM_PARTIAL): the
+    IPv4 header checksum, and in the TCP checksum field the pseudo-header sum only
+    (uncomplemented), as a device with checksum offload expects it."""
+    if buf[0] >> 4 == 4:
+        end = (buf[2] << 8) | buf[3]
+        buf[10:12] = b"\0\0"
+        buf[10:12] = (0xFFFF - _sum16(memoryview(buf)[:tcp_off])).to_bytes(2, "big")
+        addresses = memoryview(buf)[12:20]
+    else:
+        end = 40 + ((buf[4] << 8) | buf[5])
+        addresses = memoryview(buf)[8:40]
+    pseudo = (_sum16(addresses) + 6 + end - tcp_off) % 0xFFFF
+    buf[tcp_off + 16 : tcp_off + 18] = pseudo.to_bytes(2, "big")
+
+
+def vnet_header(version: int, tcp_off: int, th: int, gso_size: int, link: int = 0) -> bytes:
+    """The virtio_net_hdr of a merged TCP packet: checksum left partial, GSO of
+    ``gso_size``-byte segments; ``link`` bytes of link-layer header come first (the
+    offsets count them)."""
+    gso_type = (shared.VIRTIO_NET_HDR_GSO_TCPV4 if version == 4
+                else shared.VIRTIO_NET_HDR_GSO_TCPV6)
+    return shared.VNET_HDR.pack(shared.VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type, link + th,
+                                gso_size, link + tcp_off, 16)
 
 
 @functools.lru_cache(maxsize=64)

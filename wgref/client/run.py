@@ -32,7 +32,7 @@ import signal
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ..allowedips import AllowedIPs
 from ..allowedips_calc import subtract
@@ -72,6 +72,66 @@ class ClientPeer:
     peer: Peer
     tunnelled: list[Network]
     no_handshake_warned: bool = False
+
+
+class LoopbackInjector:
+    """Merged TCP packets for the host itself, received through ``lo`` from an
+    ``AF_PACKET`` socket with ``PACKET_VNET_HDR``: the kernel takes them as GSO packets with
+    their checksum partial (CHECKSUM_PARTIAL, trusted), as from a device with offloads, so
+    neither the client nor the kernel sums 64 KiB. They skip the output hooks: a flow's
+    first answer (never merged) goes through the raw socket, which marks its conntrack
+    entry. Not used where IPv4 reverse-path filtering is strict on ``lo`` (it would drop
+    them: the source is not routed through ``lo``)."""
+
+    LINK_HEADER = 14  # lo's (Ethernet) header, which the vnet header's offsets count
+    SOL_PACKET = 263
+    PACKET_VNET_HDR = 15
+    ETHERTYPE: ClassVar[dict[int, bytes]] = {4: b"\x08\x00", 6: b"\x86\xdd"}
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._link = bytes(12)  # lo's link header: zero addresses, then the EtherType
+
+    @classmethod
+    def open(cls) -> LoopbackInjector | None:
+        if cls._strict_rp_filter():
+            log.info("rp_filter is strict on lo: merged packets are injected with their "
+                     "checksums computed")
+            return None
+        try:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        except OSError as exc:
+            log.debug("no AF_PACKET socket: %s", exc)
+            return None
+        try:
+            sock.setsockopt(cls.SOL_PACKET, cls.PACKET_VNET_HDR, 1)
+            sock.bind(("lo", 0))
+        except OSError as exc:
+            log.debug("no PACKET_VNET_HDR on lo: %s", exc)
+            sock.close()
+            return None
+        sock.settimeout(0.5)
+        return cls(sock)
+
+    @staticmethod
+    def _strict_rp_filter() -> bool:
+        values = []
+        for name in ("all", "lo"):
+            try:
+                with open(f"/proc/sys/net/ipv4/conf/{name}/rp_filter") as f:
+                    values.append(int(f.read().strip() or 0))
+            except (OSError, ValueError):
+                values.append(0)
+        return max(values) == 1
+
+    def send(self, vnet: bytes, header: bytearray, payload: memoryview) -> bool:
+        link = self._link + self.ETHERTYPE[header[0] >> 4]
+        try:
+            self.sock.sendmsg([vnet, link, header, payload])
+        except OSError as exc:
+            log.debug("inject through lo: %s", exc)
+            return False
+        return True
 
 
 class Client:
@@ -120,7 +180,7 @@ class Client:
         self.flows = FlowTable()
         self.reassembler = packet.Reassembler()
         self.counters = {"queued": 0, "injected": 0, "unsolicited": 0, "inject_errors": 0,
-                         "malformed": 0}
+                         "malformed": 0, "merged_through_lo": 0}
         self._stop = False
         self._psk_warned = 0.0
         self._first_attempt: float | None = None
@@ -133,6 +193,7 @@ class Client:
         self.status: socket.socket | None = None
         self.tables_installed = False
         self.exec_cgroup: str | None = None  # its path, while the client owns it
+        self.loopback: LoopbackInjector | None = None
         self._epoll = select.epoll()
         self._wake_r, self._wake_w = socket.socketpair()
         try:
@@ -173,6 +234,9 @@ class Client:
             if sock is not None:
                 sock.setblocking(True)
                 sock.settimeout(0.5)
+        self.loopback = LoopbackInjector.open()
+        if self.loopback is not None:
+            self._sockets.append(self.loopback.sock)
         self.status = status.listen(self.status_path)
         stale = nft.present()
         if stale:
@@ -420,10 +484,10 @@ class Client:
         already), then each given its flow's address back and injected. A merged packet is
         cut again for a forwarded flow (the LAN has its own MTU)."""
         inbound, mtu = self.flows.inbound, self.config.mtu
-        for data, merged in offload.merge(packets):
+        for data, gso_size in offload.merge(packets):
             try:
                 info = packet.parse(data)
-                if not merged or info is None:
+                if not gso_size or info is None:
                     self._inbound(data, now, info)
                     continue
                 flow = inbound.get((info.proto, info.src, info.sport, info.dst, info.dport))
@@ -441,6 +505,19 @@ class Client:
                     for piece in offload.segment(header + data[th:], tcp_off, mtu - th):
                         self._inject(piece, flow.src)
                     continue
+                if self.loopback is not None:
+                    # Received on lo as a GSO packet with its checksum partial, as from a
+                    # device with offloads: no checksum to compute or verify (the segments
+                    # came out of an authenticated session).
+                    head = bytearray(header)
+                    offload.partial_tcp(head, tcp_off)
+                    if self.loopback.send(
+                            offload.vnet_header(info.version, tcp_off, th, gso_size,
+                                                link=LoopbackInjector.LINK_HEADER), head,
+                            memoryview(data)[th:]):
+                        self.counters["injected"] += 1
+                        self.counters["merged_through_lo"] += 1
+                        continue
                 buf = bytearray(header)
                 buf += memoryview(data)[th:]
                 offload.finish_tcp(buf, tcp_off)
