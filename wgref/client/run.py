@@ -4,7 +4,7 @@ Outbound, a queued packet's flow is decided once (destination in AllowedIPs minu
 DisallowedIPs, then the owning application); a bypass flow's packet is accepted with a mark
 that nftables turns into a conntrack mark, so the rest of that flow never leaves the kernel. A
 tunnelled packet gets the tunnel address as source (and a free port if needed), the MSS clamp
-and new checksums, goes to :meth:`Device.send_packet`, and the original is dropped.
+and new checksums, goes to :meth:`Device.send_packets`, and the original is dropped.
 Inbound, the client's UDP socket reads the peer's datagrams; each delivered packet gets its
 flow's host address and port back and is injected through a raw socket (``IPPROTO_RAW``,
 header included) addressed to that host: for a local address the kernel loops it back and
@@ -16,7 +16,8 @@ The data path works in batches, as the TUN interface does: TCP is queued with
 verdicts go back in one message (``NFQNL_MSG_VERDICT_BATCH``), the packets go through
 :meth:`Device.send_packets` and leave as UDP_SEGMENT trains; datagrams are read with
 recvmmsg (and UDP_GRO) and opened by :meth:`Device.receive_datagrams`, and
-in-order TCP segments to a local flow are merged before injection (userspace GRO).
+in-order TCP segments of a flow are merged before injection (userspace GRO; for the host
+itself through ``lo``, :class:`~wgref.client.loopback.LoopbackInjector`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import signal
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from ..allowedips import AllowedIPs
 from ..allowedips_calc import subtract
@@ -50,6 +51,7 @@ from ..udp import SO_MARK, BatchReceiver, open_udp_socket, send_batch
 from . import cgroup, conntrack, nft, offload, packet, procs, status
 from .config import ClientConfig, PeerConfig
 from .flows import BYPASS, TUNNEL, Flow, FlowTable
+from .loopback import LoopbackInjector
 from .nfqueue import HOOK_FORWARD, HOOK_PREROUTING, NF_ACCEPT, NfQueue, QueuedPacket
 
 log = logging.getLogger("wgref.client")
@@ -72,66 +74,6 @@ class ClientPeer:
     peer: Peer
     tunnelled: list[Network]
     no_handshake_warned: bool = False
-
-
-class LoopbackInjector:
-    """Merged TCP packets for the host itself, received through ``lo`` from an
-    ``AF_PACKET`` socket with ``PACKET_VNET_HDR``: the kernel takes them as GSO packets with
-    their checksum partial (CHECKSUM_PARTIAL, trusted), as from a device with offloads, so
-    neither the client nor the kernel sums 64 KiB. They skip the output hooks: a flow's
-    first answer (never merged) goes through the raw socket, which marks its conntrack
-    entry. Not used where IPv4 reverse-path filtering is strict on ``lo`` (it would drop
-    them: the source is not routed through ``lo``)."""
-
-    LINK_HEADER = 14  # lo's (Ethernet) header, which the vnet header's offsets count
-    SOL_PACKET = 263
-    PACKET_VNET_HDR = 15
-    ETHERTYPE: ClassVar[dict[int, bytes]] = {4: b"\x08\x00", 6: b"\x86\xdd"}
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self._link = bytes(12)  # lo's link header: zero addresses, then the EtherType
-
-    @classmethod
-    def open(cls) -> LoopbackInjector | None:
-        if cls._strict_rp_filter():
-            log.info("rp_filter is strict on lo: merged packets are injected with their "
-                     "checksums computed")
-            return None
-        try:
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-        except OSError as exc:
-            log.debug("no AF_PACKET socket: %s", exc)
-            return None
-        try:
-            sock.setsockopt(cls.SOL_PACKET, cls.PACKET_VNET_HDR, 1)
-            sock.bind(("lo", 0))
-        except OSError as exc:
-            log.debug("no PACKET_VNET_HDR on lo: %s", exc)
-            sock.close()
-            return None
-        sock.settimeout(0.5)
-        return cls(sock)
-
-    @staticmethod
-    def _strict_rp_filter() -> bool:
-        values = []
-        for name in ("all", "lo"):
-            try:
-                with open(f"/proc/sys/net/ipv4/conf/{name}/rp_filter") as f:
-                    values.append(int(f.read().strip() or 0))
-            except (OSError, ValueError):
-                values.append(0)
-        return max(values) == 1
-
-    def send(self, vnet: bytes, header: bytearray, payload: memoryview) -> bool:
-        link = self._link + self.ETHERTYPE[header[0] >> 4]
-        try:
-            self.sock.sendmsg([vnet, link, header, payload])
-        except OSError as exc:
-            log.debug("inject through lo: %s", exc)
-            return False
-        return True
 
 
 class Client:
