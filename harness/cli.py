@@ -1,4 +1,4 @@
-"""`python -m harness run | list | cleanup`."""
+"""`python -m harness run | merge | list | cleanup | ...`."""
 
 from __future__ import annotations
 
@@ -15,14 +15,17 @@ from types import FrameType
 
 from . import cleanup as cleanup_mod
 from . import required
+from .parallel import Job, default_jobs, run_jobs
 from .peers import registry
 from .peers.base import PeerDriver
 from .peers.registry import all_drivers
+from .peers.spec import slots
 from .progress import make_progress
 from .report import print_matrix, write_all
 from .results import FAILING, CellResult, PeerInfo, RunResult, now_iso, typed_command
-from .runner import CellRunner, Interrupted, plan
+from .runner import Cell, CellRunner, Interrupted, TopologyFactory, plan
 from .scenario import Scenario, ScenarioError, load_scenarios
+from .shard import Shard, ShardError, code_version, parse_shard, plan_id, select
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
@@ -57,6 +60,15 @@ def _parser() -> argparse.ArgumentParser:
                        help="cells whose failure (or unsupported) fails the run, one "
                        "`CLIENT SERVER SCENARIO` a line (* matches any); other failures "
                        "only report")
+    add_jobs_argument(run_p)
+    run_p.add_argument("--shard", type=shard_arg, default=None, metavar="K/N",
+                       help="run only shard K of N of the planned cells (a deterministic "
+                       "split balanced by expected duration); combine the shards' folders "
+                       "with `python -m harness merge`")
+    merge_p = sub.add_parser("merge", help="combine --shard K/N run folders into one report")
+    merge_p.add_argument("out", type=Path, metavar="OUT", help="the merged run folder")
+    merge_p.add_argument("shards", type=Path, nargs="+", metavar="SHARD_DIR",
+                         help="the shards' run folders (every shard of one plan)")
     list_p = sub.add_parser("list", help="list peers and scenarios")
     list_p.add_argument("--backend", choices=BACKENDS, default="netns")
     clean_p = sub.add_parser("cleanup", help="remove leftovers of killed runs")
@@ -81,6 +93,30 @@ def _parser() -> argparse.ArgumentParser:
     add_probe_arguments(sub.add_parser("probe", help="conformance probes against servers "
                                        "(packet-level, scapy + wgref's core)"))
     return parser
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of cells, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def add_jobs_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--jobs", "-j", type=positive_int, default=default_jobs(), metavar="N",
+                        help="cells at once (default here: %(default)s, four per core, at most "
+                        "8; a cell with a VM counts for more, timing-sensitive cells run "
+                        "alone; 1: one after the other)")
+
+
+def shard_arg(text: str) -> Shard:
+    try:
+        return parse_shard(text)
+    except ShardError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--shard {text!r}: ")) from None
 
 
 def _split(values: list[str]) -> list[str]:
@@ -176,8 +212,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = args.out or Path("results") / time.strftime("interop-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     run = RunResult(started=now_iso(), command=typed_command(),
-                    host={"kernel": platform.release(), "python": platform.python_version(),
-                          "machine": platform.machine(), "backend": args.backend})
+                    host={"node": platform.node(), "kernel": platform.release(),
+                          "python": platform.python_version(), "machine": platform.machine(),
+                          "backend": args.backend})
     topology = None
     if args.backend == "docker":
         from .docker.backend import topology_factory
@@ -191,19 +228,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     run.scenarios = [{"name": s.name, "description": s.description, "slow": s.slow,
                       "path": str(s.path) if s.path else None} for s in scenarios]
     cells = plan(clients, servers, scenarios)
+    if args.shard is not None:
+        cells = _shard(run, cells, args.shard)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
     started = time.monotonic()
     progress = make_progress(len(cells), plain=args.plain or not sys.stdout.isatty())
     try:
-        for cell in cells:
-            runner = CellRunner(cell, out, progress, topology)
-            try:
-                run.cells.append(runner.run())
-            except (KeyboardInterrupt, Interrupted):
-                run.cells.append(runner.result)
-                run.interrupted = True
-                break
+        run.cells, run.interrupted = run_jobs(_jobs(cells, out, topology), args.jobs, progress)
     finally:
         progress.close()
         run.ended = now_iso()
@@ -247,6 +279,37 @@ def exit_code(cells: list[CellResult], rules: list[required.Pattern] | None) -> 
     return 1 if problems else 0
 
 
+def _jobs(cells: list[Cell], out: Path, topology: TopologyFactory | None) -> list[Job]:
+    def job(cell: Cell) -> Job:
+        return Job(lambda progress: CellRunner(cell, out, progress, topology),
+                   exclusive=cell.scenario.exclusive,
+                   slots=slots(cell.client.name) + slots(cell.server.name) - 1)
+
+    return [job(cell) for cell in cells]
+
+
+def _shard(run: RunResult, cells: list[Cell], shard: Shard) -> list[Cell]:
+    """This shard's cells, with what `harness merge` checks recorded in the run."""
+    keys = [f"{c.client.name} -> {c.server.name}: {c.scenario.name}" for c in cells]
+    run.shard = {"index": shard.index, "count": shard.count, "plan": plan_id(keys),
+                 "version": code_version(), "order": keys}
+    return [cells[i] for i in select(cells, shard)]
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .merge import MergeError, merge
+
+    try:
+        run, paths = merge(args.out, args.shards)
+    except MergeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print_matrix(run)
+    print(f"merged {len(args.shards)} shards ({len(run.cells)} cells): "
+          f"{', '.join(str(p) for p in paths.values())}")
+    return 1 if run.failed or run.interrupted else 0
+
+
 def cmd_cleanup(args: argparse.Namespace) -> int:
     if args.dry_run:
         left = cleanup_mod.find(args.prefix, args.force)
@@ -267,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_list(args)
     if args.command == "cleanup":
         return cmd_cleanup(args)
+    if args.command == "merge":
+        return cmd_merge(args)
     if args.command == "images":
         from .docker.cli import cmd_images
 

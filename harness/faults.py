@@ -6,11 +6,12 @@ test: tests/harness/test_faults_netns.py; the table is in scenarios/README.md).
     python -m harness run --client wgref --server wgref-fault:no-roam --scenario roaming
     python -m harness probe --server wgref-fault:no-replay-window --probe transport-replay
 
-A fault peer is never part of the matrix unless asked for by name. Each fault is installed
-in its own process before the interface starts, at one of three places: what the interface
-receives (``inbound``: datagrams before the device sees them), what it emits (``outbound``:
-the output Batch, before the TUN and the sockets), or the device itself (its timers, state
-or checks). The defences of :mod:`harness.probes.sloppy` are faults here too.
+A fault peer is never part of the matrix unless asked for by name. A fault is either a
+defence switched off through the Device's own switch (:class:`wgref.checks.Checks`, as
+:mod:`harness.probes.sloppy` does), or a behaviour changed in the fault's own process before
+the interface starts, at one of three places: what the device receives (datagrams before
+:meth:`Device.receive_datagrams` sees them), what the interface emits (the output Batch,
+before the TUN and the sockets), or the device's state and timers.
 """
 
 from __future__ import annotations
@@ -23,16 +24,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from wgref.checks import ALL_CHECKS, Checks
+
 from .peers.uapi import UapiDriver
-from .probes import sloppy
 from .traffic import harness_python
 
 PREFIX = "wgref-fault:"
-_RECEIVE = "receive_datagrams"  # the batch receive wgref.interface calls
 
 # The hooks a fault can chain onto (each wraps what is installed before it).
-Inbound = Callable[[Any, list[bytes], list[tuple[str, int]]],
-                   tuple[list[bytes], list[tuple[str, int]]]]
+Inbound = Callable[[Any, list[bytes], list[Any]],
+                   tuple[list[bytes], list[Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,8 @@ class Fault:
     does: str  # what the broken peer does wrong
     role: str  # where the mutation tests run it: "client", "server" or "both"
     caught_by: tuple[str, ...]  # the checks meant to catch it ("scenario/step" or "probe:X")
-    install: Callable[[], None]
+    install: Callable[[], None] | None = None  # changes this process's wgref
+    checks_off: tuple[str, ...] = ()  # defences switched off (Checks.names() spelling)
 
 
 # --------------------------------------------------------------------- hook points
@@ -54,32 +56,30 @@ def _patch(owner: Any, name: str, value: Any) -> Any:
     return old
 
 
-Receive = Callable[[Any, list[bytes], list[tuple[str, int]], float, Any], None]
+Receive = Callable[[Any, list[bytes], list[Any]], None]
 
 
-def _around_receive(around: Callable[[Receive, Any, list[bytes], list[tuple[str, int]]],
-                                     None]) -> None:
-    """Every batch of datagrams the interface reads goes through ``around(receive, device,
-    datagrams, sources)``, which calls ``receive`` (the device's batch receive: reference
-    and fast path) as it sees fit."""
-    from wgref import interface
+def _around_receive(around: Callable[[Receive, Any, list[bytes], list[Any]], None]) -> None:
+    """Every batch of datagrams the device receives goes through ``around(receive, device,
+    datagrams, sources)``, which calls ``receive(device, datagrams, sources)`` (the real
+    :meth:`Device.receive_datagrams`) as it sees fit."""
+    from wgref.device import Device
 
-    received = getattr(interface, _RECEIVE)
+    received = Device.receive_datagrams
 
-    def receive(device: Any, datagrams: list[bytes], sources: list[tuple[str, int]],
-                now: float, out: Any) -> None:
-        def inner(device: Any, datagrams: list[bytes], sources: list[tuple[str, int]]
-                  ) -> None:
+    def receive(self: Device, datagrams: list[bytes], sources: list[Any], now: float,
+                out: Any) -> None:
+        def inner(device: Any, datagrams: list[bytes], sources: list[Any]) -> None:
             received(device, datagrams, sources, now, out)
-        around(inner, device, datagrams, sources)  # type: ignore[arg-type]
+        around(inner, self, datagrams, sources)
 
-    _patch(interface, _RECEIVE, receive)
+    _patch(Device, "receive_datagrams", receive)
 
 
 def _wrap_inbound(change: Inbound) -> None:
     """Datagrams as the interface reads them, changed before the device sees them."""
     def around(receive: Any, device: Any, datagrams: list[bytes],
-               sources: list[tuple[str, int]]) -> None:
+               sources: list[Any]) -> None:
         receive(device, *change(device, datagrams, sources))
     _around_receive(around)
 
@@ -88,7 +88,7 @@ def _after_receive(then: Callable[[Any, dict[bytes, Any]], None]) -> None:
     """Run ``then(device, before)`` after every batch the device received; ``before`` maps
     each peer's public key to its endpoint before the batch."""
     def around(receive: Any, device: Any, datagrams: list[bytes],
-               sources: list[tuple[str, int]]) -> None:
+               sources: list[Any]) -> None:
         before = {key: peer.endpoint for key, peer in device.peers.items()}
         receive(device, datagrams, sources)
         then(device, before)
@@ -155,12 +155,6 @@ def _drop_above(limit: int) -> Callable[[], None]:
     return install
 
 
-def _no_cookie_reply() -> None:
-    from wgref.constants import MESSAGE_COOKIE_REPLY
-
-    _wrap_outbound(_keep_datagrams(lambda data: data[:1] != bytes([MESSAGE_COOKIE_REPLY])))
-
-
 def _wrong_source_port() -> None:
     """Every datagram leaves from listen port + 1 (a second socket), not the port the peer
     sent to: a NAT in front of the peer drops the replies."""
@@ -168,7 +162,8 @@ def _wrong_source_port() -> None:
 
     def change(interface: Any, out: Any) -> None:
         port = interface.listen_port
-        for destination, datagrams in out.sends:
+        for endpoint, datagrams in out.sends:
+            destination = endpoint.address
             family = socket.AF_INET6 if ":" in destination[0] else socket.AF_INET
             sock = sockets.get((family, port))
             if sock is None:
@@ -184,11 +179,32 @@ def _wrong_source_port() -> None:
 
 
 def _no_roam() -> None:
+    """An endpoint, once learned, is kept: authenticated packets from a new address do not
+    move it (the Device's own ``roaming`` switch learns no endpoint at all, so an
+    endpoint-less server could not even answer its first peer)."""
     def restore(device: Any, before: dict[bytes, Any]) -> None:
         for key, peer in device.peers.items():
             if before.get(key) is not None:
                 peer.endpoint = before[key]
     _after_receive(restore)
+
+
+def _ignore_reserved() -> None:
+    """The reserved header bytes are ignored where the type is read; mac1 still covers the
+    bytes as received. (The Device's ``reserved`` switch zeroes them before mac1, so a
+    handshake message with reserved bytes set fails mac1 there and is dropped anyway.)"""
+    from wgref import device, messages
+
+    strict = messages.message_type
+
+    def lenient(data: bytes) -> int:
+        return strict(data[:1] + b"\0\0\0" + data[4:] if len(data) >= 4 else data)
+
+    for module in (device, messages):
+        _patch(module, "message_type", lenient)
+    _wrap_inbound(lambda dev, datagrams, sources: (
+        [d[:1] + b"\0\0\0" + d[4:] if d[:1] == b"\x04" and len(d) >= 32 else d
+         for d in datagrams], sources))
 
 
 def _no_passive_keepalive() -> None:
@@ -199,30 +215,13 @@ def _no_passive_keepalive() -> None:
     _after_receive(disarm)
 
 
-def _ignore_persistent_keepalive() -> None:
-    """The persistent-keepalive deadline is disarmed whenever the loop asks for the next
-    timer (the interval stays as configured: `wg show` still reports it)."""
-    from wgref.device import Device
-
-    _patch(Device, "next_timer", _next_timer_without_persistent)
-
-
-def _next_timer_without_persistent(self: Any) -> float | None:
-    deadlines = []
-    for peer in self.peers.values():
-        peer.timers.persistent_keepalive = None
-        if (t := peer.timers.earliest()) is not None:
-            deadlines.append(t)
-    return min(deadlines) if deadlines else None
-
-
 def _hide_handshake() -> None:
     from wgref.device import Device
 
     complete = Device._handshake_complete
 
-    def patched(self: Device, peer: Any, now: float) -> None:
-        complete(self, peer, now)
+    def patched(self: Device, peer: Any, now: float, out: Any) -> None:
+        complete(self, peer, now, out)
         peer.last_handshake = None
 
     _patch(Device, "_handshake_complete", patched)
@@ -258,43 +257,27 @@ def _no_rebind() -> None:
     _patch(Interface, "set_listen_port", patched)
 
 
-def _only_peer_owns_everything(*, receive_only: bool) -> Callable[[], None]:
-    """Every address belongs to the only peer: on receive only (the missing cryptokey-routing
-    check; replies are still routed by allowed-ips), or both ways (a 0/0 allowed-ips)."""
-    def install() -> None:
-        from wgref.allowedips import AllowedIPs
+def _route_everything() -> None:
+    """Every address belongs to the only peer, both ways (as a 0/0 allowed-ips)."""
+    from wgref.allowedips import AllowedIPs
 
-        receiving = [not receive_only]
-        lookup = AllowedIPs.lookup
+    lookup = AllowedIPs.lookup
 
-        def patched(self: AllowedIPs[Any], address: bytes) -> Any:
-            found = lookup(self, address)
-            if found is not None or not receiving[0]:
-                return found
-            owners = [peer for peer, _ in self._by_peer.values()]
-            return owners[0] if len(owners) == 1 else None
+    def patched(self: AllowedIPs[Any], address: bytes) -> Any:
+        found = lookup(self, address)
+        if found is not None:
+            return found
+        owners = [peer for peer, _ in self._by_peer.values()]
+        return owners[0] if len(owners) == 1 else None
 
-        _patch(AllowedIPs, "lookup", patched)
-        if not receive_only:
-            return
-
-        def around(receive: Any, device: Any, datagrams: list[bytes],
-                   sources: list[tuple[str, int]]) -> None:
-            receiving[0] = True
-            try:
-                receive(device, datagrams, sources)
-            finally:
-                receiving[0] = False
-
-        _around_receive(around)
-    return install
+    _patch(AllowedIPs, "lookup", patched)
 
 
 def _lenient_size() -> None:
     from wgref.messages import _SIZES
 
-    def resize(device: Any, datagrams: list[bytes], sources: list[tuple[str, int]]
-               ) -> tuple[list[bytes], list[tuple[str, int]]]:
+    def resize(device: Any, datagrams: list[bytes], sources: list[Any]
+               ) -> tuple[list[bytes], list[Any]]:
         out = []
         for data in datagrams:
             size = _SIZES.get(int.from_bytes(data[:4], "little")) if len(data) >= 4 else None
@@ -307,24 +290,21 @@ def _lenient_size() -> None:
 
 
 def _no_reject_after() -> None:
-    from wgref import device, fastpath
+    from wgref import device
 
-    beyond = 1 << 65
-    for module in (device, fastpath):
-        _patch(module, "REJECT_AFTER_MESSAGES", beyond)
+    _patch(device, "REJECT_AFTER_MESSAGES", 1 << 65)
 
 
 def _no_rekey() -> None:
-    from wgref import device, fastpath
+    from wgref import timers
 
-    for module in (device, fastpath):
-        _patch(module, "REKEY_AFTER_TIME", 1e9)
+    _patch(timers, "REKEY_AFTER_TIME", 1e9)
 
 
 def _any_receiver_index() -> None:
     """A transport message for an unknown index is tried on the only peer's session."""
-    def redirect(device: Any, datagrams: list[bytes], sources: list[tuple[str, int]]
-                 ) -> tuple[list[bytes], list[tuple[str, int]]]:
+    def redirect(device: Any, datagrams: list[bytes], sources: list[Any]
+                 ) -> tuple[list[bytes], list[Any]]:
         indices = device._indices
         peers = list(device.peers.values())
         out = []
@@ -345,8 +325,8 @@ def _replay_before_auth() -> None:
     forgery uses up the counter of the authentic packet."""
     from cryptography.exceptions import InvalidTag
 
-    def consume(device: Any, datagrams: list[bytes], sources: list[tuple[str, int]]
-                ) -> tuple[list[bytes], list[tuple[str, int]]]:
+    def consume(device: Any, datagrams: list[bytes], sources: list[Any]
+                ) -> tuple[list[bytes], list[Any]]:
         indices = device._indices
         for data in datagrams:
             if len(data) < 32 or data[0] != 4:
@@ -363,11 +343,6 @@ def _replay_before_auth() -> None:
         return datagrams, sources
 
     _wrap_inbound(consume)
-
-
-def _defence(name: str) -> Callable[[], None]:
-    """One of sloppy's switched-off defences (an adapter: the patch lives there)."""
-    return sloppy.PATCHES[name]
 
 
 FAULTS: dict[str, Fault] = {f.name: f for f in (
@@ -388,38 +363,39 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           _no_passive_keepalive),
     Fault("ignore-persistent-keepalive", "accepts persistent-keepalive but never sends one",
           "client", ("keepalive/server reaches the client through the NAT",),
-          _ignore_persistent_keepalive),
+          checks_off=("persistent-keepalive",)),
     Fault("no-rebind", "ignores listen-port changes once a handshake completed", "client",
           ("listen-port/server sees the new port",), _no_rebind),
     Fault("drop-above-1200", "drops datagrams above 1200 bytes, both ways", "server",
           ("mtu/1420-byte packets client -> server", "transfer/transfer completed"),
           _drop_above(1200)),
-    Fault("no-cookie-reply", "under load, drops handshakes instead of sending cookie "
-          "replies (WP 5.3)", "server",
+    Fault("no-cookie-reply", "never goes under load: no cookie replies, no rate limit "
+          "(WP 5.3)", "server",
           ("cookie-under-load/server under load answers with cookies",
-           "flood-stop/cookie replies counted", "probe:cookie-under-load"), _no_cookie_reply),
+           "flood-stop/cookie replies counted", "probe:cookie-under-load"),
+          checks_off=("cookie-replies",)),
     Fault("wrong-source-port", "sends every datagram from listen port + 1", "server",
           ("keepalive/ping client -> server",), _wrong_source_port),
     Fault("no-crypto-rp", "delivers packets from any inner source (no cryptokey-routing "
           "check on receive)", "server", ("probe:crypto-rp",),
-          _only_peer_owns_everything(receive_only=True)),
+          checks_off=("crypto-routing",)),
     Fault("route-everything", "treats every address as its only peer's, both ways (as a "
           "0/0 allowed-ips)", "server",
           ("crypto-rp/inner source outside allowed-ips is dropped",),
-          _only_peer_owns_everything(receive_only=False)),
+          _route_everything),
     Fault("no-replay-window", "accepts every transport counter again", "server",
           ("probe:transport-replay", "probe:counter-behind-window", "probe:roaming-spoof"),
-          _defence("replay")),
+          checks_off=("replay",)),
     Fault("no-timestamp-check", "accepts replayed and old initiations, no 50/s limit",
           "server", ("probe:initiation-replay", "probe:initiation-old-timestamp",
                      "probe:initiation-rate-limit"),
-          _defence("timestamp")),
+          checks_off=("timestamp",)),
     Fault("no-mac1", "answers initiations whatever their mac1", "server",
-          ("probe:bad-mac1",), _defence("mac1")),
+          ("probe:bad-mac1",), checks_off=("mac1",)),
     Fault("accept-low-order", "accepts a low-order ephemeral (all-zero DH)", "server",
-          ("probe:low-order-ephemeral",), _defence("low-order")),
+          ("probe:low-order-ephemeral",), checks_off=("low-order",)),
     Fault("ignore-reserved", "ignores the reserved header bytes", "server",
-          ("probe:reserved-initiation", "probe:reserved-transport"), _defence("reserved")),
+          ("probe:reserved-initiation", "probe:reserved-transport"), _ignore_reserved),
     Fault("lenient-size", "cuts or pads handshake messages of the wrong size", "server",
           ("probe:wrong-size",), _lenient_size),
     Fault("no-reject-after", "accepts counters at and beyond REJECT_AFTER_MESSAGES",
@@ -489,12 +465,19 @@ def main(argv: list[str]) -> int:
         print(f"harness.faults: {exc}", file=sys.stderr)
         return 2
     for one in faults:
-        one.install()
+        if one.install is not None:
+            one.install()
     print(f"wgref-fault: {', '.join(f'{f.name} ({f.does})' for f in faults) or 'none'}",
           flush=True)
     from wgref.interface import main as interface_main
 
-    return interface_main(args)
+    return interface_main(args, checks=checks_for(faults))
+
+
+def checks_for(faults: list[Fault]) -> Checks:
+    """The Device's switch for these faults: every defence on but theirs."""
+    off = [name for one in faults for name in one.checks_off]
+    return Checks.without(*off) if off else ALL_CHECKS
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 
 ROOT = "wh"
 PREFIX_RE = re.compile(r"^wh[0-9a-f]{4}")
@@ -16,8 +17,18 @@ IFNAMSIZ = 15  # usable characters of a Linux interface name
 WG_SOCKET_DIR = "/var/run/wireguard"
 
 
+_issued: set[str] = set()
+_issued_lock = threading.Lock()
+
+
 def new_prefix() -> str:
-    return f"{ROOT}{secrets.token_hex(2)}"
+    """A run prefix no other cell of this process has (cells may run at once, --jobs)."""
+    with _issued_lock:
+        while True:
+            prefix = f"{ROOT}{secrets.token_hex(2)}"
+            if prefix not in _issued:
+                _issued.add(prefix)
+                return prefix
 
 
 def namespace(prefix: str, host: str) -> str:

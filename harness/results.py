@@ -22,7 +22,9 @@ FAILING = (FAIL, ERROR)
 # One symbol per status, on the terminal, in summary.md and on the page.
 SYMBOL = {PASS: "✓", FAIL: "✗", ERROR: "!", UNSUPPORTED: "–", SKIPPED: "↷"}
 # 2: schema_version itself; folder and scenario paths relative to the run folder.
-SCHEMA_VERSION = 2
+# 3: shard (a --shard K/N run) and shards (a `harness merge`d run); cells may be "error" with
+#    traceback.txt among their artifacts.
+SCHEMA_VERSION = 3
 
 
 def now_iso() -> str:
@@ -105,6 +107,10 @@ class RunResult:
     scenarios: list[dict[str, Any]] = field(default_factory=list)
     cells: list[CellResult] = field(default_factory=list)
     interrupted: bool = False
+    # --shard K/N: {"index", "count", "plan" (digest), "version" (code digest), "order" (the
+    # whole plan's cell keys)}; a merged run lists its shards' runs (host, times, command)
+    shard: dict[str, Any] | None = None
+    shards: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def failed(self) -> list[CellResult]:

@@ -4,15 +4,24 @@ and peers, run the steps with event waits, then tear everything down and record 
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
 from . import keys, naming, registry_files
 from .capture import CaptureError, start_capture, stop_capture, write_decrypted
 from .context import INNER_V4, INNER_V6, SERVER_PORT, CellContext, StepFailed, StepSkipped
-from .peers.base import DriverError, InterfaceConfig, PeerDriver, PeerEntry, Unsupported
+from .peers.base import (
+    DriverError,
+    InterfaceConfig,
+    PeerDriver,
+    PeerEntry,
+    PeerInstance,
+    Unsupported,
+)
 from .results import ERROR, FAIL, PASS, SKIPPED, UNSUPPORTED, CellResult, StepResult, now_iso
 from .scenario import Scenario
 from .secrets import discard_runtime_secrets, write_secret
@@ -50,8 +59,12 @@ def why_unsupported(cell: Cell) -> str | None:
         missing = driver.unavailable()
         if missing:
             reasons.append(f"{role} {driver.name}: {missing}")
-    if reasons:
-        return "; ".join(reasons)
+    return "; ".join(reasons or capability_gaps(cell)) or None
+
+
+def capability_gaps(cell: Cell) -> list[str]:
+    """What the scenario needs that the peers lack (the same on every machine)."""
+    reasons = []
     sc = cell.scenario
     needs = {"client": {"initiator", *sc.requires.get("client", ())},
              "server": {"responder", *sc.requires.get("server", ())}}
@@ -68,7 +81,7 @@ def why_unsupported(cell: Cell) -> str | None:
     for cap in sc.requires_any:
         if cap not in cell.client.capabilities | cell.server.capabilities:
             reasons.append(f"neither peer has {cap} (the scenario needs it on one of them)")
-    return "; ".join(reasons) or None
+    return reasons
 
 
 def _configs(cell: Cell, prefix: str, ctx: CellContext) -> dict[str, InterfaceConfig]:
@@ -135,7 +148,7 @@ class CellRunner:
 
     def run(self) -> CellResult:
         return run_cell(self.result, self.progress, self.folder, self.prefix,
-                        why_unsupported(self.cell), self._run_in_topology)
+                        lambda: why_unsupported(self.cell), self._run_in_topology)
 
     def _run_in_topology(self) -> None:
         result = self.result
@@ -191,6 +204,7 @@ class CellRunner:
         for index, step in enumerate(sc.steps, 1):
             started = time.monotonic()
             status, detail = PASS, ""
+            crash: Exception | None = None
             missing = [r for role, caps in step.requires.items()
                        for r in ctx.peer(role).driver.missing(set(caps))]
             try:
@@ -198,7 +212,7 @@ class CellRunner:
                     raise StepSkipped("; ".join(missing))
                 if ctx.remaining() <= 0:
                     raise StepFailed(f"the scenario's {sc.timeout:.0f} s ran out")
-                detail = ACTIONS[step.action](ctx, step)
+                detail = ACTIONS[step.action].run(ctx, step)
                 problem = self._peer_problem(ctx)
                 if problem:
                     raise StepFailed(problem)
@@ -208,10 +222,15 @@ class CellRunner:
                 status, detail = FAIL, str(exc)
             except (DriverError, CommandError, TopologyError, Unsupported) as exc:
                 status, detail = FAIL, f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # a bug or a broken peer connection: the cell's error
+                status, detail, crash = ERROR, f"{type(exc).__name__}: {exc}", exc
             step_result = StepResult(index, step.label, step.action, status, detail,
                                      round(time.monotonic() - started, 2))
             result.steps.append(step_result)
             self.progress.step_done(result, step_result)
+            if crash is not None:
+                record_crash(result, self.folder, f"step {index} ({step.label})", crash)
+                return
             if status == FAIL:
                 problem = self._peer_problem(ctx)
                 result.status = FAIL
@@ -229,30 +248,47 @@ class CellRunner:
         return None
 
     def _finish(self, ctx: CellContext, captures: list[tuple[Background, Path]]) -> None:
+        """Tear down everything that was started, each part on its own: a part that raises
+        makes the cell an error, and the rest is still torn down."""
         result = self.result
         result.measurements.update(ctx.measurements)
-        for role, instance in ctx.instances.items():
-            try:
-                has_state = "state" in instance.driver.capabilities
-                state = ctx.peer_state(role) if has_state else None
-            except (DriverError, CommandError, KeyError):
-                state = None
-            if state is not None:
-                result.measurements[f"{role}.rx_bytes"] = float(state.rx_bytes)
-                result.measurements[f"{role}.tx_bytes"] = float(state.tx_bytes)
-        for proc in ctx.background.values():
-            proc.stop(grace=2.0)
+        for role in ctx.instances:
+            self._guard(f"reading the {role}'s state", partial(self._final_state, ctx, role))
+        for name, proc in ctx.background.items():
+            self._guard(f"stopping {name}", partial(proc.stop, grace=2.0))
         for instance in ctx.instances.values():
-            try:
-                instance.stop()
-            except (DriverError, CommandError) as exc:
-                result.reason += f" (stopping {instance.driver.name}: {exc})"
+            self._guard(f"stopping {instance.driver.name}",
+                        partial(self._stop_instance, instance))
         for proc, _ in captures:
-            stop_capture(proc)
+            self._guard("stopping a capture", partial(stop_capture, proc))
+        self._guard("tearing the topology down", lambda: self._topology_down(ctx))
+        self._guard("collecting artifacts",
+                    lambda: self._collect_artifacts(ctx, [path for _, path in captures]))
+
+    def _guard(self, what: str, action: Callable[[], object]) -> None:
+        guard(self.result, self.folder, what, action)
+
+    def _final_state(self, ctx: CellContext, role: str) -> None:
+        if "state" not in ctx.instances[role].driver.capabilities:
+            return
+        try:
+            state = ctx.peer_state(role)
+        except (DriverError, CommandError, KeyError):
+            return
+        if state is not None:
+            self.result.measurements[f"{role}.rx_bytes"] = float(state.rx_bytes)
+            self.result.measurements[f"{role}.tx_bytes"] = float(state.tx_bytes)
+
+    def _stop_instance(self, instance: PeerInstance) -> None:
+        try:
+            instance.stop()
+        except (DriverError, CommandError) as exc:
+            self.result.reason += f" (stopping {instance.driver.name}: {exc})"
+
+    def _topology_down(self, ctx: CellContext) -> None:
         problems = ctx.topology.down()
         if problems:
-            result.reason += f" (teardown: {'; '.join(problems)})"
-        self._collect_artifacts(ctx, [path for _, path in captures])
+            self.result.reason += f" (teardown: {'; '.join(problems)})"
 
     def _collect_artifacts(self, ctx: CellContext, pcaps: list[Path]) -> None:
         """Keep only the secrets that must stay (harness/secrets.py): the merged key log and
@@ -286,24 +322,63 @@ def end_of_cell(steps: Sequence[StepResult]) -> tuple[str, str]:
     return PASS, f"skipped steps: {labels}" if skipped else ""
 
 
+TRACEBACK_FILE = "traceback.txt"
+
+
+def guard(result: CellResult, folder: Path, what: str, action: Callable[[], object]) -> None:
+    """One part of a teardown: if it raises, the cell is an error and the rest goes on."""
+    try:
+        action()
+    except Exception as exc:
+        record_crash(result, folder, what, exc)
+
+
+def _run_body(result: CellResult, folder: Path, prefix: str, body: Callable[[], None]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    result.folder = str(folder)
+    registry_files.claim(prefix)
+    try:
+        body()
+    except Exception as exc:
+        record_crash(result, folder, "the cell crashed", exc)
+    finally:
+        registry_files.release(prefix)
+
+
+def record_crash(result: CellResult, folder: Path, where: str, exc: BaseException) -> None:
+    """An unexpected exception (a bug, a reset connection...) makes the cell an *error*: the
+    traceback goes to the cell's folder, the run goes on."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / TRACEBACK_FILE).open("a") as out:
+        out.write(f"# {where}\n{''.join(traceback.format_exception(exc))}\n")
+    result.status = ERROR
+    reason = f"{where}: {type(exc).__name__}: {exc} (traceback in {TRACEBACK_FILE})"
+    result.reason = f"{reason}; {result.reason}" if result.reason else reason
+
+
 def run_cell(result: CellResult, progress: Progress, folder: Path, prefix: str,
-             unsupported: str | None, body: Callable[[], None]) -> CellResult:
+             unsupported: str | Callable[[], str | None] | None,
+             body: Callable[[], None]) -> CellResult:
     """The frame of every matrix cell (scenarios and probes): timestamps and progress, then
     either *unsupported* with the reason, or ``body`` in a test folder while the run prefix is
-    claimed (so `harness cleanup` leaves a live cell alone)."""
+    claimed (so `harness cleanup` leaves a live cell alone). Whatever ``body`` raises (but an
+    interruption) makes the cell an error; it never ends the run."""
     result.started = now_iso()
     started = time.monotonic()
     progress.cell_started(result)
-    if unsupported:
-        result.status, result.reason = UNSUPPORTED, unsupported
+    try:
+        reason = unsupported() if callable(unsupported) else unsupported
+    except Exception as exc:
+        record_crash(result, folder, "checking the peers", exc)
     else:
-        folder.mkdir(parents=True, exist_ok=True)
+        if reason:
+            result.status, result.reason = UNSUPPORTED, reason
+        else:
+            _run_body(result, folder, prefix, body)
+    if result.status == ERROR and folder.exists():  # the traceback is an artifact
         result.folder = str(folder)
-        registry_files.claim(prefix)
-        try:
-            body()
-        finally:
-            registry_files.release(prefix)
+        result.artifacts = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                                  if p.is_file())
     result.ended = now_iso()
     result.seconds = round(time.monotonic() - started, 2)
     progress.cell_done(result)

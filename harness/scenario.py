@@ -13,31 +13,6 @@ from .peers.base import CAPABILITIES
 
 ROLES = ("client", "server")
 
-# action -> (default timeout, allowed parameters)
-ACTIONS: dict[str, tuple[float, frozenset[str]]] = {
-    "ping": (15.0, frozenset({"from", "to", "family", "count", "size", "df", "source",
-                              "min_replies", "interval", "dst", "min_errors"})),
-    "tcp": (20.0, frozenset({"from", "to", "family", "bytes"})),
-    "udp": (15.0, frozenset({"from", "to", "family", "count", "size"})),
-    "wait_handshake": (15.0, frozenset({"peer", "since_mark"})),
-    "no_handshake": (5.0, frozenset({"peer"})),
-    "wait_endpoint_change": (15.0, frozenset({"peer"})),
-    "wait_rx": (15.0, frozenset({"peer", "min_bytes", "window", "measure"})),
-    "sleep": (60.0, frozenset({"seconds", "reason"})),
-    "mark": (5.0, frozenset()),
-    "set_keepalive": (10.0, frozenset({"peer", "seconds"})),
-    "set_listen_port": (10.0, frozenset({"peer", "port"})),
-    "roam": (10.0, frozenset({"host", "port"})),
-    "transfer_start": (10.0, frozenset({"from", "to", "family", "seconds", "bitrate"})),
-    "transfer_wait": (60.0, frozenset()),
-    "flood_start": (10.0, frozenset({"from", "to", "seconds", "pps"})),
-    "wait_cookie_replies": (15.0, frozenset({"min"})),
-    "flood_stop": (10.0, frozenset({"min_cookie_replies"})),
-    "block": (5.0, frozenset({"host", "blocked"})),
-    "shape": (5.0, frozenset({"host", "rate", "loss_percent"})),
-}
-
-
 class ScenarioError(ValueError):
     """A scenario file is invalid; the message names the file and the problem."""
 
@@ -94,6 +69,8 @@ class Scenario:
     config: ConfigSpec
     steps: tuple[Step, ...]
     captures: tuple[CaptureSpec, ...] = field(default=())
+    # it measures something timing-sensitive: with --jobs it runs alone on the machine
+    exclusive: bool = False
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -140,11 +117,14 @@ def _step(index: int, raw: Any, hosts: tuple[str, ...], where: str) -> Step:
     where = f"{where} step {index}"
     _type(raw, dict, where)
     raw = dict(raw)
+    from .steps import ACTIONS  # the action registry (its functions need this module's Step)
+
     action = raw.pop("action", None)
     if action not in ACTIONS:
         raise ScenarioError(f"{where}: unknown action {action!r} (one of {', '.join(ACTIONS)})")
-    default_timeout, allowed = ACTIONS[action]
-    timeout = float(_type(raw.pop("timeout", default_timeout), (int, float), f"{where}.timeout"))
+    allowed = ACTIONS[action].params
+    timeout = float(_type(raw.pop("timeout", ACTIONS[action].timeout), (int, float),
+                          f"{where}.timeout"))
     expect = raw.pop("expect", "success")
     if expect not in ("success", "failure"):
         raise ScenarioError(f"{where}: expect must be success or failure, not {expect!r}")
@@ -168,8 +148,8 @@ def parse_scenario(text: str, path: Path | None = None, name: str | None = None)
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{where}: not valid TOML: {exc}") from exc
-    known = {"name", "description", "slow", "timeout", "requires", "requires_any", "topology",
-             "config", "steps", "captures"}
+    known = {"name", "description", "slow", "exclusive", "timeout", "requires", "requires_any",
+             "topology", "config", "steps", "captures"}
     unknown = set(data) - known
     if unknown:
         raise ScenarioError(f"{where}: unknown keys {sorted(unknown)}")
@@ -204,6 +184,7 @@ def parse_scenario(text: str, path: Path | None = None, name: str | None = None)
         config=config,
         steps=steps,
         captures=captures,
+        exclusive=bool(_type(data.get("exclusive", False), bool, f"{where} exclusive")),
     )
 
 

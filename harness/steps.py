@@ -7,6 +7,7 @@ import json
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .context import CellContext, StepFailed, StepSkipped
@@ -21,7 +22,31 @@ from .traffic import (
     transfer_result,
 )
 
-Action = Callable[[CellContext, Step], str]
+ActionFn = Callable[[CellContext, Step], str]
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A scenario action: its name in ``[[steps]]``, the parameters it takes, its default
+    timeout and the function that runs it, declared together with ``@action``."""
+
+    name: str
+    timeout: float
+    params: frozenset[str]
+    run: ActionFn
+
+
+ACTIONS: dict[str, Action] = {}
+
+
+def action(name: str, timeout: float, *params: str) -> Callable[[ActionFn], ActionFn]:
+    def register(fn: ActionFn) -> ActionFn:
+        if name in ACTIONS:
+            raise ValueError(f"action {name} is declared twice")
+        ACTIONS[name] = Action(name, timeout, frozenset(params), fn)
+        return fn
+
+    return register
 
 
 def _param(step: Step, key: str, default: Any = None) -> Any:
@@ -49,6 +74,8 @@ def _needs_inbound(ctx: CellContext, host: str, what: str) -> None:
                           "peer (it only carries flows its own host starts)")
 
 
+@action("ping", 15.0, "from", "to", "family", "count", "size", "df", "source", "min_replies",
+        "interval", "dst", "min_errors")
 def do_ping(ctx: CellContext, step: Step) -> str:
     src, dst = _param(step, "from", "client"), _param(step, "to", "server")
     _needs_netdev(ctx, src, "ping")
@@ -89,10 +116,12 @@ def _echo(ctx: CellContext, step: Step, proto: str) -> str:
     return _expectation(step, result, ctx)
 
 
+@action("tcp", 20.0, "from", "to", "family", "bytes")
 def do_tcp(ctx: CellContext, step: Step) -> str:
     return _echo(ctx, step, "tcp")
 
 
+@action("udp", 15.0, "from", "to", "family", "count", "size")
 def do_udp(ctx: CellContext, step: Step) -> str:
     return _echo(ctx, step, "udp")
 
@@ -118,6 +147,7 @@ def _expect_event(ctx: CellContext, step: Step, what: str,
     raise StepFailed(f"{what} happened but must not have: {detail}")
 
 
+@action("wait_handshake", 15.0, "peer", "since_mark")
 def do_wait_handshake(ctx: CellContext, step: Step) -> str:
     roles = _roles_or_skip(ctx, step)
     since_mark = bool(_param(step, "since_mark", False))
@@ -143,6 +173,7 @@ def do_wait_handshake(ctx: CellContext, step: Step) -> str:
     return _expect_event(ctx, step, f"{what} on {'/'.join(roles)}", probe)
 
 
+@action("no_handshake", 5.0, "peer")
 def do_no_handshake(ctx: CellContext, step: Step) -> str:
     """Over the whole timeout, no stateful peer may show a handshake (latest-handshake 0)."""
     roles = _roles_or_skip(ctx, step)
@@ -158,6 +189,7 @@ def do_no_handshake(ctx: CellContext, step: Step) -> str:
         time.sleep(0.2)
 
 
+@action("mark", 5.0)
 def do_mark(ctx: CellContext, step: Step) -> str:
     for role in ("client", "server"):
         ctx.marks[role] = ctx.peer_state(role) if role in ctx.stateful(role) else None
@@ -166,6 +198,7 @@ def do_mark(ctx: CellContext, step: Step) -> str:
         for r, s in ctx.marks.items() if s is not None) or "no stateful peer"
 
 
+@action("wait_endpoint_change", 15.0, "peer")
 def do_wait_endpoint_change(ctx: CellContext, step: Step) -> str:
     role = _param(step, "peer", "server")
     if role not in ctx.stateful(role):
@@ -189,6 +222,7 @@ def do_wait_endpoint_change(ctx: CellContext, step: Step) -> str:
     return _expect_event(ctx, step, f"{role}'s endpoint for its peer to change", probe)
 
 
+@action("wait_rx", 15.0, "peer", "min_bytes", "window", "measure")
 def do_wait_rx(ctx: CellContext, step: Step) -> str:
     role = _param(step, "peer", "server")
     if role not in ctx.stateful(role):
@@ -216,12 +250,16 @@ def do_wait_rx(ctx: CellContext, step: Step) -> str:
     return detail
 
 
+@action("sleep", 60.0, "seconds", "reason")
 def do_sleep(ctx: CellContext, step: Step) -> str:
     seconds = min(float(_param(step, "seconds", 1.0)), ctx.remaining())
-    time.sleep(seconds)
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.2))  # in slices: an interrupted run (--jobs) stops here soon
     return f"idle {seconds:g} s: {_param(step, 'reason', 'as the scenario asks')}"
 
 
+@action("set_keepalive", 10.0, "peer", "seconds")
 def do_set_keepalive(ctx: CellContext, step: Step) -> str:
     role = _param(step, "peer", "client")
     seconds = int(_param(step, "seconds", 0))
@@ -230,6 +268,7 @@ def do_set_keepalive(ctx: CellContext, step: Step) -> str:
     return f"{role} persistent keepalive {seconds or 'off'}"
 
 
+@action("set_listen_port", 10.0, "peer", "port")
 def do_set_listen_port(ctx: CellContext, step: Step) -> str:
     role = _param(step, "peer", "client")
     port = int(_param(step, "port", 0)) or random.randint(20000, 60000)
@@ -237,6 +276,7 @@ def do_set_listen_port(ctx: CellContext, step: Step) -> str:
     return f"{role} now listens on {port}"
 
 
+@action("roam", 10.0, "host", "port")
 def do_roam(ctx: CellContext, step: Step) -> str:
     name = _param(step, "host", "client")
     before = (ctx.host(name).v4, ctx.host(name).v6)
@@ -249,6 +289,7 @@ def do_roam(ctx: CellContext, step: Step) -> str:
     return detail
 
 
+@action("transfer_start", 10.0, "from", "to", "family", "seconds", "bitrate")
 def do_transfer_start(ctx: CellContext, step: Step) -> str:
     src, dst = _param(step, "from", "client"), _param(step, "to", "server")
     _needs_netdev(ctx, src, "iperf3")
@@ -265,6 +306,7 @@ def do_transfer_start(ctx: CellContext, step: Step) -> str:
     return f"iperf3 {src} -> {dst} for {seconds:g} s started"
 
 
+@action("transfer_wait", 60.0)
 def do_transfer_wait(ctx: CellContext, step: Step) -> str:
     proc = ctx.background.get("transfer")
     if proc is None:
@@ -283,6 +325,7 @@ def _flood_stats(ctx: CellContext) -> dict[str, Any]:
         return {}
 
 
+@action("flood_start", 10.0, "from", "to", "seconds", "pps")
 def do_flood_start(ctx: CellContext, step: Step) -> str:
     src, dst = _param(step, "from", "attacker"), _param(step, "to", "server")
     address, port = ctx.server_endpoint() if dst == "server" else (
@@ -295,6 +338,7 @@ def do_flood_start(ctx: CellContext, step: Step) -> str:
     return f"flooding {address}:{port} from {src} with initiations for up to {seconds:g} s"
 
 
+@action("wait_cookie_replies", 15.0, "min")
 def do_wait_cookie_replies(ctx: CellContext, step: Step) -> str:
     wanted = int(_param(step, "min", 1))
 
@@ -312,6 +356,7 @@ def do_wait_cookie_replies(ctx: CellContext, step: Step) -> str:
                          "never went under load)") from None
 
 
+@action("flood_stop", 10.0, "min_cookie_replies")
 def do_flood_stop(ctx: CellContext, step: Step) -> str:
     proc = ctx.background.pop("flood", None)
     if proc is None:
@@ -329,6 +374,7 @@ def do_flood_stop(ctx: CellContext, step: Step) -> str:
     return detail
 
 
+@action("block", 5.0, "host", "blocked")
 def do_block(ctx: CellContext, step: Step) -> str:
     host = _param(step, "host", "client")
     blocked = bool(_param(step, "blocked", True))
@@ -336,31 +382,9 @@ def do_block(ctx: CellContext, step: Step) -> str:
     return f"{host} {'blocked' if blocked else 'unblocked'} at the router"
 
 
+@action("shape", 5.0, "host", "rate", "loss_percent")
 def do_shape(ctx: CellContext, step: Step) -> str:
     host = _param(step, "host", "client")
     rate, loss = _param(step, "rate"), int(_param(step, "loss_percent", 0))
     ctx.topology.shape(host, rate=rate, loss_percent=loss)
     return f"{host} link: rate {rate or 'unlimited'}, loss {loss}%"
-
-
-ACTIONS: dict[str, Action] = {
-    "ping": do_ping,
-    "tcp": do_tcp,
-    "udp": do_udp,
-    "wait_handshake": do_wait_handshake,
-    "no_handshake": do_no_handshake,
-    "wait_endpoint_change": do_wait_endpoint_change,
-    "wait_rx": do_wait_rx,
-    "sleep": do_sleep,
-    "mark": do_mark,
-    "set_keepalive": do_set_keepalive,
-    "set_listen_port": do_set_listen_port,
-    "roam": do_roam,
-    "transfer_start": do_transfer_start,
-    "transfer_wait": do_transfer_wait,
-    "flood_start": do_flood_start,
-    "wait_cookie_replies": do_wait_cookie_replies,
-    "flood_stop": do_flood_stop,
-    "block": do_block,
-    "shape": do_shape,
-}

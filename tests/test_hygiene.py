@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 TESTS = Path(__file__).resolve().parent
 # The polling helpers every test waits through.
 HELPERS = {TESTS / "netns.py"}
@@ -57,3 +59,14 @@ def test_hypothesis_tests_have_explicit_settings() -> None:
                        for d in decorators):
                 missing.append(f"{path.relative_to(TESTS)}:{n + 1}")
     assert missing == []
+
+
+def test_a_broken_environment_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.ci import skip_or_fail
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"^no engine \(CI=true: the environment"):
+        skip_or_fail("no engine")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match=r"^no engine$"):
+        skip_or_fail("no engine")

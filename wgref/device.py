@@ -381,7 +381,7 @@ class Device:
         out.send(peer.endpoint, datagrams)
         timers.authenticated_sent(peer, now)
         if sent_data:
-            timers.data_sent(peer, now, self._jitter())
+            timers.data_sent(peer, now, self._jitter)
 
     def initiate_handshake(
         self, peer: Peer, now: float, out: Batch | None = None, *, force: bool = False

@@ -24,6 +24,7 @@ session is about to be too old or too used and a new handshake is due.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -83,11 +84,12 @@ class Timers:
 # ----------------------------------------------------------------- hooks (one per event)
 
 
-def data_sent(peer: Peer, now: float, jitter: float) -> None:
-    """timers.c wg_timers_data_sent: expect an answer within KEEPALIVE + REKEY_TIMEOUT."""
+def data_sent(peer: Peer, now: float, jitter: Callable[[], float]) -> None:
+    """timers.c wg_timers_data_sent: expect an answer within KEEPALIVE + REKEY_TIMEOUT
+    (``jitter()`` is drawn only when the timer is armed: it may cost a getrandom call)."""
     timers = peer.timers
     if timers.new_handshake is None:
-        timers.new_handshake = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + jitter
+        timers.new_handshake = now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + jitter()
 
 
 def data_received(peer: Peer, now: float) -> None:

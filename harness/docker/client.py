@@ -1,12 +1,23 @@
-"""The Docker SDK client, with a readable reason when there is no engine."""
+"""The Docker SDK client, with a readable reason when there is no engine.
+
+The engine is the one the Docker CLI would use: ``DOCKER_HOST`` (``unix://``, ``tcp://`` with
+``DOCKER_TLS_VERIFY``/``DOCKER_CERT_PATH``, or ``ssh://user@host`` through the machine's ssh
+client), else ``/var/run/docker.sock``. The Docker backend enters its containers with
+``nsenter`` and bind-mounts the output folder, the repository and ``/var/run/wireguard``, so it
+needs an engine whose containers run on this machine (see docker/README.md, "Which engine");
+:func:`remote_reason` says when the configured one does not.
+"""
 
 from __future__ import annotations
 
 import os
+import platform
 import types
 from typing import Any
+from urllib.parse import urlparse
 
 CLIENT_TIMEOUT = 120
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "")
 SDK_MISSING = ("the Docker SDK is not installed: pip install 'wgref[harness]' "
                "(or pip install docker)")
 
@@ -36,23 +47,54 @@ def sdk() -> types.ModuleType:
     return docker
 
 
+def engine_url() -> str:
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def make_client(timeout: int = CLIENT_TIMEOUT) -> Any:
+    """A docker.DockerClient for the configured engine (not cached, not pinged)."""
+    docker = sdk()
+    # from_env reads DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH; ssh:// goes through
+    # the ssh binary (the user's keys and ~/.ssh/config), no paramiko needed
+    return docker.from_env(timeout=timeout, version="auto",
+                           use_ssh_client=engine_url().startswith("ssh://"))
+
+
 def connect() -> Any:
     """A docker.DockerClient (cached); raises DockerUnavailable with the reason."""
     global _client
     if _client is not None:
         return _client
-    docker = sdk()
+    sdk()  # installed, or DockerUnavailable saying what to install
     try:
-        client = docker.DockerClient(
-            base_url=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
-            timeout=CLIENT_TIMEOUT, version="auto")
+        client = make_client()
         client.ping()
     except Exception as exc:
         raise DockerUnavailable(
-            f"no Docker engine answers ({str(exc).splitlines()[0][:160]}); start one "
-            "(`python -m harness.docker.engine start` as root)") from None
+            f"no Docker engine answers at {engine_url()} "
+            f"({(str(exc).splitlines() or [''])[0][:160]}); start one (`python -m "
+            "harness.docker.engine start` as root) or set DOCKER_HOST") from None
     _client = client
     return client
+
+
+def remote_reason(client: Any) -> str | None:
+    """None when the engine's containers run on this machine, else why the Docker backend
+    cannot use it."""
+    url = urlparse(engine_url())
+    if url.scheme in ("unix", "npipe", "fd", "") or (url.scheme == "tcp"
+                                                      and url.hostname in LOCAL_HOSTS):
+        return None
+    try:
+        name = str(client.info().get("Name", ""))
+    except Exception as exc:  # the SDK's errors
+        return f"cannot ask the engine at {engine_url()} where it runs: {str(exc)[:120]}"
+    if name and name == platform.node():
+        return None
+    return (f"the engine at DOCKER_HOST={engine_url()} runs on {name or 'another machine'}, "
+            f"not on {platform.node()}: the Docker backend enters containers with nsenter and "
+            "shares the output folder by bind mounts, so run the harness on the engine's "
+            "machine (see docker/README.md, \"Which engine\")")
 
 
 def reset() -> None:

@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import naming
+from ..peers import spec as peer_spec
 from ..peers.base import DriverError, InterfaceConfig, PeerDriver, PeerInstance
 from ..peers.conffile import load_conffile_drivers
-from ..peers.kernel import KernelDriver
-from ..peers.uapi import UapiDriver
-from ..peers.wheels import MitmproxyWireguard, WireguardRequests
+from ..peers.spec import DockerImage
 from ..topology import Host
 from . import labels
-from .client import DockerUnavailable, connect, sdk
+from .client import DockerUnavailable, connect, remote_reason, sdk
 from .topology import DockerHost
 
 VERSION_TIMEOUT = 60
@@ -68,6 +67,8 @@ class DockerPeer(PeerDriver):
         self.image_name = image
         self.capabilities = base.capabilities
         self.limitations = dict(getattr(base, "limitations", {}))
+        self.delivery = base.delivery
+        self.config_limits = dict(base.config_limits)
         self._version_argv = list(version_argv) if version_argv else None
         self._probe = probe
         self._reason: str | None = None
@@ -86,7 +87,10 @@ class DockerPeer(PeerDriver):
         if not self._checked:
             self._checked = True
             try:
-                if self._image() is None:
+                remote = remote_reason(connect())
+                if remote is not None:
+                    self._reason = remote
+                elif self._image() is None:
                     self._reason = (f"image {self.image} is missing (python -m harness images "
                                     f"build --only {self.image_name})")
                 elif self._probe is not None:
@@ -127,32 +131,20 @@ class DockerPeer(PeerDriver):
         return self.base.start(host, config, folder)
 
 
-def _fixed(*argv: str) -> Callable[[], list[str] | None]:
-    return lambda: list(argv)
-
-
-def _wheel_version(module: str, dist: str) -> list[str]:
-    return ["python3", "-c",
-            f"import importlib.metadata as m, {module}; print(m.version({dist!r}))"]
-
-
 def docker_drivers(conffiles: list[Path] | None = None) -> list[PeerDriver]:
-    """All peers the Docker backend offers, in matrix order."""
+    """All peers the Docker backend offers (the ``peers.spec.PEERS`` with an image), in matrix
+    order, then the config-file clients (in the wireguard-go image, which has wg-quick)."""
     drivers: list[PeerDriver] = [
-        DockerPeer(UapiDriver("wgref", _fixed("wgref"), keylog=True), "wgref",
-                   ["wgref", "--version"]),
-        DockerPeer(UapiDriver("wireguard-go", _fixed("wireguard-go")), "wireguard-go",
-                   ["wireguard-go", "--version"]),
-        DockerPeer(KernelDriver(), "kernel", ["uname", "-r"], probe=probe_kernel_wireguard),
-        DockerPeer(MitmproxyWireguard(), "wheels",
-                   _wheel_version("mitmproxy_wireguard", "mitmproxy-wireguard")),
-        DockerPeer(WireguardRequests(), "wheels",
-                   _wheel_version("wireguard_requests", "wireguard-requests")),
-    ]
-    for path in conffiles or []:  # config-file clients use the wireguard-go image's tools
-        drivers += [DockerPeer(d, "wireguard-go", d.version_command or None)
+        DockerPeer(spec.container_driver(), spec.image.name, spec.version or None,
+                   probe=spec.docker_probe)
+        for spec in peer_spec.PEERS if spec.image is not None]
+    for path in conffiles or []:
+        drivers += [DockerPeer(d, CONFFILE_IMAGE.name, d.version_command or None)
                     for d in load_conffile_drivers(path)]
     return drivers
+
+
+CONFFILE_IMAGE = DockerImage("wireguard-go")
 
 
 def image_for(driver: PeerDriver) -> str:

@@ -15,7 +15,6 @@ rebuild of an unchanged image take seconds.
 from __future__ import annotations
 
 import io
-import os
 import re
 import shutil
 import subprocess
@@ -27,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..peers.spec import images as spec_images
 from . import labels
-from .client import sdk
+from .client import make_client, sdk
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DOCKER_DIR = ROOT / "docker"
@@ -54,13 +54,9 @@ class ImageSpec:
         return DOCKER_DIR / f"{self.name}.Dockerfile"
 
 
-IMAGES: dict[str, ImageSpec] = {spec.name: spec for spec in (
-    ImageSpec("router"),
-    ImageSpec("wireguard-go"),
-    ImageSpec("wgref", ("pyproject.toml", "README.md", "wgref")),
-    ImageSpec("kernel"),
-    ImageSpec("wheels"),
-)}
+# The router's image and each peer's (peers.spec.PEERS declares which image a peer runs in).
+IMAGES: dict[str, ImageSpec] = {image.name: ImageSpec(image.name, image.extra)
+                                for image in spec_images()}
 
 
 class ImageError(RuntimeError):
@@ -191,9 +187,7 @@ def ensure_base(client: Any, *, rebuild: bool = False, say: Say = _print) -> str
             pass
         say(f"base: pulling {BASE_IMAGE}")
         try:
-            puller = docker.DockerClient(
-                base_url=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
-                timeout=PULL_TIMEOUT)
+            puller = make_client(timeout=PULL_TIMEOUT)
             image = puller.images.pull(BASE_IMAGE)
             say(f"base: pulled {BASE_IMAGE} ({image.short_id})")
             return str(image.id)

@@ -600,6 +600,13 @@ class Page:
             if run.interrupted:
                 items.append(("interrupted", "yes: the matrix is incomplete"))
             items += [(f"host {k}", v) for k, v in run.host.items()]
+            if run.shard:
+                items.append(("shard", f"{run.shard.get('index')}/{run.shard.get('count')}"))
+            for shard in run.shards:  # a merged run: each shard's machine and times
+                host = ", ".join(f"{k} {v}" for k, v in (shard.get("host") or {}).items())
+                items.append((f"shard {shard.get('index')}/{len(run.shards)}",
+                              f"{shard.get('cells')} cells in {_secs(shard.get('seconds') or 0)}"
+                              f" on {host or '?'} ({shard.get('folder')})"))
             for key, value in self.data.raw.items():
                 if key in ("backend", "backends", "label", "commit", "version", "kind"):
                     items.append((key, str(value)))

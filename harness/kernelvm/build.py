@@ -468,6 +468,9 @@ def _initramfs_key(art: Artefacts) -> str:
         stat = path.stat()
         digest.update(f"{name}={path}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
     busybox = shutil.which("busybox")
+    if busybox:  # busybox and busybox-static both install /bin/busybox: tell them apart
+        stat = Path(busybox).resolve().stat()
+        busybox += f":{stat.st_size}:{stat.st_mtime_ns}"
     digest.update(f"busybox={busybox}\n".encode())
     return digest.hexdigest()
 
@@ -503,7 +506,7 @@ def _build_initramfs(art: Artefacts, progress: Progress) -> Artefacts:
         add_file("/bin/busybox", busybox.read_bytes(), 0o755)
         libs: set[Path] = set(shared_libraries(busybox))
         for name, path in tools.items():
-            add_file(f"/usr/local/bin/{name}", path.read_bytes(), 0o755)
+            add_file(f"{guest.TOOLS_DIR}/{name}", path.read_bytes(), 0o755)
             libs.update(shared_libraries(path))
         for lib in sorted(libs):
             add_file(str(lib), lib.resolve().read_bytes(), 0o755)

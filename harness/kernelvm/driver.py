@@ -5,8 +5,7 @@ for the namespace: NAT for the outer UDP, routed inner subnets, so the host's ow
 the echo server, iperf3 - go through the guest's wg0). wg0 is configured over the VM's control
 channel with `wg setconf`/`wg set`, and read back with `wg show wg0 dump`.
 
-Register it with the other drivers: ``from ..kernelvm.driver import KernelVMDriver`` and add
-``KernelVMDriver()`` to ``all_drivers()``.
+Registered (name, capabilities) in ``harness.peers.spec.PEERS``.
 """
 
 from __future__ import annotations
@@ -23,14 +22,10 @@ from pathlib import Path
 from ..peers.base import DriverError, InterfaceConfig, PeerDriver, PeerInstance
 from ..topology import Host
 from ..wgdump import DeviceState, DumpError, parse_dump
-from . import build, plumbing
+from . import build, guest, plumbing
 from .build import Artefacts, BuildError, Progress
 from .vm import KernelVM, VMError, choose_accel, qemu_missing
 
-CAPABILITIES = frozenset({
-    "initiator", "responder", "psk", "ipv6-outer", "ipv6-inner", "keepalive", "roaming",
-    "icmp", "icmp-errors", "state", "reconfigure", "mtu", "cookie",
-})
 GUEST_CONF = "/tmp/wg0.conf"
 ROAM_POLL = 0.1  # seconds between looks at the host's outer addresses
 
@@ -65,13 +60,13 @@ class KernelVMInstance(PeerInstance):
 
     def state(self) -> DeviceState:
         try:
-            out = self.vm.check(f"wg show {plumbing.WG_IF} dump", timeout=20)
+            out = self.vm.check(f"{guest.WG} show {plumbing.WG_IF} dump", timeout=20)
             return parse_dump(out)
         except (VMError, DumpError) as exc:
             raise DriverError(f"kernel-vm on {self.host.name}: cannot read wg0: {exc}") from exc
 
     def set_peer(self, public_key: str, **options: str) -> None:
-        argv = ["wg", "set", plumbing.WG_IF, "peer", public_key]
+        argv = [guest.WG, "set", plumbing.WG_IF, "peer", public_key]
         files: list[str] = []
         for key, value in options.items():
             if key == "preshared-key":  # wg reads keys from files only
@@ -86,7 +81,7 @@ class KernelVMInstance(PeerInstance):
         self._vm_call(lambda: self.vm.check(script))
 
     def set_listen_port(self, port: int) -> None:
-        self._vm_call(lambda: self.vm.check(f"wg set {plumbing.WG_IF} listen-port {port}"))
+        self._vm_call(lambda: self.vm.check(f"{guest.WG} set {plumbing.WG_IF} listen-port {port}"))
         self._refresh_nat()
 
     def logs(self) -> list[Path]:
@@ -153,13 +148,12 @@ def _quote(arg: str) -> str:
 class KernelVMDriver(PeerDriver):
     """Debian's kernel (upstream wireguard.ko) in a throw-away QEMU VM per peer."""
 
-    name = "kernel-vm"
-    capabilities = CAPABILITIES
+    name = "kernel-vm"  # capabilities: peers.spec.PEERS
 
     def __init__(self, progress: Progress | None = None) -> None:
-        self.limitations = {"keylog": "the kernel writes no key log"}
         self._artefacts: Artefacts | None = None
         self._progress = progress
+        self._building = threading.Lock()  # cells at once (--jobs) build the VM once
 
     def unavailable(self) -> str | None:
         if os.geteuid() != 0:
@@ -187,12 +181,13 @@ class KernelVMDriver(PeerDriver):
         return f"Linux {art.release} (Debian {art.package_version}) in QEMU/{accel}"
 
     def artefacts(self) -> Artefacts:
-        if self._artefacts is None:
-            try:
-                self._artefacts = build.ensure(self._progress or Progress())
-            except BuildError as exc:
-                raise DriverError(f"kernel-vm: cannot build the VM: {exc}") from exc
-        return self._artefacts
+        with self._building:
+            if self._artefacts is None:
+                try:
+                    self._artefacts = build.ensure(self._progress or Progress())
+                except BuildError as exc:
+                    raise DriverError(f"kernel-vm: cannot build the VM: {exc}") from exc
+            return self._artefacts
 
     def start(self, host: Host, config: InterfaceConfig, folder: Path) -> PeerInstance:
         folder.mkdir(parents=True, exist_ok=True)
@@ -215,6 +210,9 @@ class KernelVMDriver(PeerDriver):
         except (VMError, plumbing.PlumbingError, DriverError) as exc:
             instance.stop()
             raise DriverError(f"kernel-vm on {host.name}: {exc}") from exc
+        except Exception:  # a reset console, a bug: the VM goes; the runner records the traceback
+            instance.stop()
+            raise
         instance._watcher.start()
         accel = vm.accel.name if vm.accel else "?"
         with (folder / f"{host.name}-kernel-vm.log").open("a") as log:

@@ -19,6 +19,12 @@ OUT = "@@OUT"
 END = "@@END"
 CONTROL_TTY = "/dev/ttyS1"
 MODULE_LIST = "/etc/kernelvm/modules"
+# The host's tools in the guest. Scripts name them by absolute path: Debian's busybox-static is
+# built to prefer its own applets over PATH, and its `ip` lacks what we use (`nodad`,
+# `type wireguard`).
+TOOLS_DIR = "/usr/local/bin"
+IP = f"{TOOLS_DIR}/ip"
+WG = f"{TOOLS_DIR}/wg"
 ENTROPY_TIMEOUT = 60
 
 INIT = f"""#!/bin/sh
@@ -34,7 +40,7 @@ log "init started at $(cut -d' ' -f1 /proc/uptime) s"
 for m in $(cat {MODULE_LIST}); do
   insmod "/lib/modules/$m.ko" || log "insmod $m failed"
 done
-ip link set lo up
+{IP} link set lo up
 log "modules loaded at $(cut -d' ' -f1 /proc/uptime) s"
 if ! timeout {ENTROPY_TIMEOUT} head -c 1 /dev/random >/dev/null; then
   log "the random pool is still not ready after {ENTROPY_TIMEOUT} s"

@@ -21,6 +21,8 @@ import shlex
 import subprocess
 import sys
 
+from .guest import IP, WG
+
 LINK4_HOST = "169.254.77.1"
 LINK4_GUEST = "169.254.77.2"
 LINK4_PREFIX = 30
@@ -117,11 +119,11 @@ def inner_routes_namespace(ns: str, tap: str, addresses: tuple[str, ...], mtu: i
 def guest_network_script(mtu: int) -> str:
     """The guest's side of the tap link (its MTU follows the namespace's outer link)."""
     return f"""set -e
-ip link set {GUEST_IF} mtu {mtu} up
-ip addr add {LINK4_GUEST}/{LINK4_PREFIX} dev {GUEST_IF}
-ip addr add {LINK6_GUEST}/{LINK6_PREFIX} dev {GUEST_IF} nodad
-ip route add default via {LINK4_HOST}
-ip -6 route add default via {LINK6_HOST}
+{IP} link set {GUEST_IF} mtu {mtu} up
+{IP} addr add {LINK4_GUEST}/{LINK4_PREFIX} dev {GUEST_IF}
+{IP} addr add {LINK6_GUEST}/{LINK6_PREFIX} dev {GUEST_IF} nodad
+{IP} route add default via {LINK4_HOST}
+{IP} -6 route add default via {LINK6_HOST}
 echo 1 > /proc/sys/net/ipv4/ip_forward
 echo 1 > /proc/sys/net/ipv6/conf/all/forwarding
 """
@@ -130,16 +132,16 @@ echo 1 > /proc/sys/net/ipv6/conf/all/forwarding
 def guest_wireguard_script(conf_path: str, addresses: tuple[str, ...], mtu: int) -> str:
     """wg0 in the guest: configured from a file already written there, routes for the
     tunnel's subnets, and the interface's own addresses routed back to the namespace."""
-    lines = ["set -e", f"ip link add {WG_IF} type wireguard",
-             f"wg setconf {WG_IF} {conf_path}", f"rm -f {conf_path}",
-             f"ip link set {WG_IF} mtu {mtu} up"]
+    lines = ["set -e", f"{IP} link add {WG_IF} type wireguard",
+             f"{WG} setconf {WG_IF} {conf_path}", f"rm -f {conf_path}",
+             f"{IP} link set {WG_IF} mtu {mtu} up"]
     for address in addresses:
         iface = ipaddress.ip_interface(address)
         family, host_len = ("-6", 128) if iface.version == 6 else ("-4", 32)
         via = LINK6_HOST if iface.version == 6 else LINK4_HOST
         if iface.network.prefixlen < host_len:
-            lines.append(f"ip {family} route add {iface.network} dev {WG_IF}")
-        lines.append(f"ip {family} route add {iface.ip}/{host_len} via {via} dev {GUEST_IF}")
+            lines.append(f"{IP} {family} route add {iface.network} dev {WG_IF}")
+        lines.append(f"{IP} {family} route add {iface.ip}/{host_len} via {via} dev {GUEST_IF}")
     return "\n".join(lines) + "\n"
 
 

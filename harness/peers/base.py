@@ -148,6 +148,10 @@ class PeerDriver(abc.ABC):
     capabilities: frozenset[str] = frozenset()
     # why capabilities are missing, for the matrix ("psk": "the wheel has no PSK API")
     limitations: dict[str, str]  # set by each driver (an instance attribute)
+    # how the probes see what it delivers (peers.spec.LISTENER / HELPER_LOG), None: they cannot
+    delivery: str | None = None
+    # what its configuration API cannot express ({"allowed-ips": why}), for the probes
+    config_limits: dict[str, str] = {}  # noqa: RUF012 - replaced per instance, never mutated
 
     @abc.abstractmethod
     def unavailable(self) -> str | None:

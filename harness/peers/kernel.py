@@ -10,7 +10,7 @@ from ..shell import CommandError, run
 from ..topology import Host, remove_namespace
 from ..wgdump import DeviceState
 from .base import DriverError, InterfaceConfig, PeerDriver, PeerInstance
-from .uapi import FULL_CAPABILITIES, configure_netdev, wg_set_peer, wg_setconf, wg_state
+from .uapi import configure_netdev, wg_set_peer, wg_setconf, wg_state
 
 
 def probe_kernel_wireguard(prefix: str | None = None) -> str | None:
@@ -53,10 +53,9 @@ class KernelInstance(PeerInstance):
 
 
 class KernelDriver(PeerDriver):
-    name = "kernel"
-    capabilities = FULL_CAPABILITIES | {"icmp-errors"}
+    """Capabilities and name: ``peers.spec.PEERS``."""
+
     def __init__(self) -> None:
-        self.limitations = {"keylog": "the kernel writes no key log"}
         self._reason: str | None = None
         self._probed = False
 

@@ -1,23 +1,17 @@
-"""All peer drivers the harness knows, in matrix order."""
+"""All peer drivers of the netns backend, in matrix order: one per ``peers.spec.PEERS`` entry,
+then the config-file clients of the given TOML files."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..kernelvm.driver import KernelVMDriver
+from . import spec
 from .base import PeerDriver
 from .conffile import load_conffile_drivers
-from .kernel import KernelDriver
-from .tclient import wgref_client
-from .uapi import boringtun_cli, wgref, wireguard_go
-from .wheels import MitmproxyWireguard, WireguardRequests
 
 
 def all_drivers(conffiles: list[Path] | None = None) -> list[PeerDriver]:
-    drivers: list[PeerDriver] = [
-        wgref(), wireguard_go(), boringtun_cli(), KernelDriver(), KernelVMDriver(),
-        MitmproxyWireguard(), WireguardRequests(), wgref_client(),
-    ]
+    drivers: list[PeerDriver] = [peer.driver() for peer in spec.PEERS]
     for path in conffiles or []:
         drivers += load_conffile_drivers(path)
     names = [d.name for d in drivers]

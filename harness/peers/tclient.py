@@ -56,21 +56,6 @@ STATUS_DIR = Path("/run/wgref")
 START_TIMEOUT = 20.0
 STATUS_TIMEOUT = 5.0
 
-CAPABILITIES = frozenset({
-    "initiator", "psk", "ipv6-outer", "ipv6-inner", "keepalive", "icmp", "state",
-})
-LIMITATIONS = {
-    "responder": "the transparent client only initiates: it never answers a handshake",
-    "roaming": "not claimed: the roaming scenarios also change the listen port at run time, "
-               "which the client cannot (its UDP socket is bound once, at start)",
-    "reconfigure": "configured by its wg-quick file only: no UAPI, no `wg set` at run time",
-    "keylog": "the transparent client writes no key log",
-    "cookie": "client only: it never answers initiations, so it never sends cookie replies",
-    "mtu": "no interface MTU: the client sees the host's packets after routing (outer link "
-           "MTU), so a DF ping over its MTU gets \"fragmentation needed\" from the client "
-           "rather than failing at the sender, and the scenario's server -> client pings are "
-           "flows the client never started (full-size packets and TCP at MTU 1420 work)",
-}
 
 
 def _repo_root() -> str:
@@ -207,8 +192,6 @@ class TransparentClientDriver(PeerDriver):
 
     def __init__(self, allowed_apps: tuple[str, ...] = ()) -> None:
         self.name = NAME
-        self.capabilities = CAPABILITIES
-        self.limitations = dict(LIMITATIONS)
         self.allowed_apps = allowed_apps
         self._version: str | None = None
 
@@ -303,4 +286,9 @@ class TransparentClientDriver(PeerDriver):
 
 
 def wgref_client() -> TransparentClientDriver:
-    return TransparentClientDriver()
+    """The driver with its capabilities and limitations (from harness/peers/spec.py)."""
+    from .spec import peer
+
+    driver = peer(NAME).driver()
+    assert isinstance(driver, TransparentClientDriver)
+    return driver

@@ -18,11 +18,9 @@ from ..shell import Background, CommandError, run
 from ..topology import Host
 from ..wgdump import DeviceState, DumpError, parse_dump
 from .base import DriverError, InterfaceConfig, PeerDriver, PeerInstance
+from .spec import FULL as FULL_CAPABILITIES
+from .spec import peer
 
-FULL_CAPABILITIES = frozenset({
-    "initiator", "responder", "psk", "ipv6-outer", "ipv6-inner", "keepalive", "roaming",
-    "icmp", "state", "reconfigure", "mtu", "cookie",
-})
 START_TIMEOUT = 15.0
 
 
@@ -172,14 +170,7 @@ class UapiDriver(PeerDriver):
         raise DriverError(f"no UAPI socket {sock} after {START_TIMEOUT:g} s: {proc.log_tail()}")
 
 
-def _which(program: str) -> Callable[[], list[str] | None]:
-    def command() -> list[str] | None:
-        path = shutil.which(program)
-        return [path] if path else None
-    return command
-
-
-def _wgref_command() -> list[str] | None:
+def wgref_command() -> list[str] | None:
     if importlib.util.find_spec("wgref") is None:
         return None
     if importlib.util.find_spec("wgref.interface") is None:
@@ -190,23 +181,13 @@ def _wgref_command() -> list[str] | None:
     return [sys.executable, "-m", "wgref.cli"]
 
 
-def wireguard_go() -> UapiDriver:
-    return UapiDriver("wireguard-go", _which("wireguard-go"))
+def wireguard_go() -> PeerDriver:
+    return peer("wireguard-go").driver()
 
 
-def wgref() -> UapiDriver:
-    return UapiDriver(
-        "wgref", _wgref_command, keylog=True, capabilities=FULL_CAPABILITIES | {"icmp-errors"},
-        missing_reason="wgref's userspace interface (wgref.interface) is not importable "
-        "in this Python: `wgref IFNAME` is not built yet or wgref is not installed",
-    )
+def wgref() -> PeerDriver:
+    return peer("wgref").driver()
 
 
-def boringtun_cli() -> UapiDriver:
-    # boringtun drops privileges by default, after which it cannot serve the UAPI socket.
-    def command() -> list[str] | None:
-        path = shutil.which("boringtun-cli") or shutil.which("boringtun")
-        return [path, "--disable-drop-privileges"] if path else None
-
-    return UapiDriver("boringtun-cli", command,
-                      missing_reason="boringtun-cli is not installed (not on PATH)")
+def boringtun_cli() -> PeerDriver:
+    return peer("boringtun-cli").driver()

@@ -49,10 +49,7 @@ class _WheelDriver(PeerDriver):
     module = ""
     dist = ""
 
-    limitations_text: tuple[tuple[str, str], ...] = ()
-
     def __init__(self) -> None:
-        self.limitations = dict(self.limitations_text)
         self._version: str | None = None
         self._checked = False
 
@@ -106,19 +103,6 @@ class MitmproxyWireguard(_WheelDriver):
     name = "mitmproxy-wireguard"
     module = "mitmproxy_wireguard"
     dist = "mitmproxy-wireguard"
-    capabilities = frozenset({"responder", "ipv6-outer"})
-    limitations_text = (
-        ("initiator", "start_server() only answers handshakes"),
-        ("psk", "start_server() has no preshared-key parameter"),
-        ("icmp", "userspace TCP/UDP stack: no interface, no ping"),
-        ("state", "no handshake/endpoint/counter API"),
-        ("reconfigure", "peers are fixed when the server starts"),
-        ("keepalive", "no persistent-keepalive parameter"),
-        ("ipv6-inner", "not exposed by the helper"),
-        ("mtu", "no MTU parameter"),
-        ("roaming", "cannot be observed (no state API)"),
-        ("cookie", "cannot be observed (no state API)"),
-    )
 
     def start(self, host: Host, config: InterfaceConfig, folder: Path) -> PeerInstance:
         if len(config.peers) != 1 or config.listen_port is None:
@@ -180,18 +164,6 @@ class WireguardRequests(_WheelDriver):
     name = "wireguard-requests"
     module = "wireguard_requests"
     dist = "wireguard-requests"
-    capabilities = frozenset({"initiator", "psk", "ipv6-outer"})
-    limitations_text = (
-        ("responder", "WgTunnel only connects out; it cannot answer a handshake"),
-        ("icmp", "userspace TCP/UDP stack: no interface, no ping"),
-        ("state", "no handshake/endpoint/counter API"),
-        ("reconfigure", "the tunnel is fixed when created"),
-        ("keepalive", "each check is a fresh short-lived tunnel"),
-        ("roaming", "each check is a fresh short-lived tunnel"),
-        ("ipv6-inner", "not exposed by the helper"),
-        ("mtu", "not exposed by the helper"),
-        ("cookie", "cannot be observed (no state API)"),
-    )
 
     def start(self, host: Host, config: InterfaceConfig, folder: Path) -> PeerInstance:
         if len(config.peers) != 1 or not config.peers[0].endpoint:

@@ -50,6 +50,7 @@ class Probe:
     timeout: float = 45.0
     server_knows_endpoint: bool = False  # the server is configured with the probe's address
     log_level: str = "debug"
+    exclusive: bool = False  # timing-sensitive: with --jobs it runs alone on the machine
 
 
 @dataclass

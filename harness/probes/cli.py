@@ -12,13 +12,16 @@ from pathlib import Path
 
 from .. import required
 from ..cli import exit_code, required_list
+from ..parallel import Job, run_jobs
 from ..peers import registry
 from ..peers.base import PeerDriver
+from ..peers.spec import slots
 from ..progress import make_progress
 from ..report import print_matrix, write_all
 from ..results import PeerInfo, RunResult, load_results, now_iso, typed_command
 from ..runner import Interrupted
 from . import report
+from .base import Probe
 from .registry import PROBES, select
 from .runner import ProbeCell, scenario_name
 
@@ -42,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "only report")
     parser.add_argument("--skip-unavailable", action="store_true",
                         help="leave servers that cannot run here out of the table")
+    from ..cli import add_jobs_argument
+
+    add_jobs_argument(parser)
 
 
 def _split(values: list[str]) -> list[str]:
@@ -74,6 +80,11 @@ def _list() -> int:
 
 def _on_signal(signum: int, frame: object) -> None:
     raise Interrupted(f"signal {signum}")
+
+
+def _job(driver: PeerDriver, probe: Probe, out: Path) -> Job:
+    return Job(lambda progress: ProbeCell(driver, probe, out, progress),
+               exclusive=probe.exclusive, slots=slots(driver.name))
 
 
 def _run_result(out: Path, merge: bool) -> RunResult:
@@ -119,14 +130,8 @@ def cmd_probe(args: argparse.Namespace, drivers: list[PeerDriver]) -> int:
     progress = make_progress(len(cells), plain=args.plain or not sys.stdout.isatty())
     probe_run = RunResult(started=now_iso())
     try:
-        for driver, probe in cells:
-            runner = ProbeCell(driver, probe, out, progress)
-            try:
-                probe_run.cells.append(runner.run())
-            except (KeyboardInterrupt, Interrupted):
-                probe_run.cells.append(runner.result)
-                run.interrupted = True
-                break
+        probe_run.cells, run.interrupted = run_jobs(
+            [_job(driver, probe, out) for driver, probe in cells], args.jobs, progress)
     finally:
         progress.close()
         probe_run.ended = run.ended = now_iso()

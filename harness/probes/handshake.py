@@ -182,7 +182,7 @@ PROBES = [
           f"{BURST} distinct valid initiations, {BURST_SPACING * 1000:.0f} ms apart (100/s)",
           "not all are answered (the kernel consumes at most one per 20 ms per peer)",
           "WP 5.1 (flood of initiations); kernel noise.c INITIATIONS_PER_SECOND",
-          initiation_rate_limit),
+          initiation_rate_limit, exclusive=True),
     Probe("bad-mac1", "a valid initiation with one bit of mac1 flipped (first and last byte)",
           "silently dropped; the intact initiation is then answered",
           "WP 5.3, 5.4.4", bad_mac1),

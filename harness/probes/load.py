@@ -116,5 +116,5 @@ PROBES = [
           "the probe gets a cookie reply it can decrypt (bound to its mac1), and an "
           "initiation with a valid mac2 is answered with a response",
           "WP 5.3 (under load), 5.4.7 (cookie reply), 6.6", cookie_under_load,
-          attacker=True, timeout=90.0, log_level="error"),
+          attacker=True, timeout=90.0, log_level="error", exclusive=True),
 ]

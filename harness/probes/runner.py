@@ -8,14 +8,17 @@ import base64
 import json
 import time
 import traceback
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from .. import keys, naming
 from ..capture import CaptureError, start_capture, stop_capture
 from ..context import SERVER_PORT
 from ..peers.base import DriverError, InterfaceConfig, PeerDriver, PeerEntry, PeerInstance
+from ..peers.spec import HELPER_LOG, LISTENER
 from ..results import ERROR, FAIL, PASS, UNSUPPORTED, CellResult, StepResult
-from ..runner import Interrupted, Progress, run_cell
+from ..runner import Interrupted, Progress, guard, run_cell
 from ..secrets import discard_runtime_secrets, write_secret
 from ..shell import Background, CommandError
 from ..topology import Topology, TopologyError
@@ -29,30 +32,11 @@ from .oracle import ListenerOracle, LogOracle, Oracle
 from .wire import Wire
 
 PROBE_CLIENT = "probe"
-MITM = "mitmproxy-wireguard"
 LISTENER_START = 10.0
-
-
-# What a server's configuration API cannot express, by driver: probes relying on it are
-# unsupported there.
-CONFIG_LIMITS: dict[str, dict[str, str]] = {
-    MITM: {"allowed-ips": "start_server() takes only peer public keys, no allowed-ips: "
-           "there is no cryptokey routing to test (every inner source is handed over)"},
-}
 
 
 def scenario_name(probe: Probe) -> str:
     return f"probe:{probe.name}"
-
-
-def oracle_kind(driver: PeerDriver) -> str | None:
-    """How deliveries to this server's tunnel can be seen: "listener" (a real interface),
-    "helper log" (mitmproxy-wireguard's helper logs each datagram) or None."""
-    if "icmp" in driver.capabilities:
-        return "listener"
-    if driver.name == MITM:
-        return "helper log"
-    return None
 
 
 def why_unsupported(driver: PeerDriver, probe: Probe) -> str | None:
@@ -60,9 +44,9 @@ def why_unsupported(driver: PeerDriver, probe: Probe) -> str | None:
     if missing:
         return f"server {driver.name}: {missing}"
     reasons = driver.missing({"responder", *probe.needs})
-    limits = CONFIG_LIMITS.get(driver.name, {})
+    limits = driver.config_limits
     reasons += [f"{driver.name}: {limits[c]}" for c in probe.config if c in limits]
-    if probe.delivery and oracle_kind(driver) is None:
+    if probe.delivery and driver.delivery is None:
         reasons.append(f"{driver.name} has no interface and no log of what it delivers")
     return "; ".join(reasons) or None
 
@@ -185,10 +169,10 @@ class ProbeCell:
 
     def _oracle(self, topo: Topology, instance: PeerInstance
                 ) -> tuple[Oracle | None, Background | None]:
-        kind = oracle_kind(self.driver)
-        if kind == "helper log" and instance.logs():
+        kind = self.driver.delivery
+        if kind == HELPER_LOG and instance.logs():
             return LogOracle(instance.logs()[0], LISTEN_PORT), None
-        if kind != "listener":
+        if kind != LISTENER:
             return None, None
         path = self.folder / "delivered.jsonl"
         path.touch()
@@ -206,33 +190,48 @@ class ProbeCell:
     def _finish(self, topo: Topology, ctx: ProbeContext | None,
                 instance: PeerInstance | None, captures: list[tuple[Background, Path]],
                 wires: list[Wire]) -> None:
+        """Tear down each part on its own: a part that raises makes the cell an error and the
+        rest is still torn down."""
         result = self.result
+
+        def part(what: str, action: Callable[[], object]) -> None:
+            guard(result, self.folder, what, action)
+
         if ctx is not None:
             result.measurements.update(ctx.measurements)
-            for proc in ctx.background.values():
-                proc.stop(grace=3.0)
-        self._write_events(wires)
+            for name, proc in ctx.background.items():
+                part(f"stopping {name}", partial(proc.stop, grace=3.0))
+        part("writing events.jsonl", partial(self._write_events, wires))
         for wire in wires:
-            wire.close()
+            part(f"closing the {wire.name} socket", wire.close)
         if instance is not None:
-            try:
-                instance.stop()
-            except (DriverError, CommandError) as exc:
-                result.reason += f" (stopping {self.driver.name}: {exc})"
+            part(f"stopping {self.driver.name}", partial(self._stop, instance))
         for proc, _ in captures:
-            stop_capture(proc)
+            part("stopping a capture", partial(stop_capture, proc))
         server = topo.hosts["server"].v4 if "server" in topo.hosts else None
-        problems = topo.down()
-        if problems:
-            result.reason += f" (teardown: {'; '.join(problems)})"
+        part("tearing the topology down", partial(self._down, topo))
         for _, path in captures:
             if server and path.exists() and path.stem in ("client", "server"):
-                for key, count in pcap.summarize(path, server).items():
-                    result.measurements[f"pcap.{path.stem}.{key}"] = float(count)
+                part(f"reading {path.name}", partial(self._summarize, path, server))
         if self.folder.exists():
             discard_runtime_secrets(self.folder)  # the server's configuration went with it
             result.artifacts = sorted(str(p.relative_to(self.folder))
                                       for p in self.folder.rglob("*") if p.is_file())
+
+    def _stop(self, instance: PeerInstance) -> None:
+        try:
+            instance.stop()
+        except (DriverError, CommandError) as exc:
+            self.result.reason += f" (stopping {self.driver.name}: {exc})"
+
+    def _down(self, topo: Topology) -> None:
+        problems = topo.down()
+        if problems:
+            self.result.reason += f" (teardown: {'; '.join(problems)})"
+
+    def _summarize(self, path: Path, server: str) -> None:
+        for key, count in pcap.summarize(path, server).items():
+            self.result.measurements[f"pcap.{path.stem}.{key}"] = float(count)
 
     def _write_events(self, wires: list[Wire]) -> None:
         if not wires or not self.folder.exists():

@@ -104,3 +104,36 @@ def test_a_batch_is_its_items_one_by_one(kinds: list[str]) -> None:
     many.b.device.receive_datagrams(data, [Endpoint(*A_ADDR)] * len(data), many.now, received_many)
     assert [p for b in received_one for p in b.packets] == received_many.packets
     assert one.peer_ba.rx_bytes == many.peer_ba.rx_bytes
+
+
+def test_endpoint_remembers_the_local_source_until_cleared() -> None:
+    """The core stores the source of each authenticated datagram, local address and
+    interface included (socket.c: struct endpoint keeps src4/src6 and src_if4); replies
+    leave from it until clear_endpoint_source (wg_socket_clear_peer_endpoint_src)."""
+    pair = established_pair()
+    b, peer = pair.b.device, pair.peer_ba
+    sticky = Endpoint("192.0.2.1", 51820, "198.51.100.2", 7)
+    pair.a.send(V4, pair.now)
+    (data,) = pair.a.take_outbox()
+    b.receive_datagram(data, sticky, pair.now)
+    assert peer.endpoint == sticky
+    out = b.send_packet(ipv4_packet(B_TUN4, A_TUN4, b"reply"), pair.now)
+    assert [dest for dest, _ in out.datagrams()] == [sticky]
+    b.clear_endpoint_source(peer)
+    assert peer.endpoint == Endpoint("192.0.2.1", 51820)
+    out = Batch()
+    b.set_endpoint(peer, Endpoint("203.0.113.8", 9, "10.9.9.9", 3), pair.now, out)
+    assert peer.endpoint == Endpoint("203.0.113.8", 9)  # configured: routing picks the source
+    assert not out  # nothing was staged
+
+
+def test_retransmission_forgets_the_local_source() -> None:
+    """timers.c wg_expired_retransmit_handshake clears the endpoint's source: the remembered
+    local address may be why the handshake gets no answer."""
+    pair = established_pair()
+    a, peer = pair.a.device, pair.peer_ab
+    peer.endpoint = Endpoint("198.51.100.2", 51821, "192.0.2.1", 2)
+    a.initiate_handshake(peer, pair.now, force=True)
+    assert peer.endpoint.local == "192.0.2.1"
+    out = a.handle_timer(pair.now + 5 + 0.34)  # REKEY_TIMEOUT + the jitter's maximum
+    assert [dest for dest, _ in out.datagrams()] == [Endpoint("198.51.100.2", 51821)]

@@ -35,9 +35,9 @@ def with_current(peer: Peer, *, initiator: bool, created: float) -> Keypair:
 
 def test_data_sent_arms_new_handshake_once() -> None:
     peer = bare_peer()
-    timers.data_sent(peer, 10.0, jitter=0.1)
+    timers.data_sent(peer, 10.0, jitter=lambda: 0.1)
     assert peer.timers.new_handshake == 10.0 + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + 0.1
-    timers.data_sent(peer, 12.0, jitter=0.2)  # already pending: unchanged
+    timers.data_sent(peer, 12.0, jitter=lambda: 0.2)  # already pending: unchanged
     assert peer.timers.new_handshake == 10.0 + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + 0.1
     timers.authenticated_received(peer, 13.0)
     assert peer.timers.new_handshake is None

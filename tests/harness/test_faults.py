@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.faults import FAULTS, PREFIX, fault, fault_driver, fault_table
+from harness.faults import FAULTS, PREFIX, checks_for, fault, fault_driver, fault_table
 from harness.peers import registry
 from harness.peers.registry import all_drivers
+from wgref.checks import ALL_CHECKS, Checks
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,12 +45,22 @@ def test_fault_peers_join_a_run_only_by_name() -> None:
 
 
 def test_every_fault_installs_with_all_the_others() -> None:
-    script = ("import sys\nfrom harness.faults import FAULTS\n"
-              "names = sys.argv[1:] or list(FAULTS)\n"
-              "for name in names:\n    FAULTS[name].install()\nprint('installed', len(names))")
+    script = ("from harness.faults import FAULTS, checks_for\n"
+              "for fault in FAULTS.values():\n"
+              "    if fault.install is not None:\n        fault.install()\n"
+              "print('installed', len(FAULTS), 'off:', "
+              "repr(checks_for(list(FAULTS.values()))).count('False'))")
     together = python("-c", script)
-    assert together.returncode == 0 and together.stdout == f"installed {len(FAULTS)}\n", \
-        together.stderr
+    switched = sum(len(f.checks_off) for f in FAULTS.values())
+    assert together.returncode == 0, together.stderr
+    assert together.stdout == f"installed {len(FAULTS)} off: {switched}\n"
+
+
+def test_defences_go_through_the_devices_switch() -> None:
+    assert checks_for([FAULTS["no-crypto-rp"]]) == Checks(crypto_routing=False)
+    assert checks_for([FAULTS["drop-udp"]]) is ALL_CHECKS
+    assert checks_for([FAULTS["no-mac1"], FAULTS["no-replay-window"]]) == Checks(
+        mac1=False, replay=False)
 
 
 def test_the_fault_command_names_an_unknown_fault() -> None:

@@ -36,6 +36,7 @@ TOOLS = ("ip", "nft", "wg", "wireguard-go", "dumpcap", "ping", "iperf3")
 
 NEEDS_NETNS = [
     pytest.mark.netns,
+    pytest.mark.mutation,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
     pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
                        reason=f"needs {', '.join(TOOLS)}"),

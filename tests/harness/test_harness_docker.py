@@ -264,3 +264,48 @@ def test_leftovers_list_docker_resources() -> None:
     left = cleanup_mod.Leftovers(docker=[("container", "wh1a2b-client", "wh1a2b")])
     assert not left.empty()
     assert left.lines() == ["docker container wh1a2b-client"]
+
+
+class _Engine:
+    """What remote_reason asks of an engine: where it runs (`docker info`'s Name)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def info(self) -> dict[str, str]:
+        return {"Name": self.name}
+
+
+def test_docker_host_names_the_engine_and_an_unreachable_one_says_where(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("docker")
+    from harness.docker import client
+
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:9")  # the discard port: nothing answers
+    monkeypatch.delenv("DOCKER_TLS_VERIFY", raising=False)
+    client.reset()
+    try:
+        with pytest.raises(client.DockerUnavailable,
+                           match=r"no Docker engine answers at tcp://127\.0\.0\.1:9"):
+            client.connect()
+    finally:
+        client.reset()
+    monkeypatch.delenv("DOCKER_HOST")
+    assert client.engine_url() == "unix:///var/run/docker.sock"
+
+
+def test_only_an_engine_on_this_machine_runs_docker_cells(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import platform
+
+    from harness.docker.client import remote_reason
+
+    here, there = _Engine(platform.node()), _Engine("bighost")
+    for url in ("unix:///run/docker.sock", "tcp://127.0.0.1:2375", "tcp://localhost:2376"):
+        monkeypatch.setenv("DOCKER_HOST", url)
+        assert remote_reason(there) is None, url  # a local socket or port is this machine
+    monkeypatch.setenv("DOCKER_HOST", "ssh://ci@bighost")
+    assert remote_reason(here) is None  # ssh back to this machine
+    reason = remote_reason(there) or ""
+    assert f"DOCKER_HOST=ssh://ci@bighost runs on bighost, not on {platform.node()}" in reason
+    assert "nsenter" in reason and "Which engine" in reason

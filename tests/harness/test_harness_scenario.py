@@ -112,3 +112,29 @@ def test_names_fit_linux_limits() -> None:
         naming.ifname(prefix, "x" * 20)
     assert naming.is_harness_name(f"{prefix}-client")
     assert not naming.is_harness_name("wgt-1234-ns0")
+
+
+def test_each_action_is_declared_once_with_its_parameters_timeout_and_function() -> None:
+    from harness.steps import ACTIONS, action, do_ping
+
+    assert ACTIONS["ping"].run is do_ping
+    assert ACTIONS["ping"].timeout == 15.0
+    assert {"from", "to", "count", "df"} <= ACTIONS["ping"].params
+    assert all(name == a.name and callable(a.run) for name, a in ACTIONS.items())
+    with pytest.raises(ValueError, match="action ping is declared twice"):
+        action("ping", 1.0)(do_ping)
+    # a shipped scenario only names declared actions, with their declared parameters
+    for sc in load_scenarios(SCENARIOS):
+        for step in sc.steps:
+            assert set(step.params) <= ACTIONS[step.action].params
+
+
+def test_an_unknown_action_fails_at_load_time_with_file_and_step(tmp_path: Path) -> None:
+    from harness.cli import main
+
+    (tmp_path / "ok.toml").write_text(MINIMAL)
+    (tmp_path / "bad.toml").write_text(MINIMAL + '[[steps]]\naction = "tcp"\n'
+                                       '[[steps]]\naction = "teleport"\n')
+    with pytest.raises(SystemExit) as info:
+        main(["--scenarios-dir", str(tmp_path), "list"])
+    assert f"{tmp_path / 'bad.toml'} step 3: unknown action 'teleport'" in str(info.value)

@@ -117,14 +117,8 @@ def test_comparison_in_chromium(browser: Chromium, tmp_path: Path) -> None:
     assert browser.evaluate("document.querySelectorAll('#bench tr.moved').length") == 4
 
 
-@pytest.mark.netns
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
-@pytest.mark.skipif(any(shutil.which(t) is None for t in ("ip", "nft", "wg", "wireguard-go",
-                                                          "dumpcap", "ping", "editcap")),
-                    reason="needs ip, nft, wg, wireguard-go, dumpcap, ping, editcap")
-def test_real_run_report_in_chromium(browser: Chromium, tmp_path: Path) -> None:
-    """A small real matrix: wgref and wireguard-go pass, a wrong server key fails, and
-    boringtun-cli is unsupported when it is not installed. `run` writes index.html itself."""
+def _scenarios(tmp_path: Path) -> Path:
+    """handshake (passes) and wrong-key (the client has a wrong key for the server: fails)."""
     scenarios = tmp_path / "scenarios"
     scenarios.mkdir()
     shutil.copy(REPO / "scenarios" / "handshake.toml", scenarios)
@@ -134,6 +128,18 @@ def test_real_run_report_in_chromium(browser: Chromium, tmp_path: Path) -> None:
         'the cell fails."\n'
         "timeout = 30\n[config]\nwrong_server_key = true\n"
         '[[steps]]\naction = "tcp"\nlabel = "tcp echo client -> server"\ntimeout = 4\n')
+    return scenarios
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("ip", "nft", "wg", "wireguard-go",
+                                                          "dumpcap", "ping", "editcap")),
+                    reason="needs ip, nft, wg, wireguard-go, dumpcap, ping, editcap")
+def test_real_run_report_in_chromium(browser: Chromium, tmp_path: Path) -> None:
+    """A small real matrix: wgref and wireguard-go pass, a wrong server key fails, and
+    boringtun-cli is unsupported when it is not installed. `run` writes index.html itself."""
+    scenarios = _scenarios(tmp_path)
     out = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-m", "harness", "--scenarios-dir", str(scenarios), "run",
@@ -174,6 +180,49 @@ def test_real_run_report_in_chromium(browser: Chromium, tmp_path: Path) -> None:
     assert visible(browser, f"#{cell} details.peer-log[open] pre")
     keep(browser.screenshot(tmp_path / "real-run-drilldown-log.png", full_page=False))
     assert main_report(out) == 0
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("ip", "nft", "wg", "wireguard-go",
+                                                          "dumpcap", "ping", "editcap")),
+                    reason="needs ip, nft, wg, wireguard-go, dumpcap, ping, editcap")
+def test_merged_report_in_chromium(browser: Chromium, tmp_path: Path) -> None:
+    """Two `--shard K/2` runs merged with `harness merge`: the merged page shows every cell,
+    each drill-down opens, and the captures it links (copied from the shards) are there."""
+    scenarios = _scenarios(tmp_path)
+    shards = [tmp_path / f"shard-{k}" for k in (1, 2)]
+    for k, folder in enumerate(shards, 1):
+        result = subprocess.run(
+            [sys.executable, "-m", "harness", "--scenarios-dir", str(scenarios), "run",
+             "--client", "wgref,wireguard-go", "--server", "wireguard-go", "--plain",
+             "--shard", f"{k}/2", "--jobs", "2", "--out", str(folder)],
+            cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+        assert result.returncode in (0, 1), result.stdout + result.stderr
+    out = tmp_path / "merged"
+    from harness.cli import main
+
+    assert main(["merge", str(out), *map(str, shards)]) == 1  # wrong-key fails, as it must
+    page = out / "index.html"
+    check_page(browser, page, tmp_path, "merged", bench=False)
+    browser.open(page.as_uri(), width=DESKTOP)
+    meta = browser.evaluate("document.querySelector('#run dl.meta').innerText")
+    for k in (1, 2):  # each shard's machine and times, from the merged results.json
+        assert f"shard {k}/2" in meta and "cells in" in meta and "node " in meta
+    browser.open(page.as_uri(), width=DESKTOP)
+    cells = browser.evaluate("Array.from(document.querySelectorAll('#matrix a.cell'))"
+                             ".map(a => a.getAttribute('data-cell'))")
+    assert len(cells) == 4
+    for cell in cells:
+        browser.click(f"#matrix a.cell[data-cell='{cell}']")
+        texts = browser.evaluate(f"document.getElementById('{cell}').innerText")
+        assert "Steps" in texts and "client.pcapng" in texts
+        links = browser.evaluate(
+            f"Array.from(document.querySelectorAll('#{cell} a[href$=\".pcapng\"]'))"
+            ".map(a => a.href)")
+        assert links and all(Path(link.removeprefix("file://")).is_file() for link in links)
+        browser.key("Escape", "Escape", 27)
+    keep(browser.screenshot(tmp_path / "merged-matrix.png"))
 
 
 def main_report(run_dir: Path) -> int:

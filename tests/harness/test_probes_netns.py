@@ -19,6 +19,7 @@ from harness.probes.runner import ProbeCell
 from harness.probes.sloppy import sloppy_driver
 from harness.results import CellResult, StepResult
 from harness.shell import run
+from tests.ci import skip_or_fail
 
 TOOLS = ("ip", "wg", "wireguard-go", "dumpcap")
 FAST = ["initiation-replay", "transport-replay", "ciphertext-bitflip"]
@@ -51,7 +52,7 @@ def _run(driver: PeerDriver, names: list[str], out: Path) -> dict[str, CellResul
 def test_correct_servers_pass(factory: object, tmp_path: Path) -> None:
     driver: PeerDriver = factory()  # type: ignore[operator]
     if driver.unavailable():
-        pytest.skip(str(driver.unavailable()))
+        skip_or_fail(str(driver.unavailable()))
     for name, result in _run(driver, FAST, tmp_path).items():
         assert result.status == "pass", f"{name}: {result.reason}"
         folder = Path(result.folder or "")

@@ -432,10 +432,23 @@ def test_tshark_decrypts_with_keylog(lab: Lab) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+    def decrypted_icmp() -> list[str]:
+        out = subprocess.run(
+            ["tshark", "-r", str(capture), "-o", f"wg.keylog_file:{keylog}",
+             "-d", "udp.port==10001,wg", "-d", "udp.port==10002,wg", "-Y", "icmp"],
+            capture_output=True, text=True, timeout=60,
+        ).stdout
+        return out.splitlines()
+
     try:
         # dumpcap writes the file header once it captures
         wait_for(lambda: capture.exists() and capture.stat().st_size > 0, 15, "tshark to start")
         assert pair.ping(1, "192.168.241.2", count=3)
+        assert "LOCAL_EPHEMERAL_PRIVATE_KEY=" in keylog.read_text()
+        # 3 requests + 3 replies, decrypted, once the capture file holds them
+        wait_for(lambda: len(decrypted_icmp()) >= 6, 20, "six decrypted ICMP packets",
+                 step=0.5)
     finally:
         tshark.send_signal(signal.SIGINT)
         try:
@@ -443,26 +456,7 @@ def test_tshark_decrypts_with_keylog(lab: Lab) -> None:
         except subprocess.TimeoutExpired:
             tshark.kill()
             tshark.wait(timeout=5)
-    assert "LOCAL_EPHEMERAL_PRIVATE_KEY=" in keylog.read_text()
-    out = subprocess.run(
-        [
-            "tshark",
-            "-r",
-            str(capture),
-            "-o",
-            f"wg.keylog_file:{keylog}",
-            "-d",
-            "udp.port==10001,wg",
-            "-d",
-            "udp.port==10002,wg",
-            "-Y",
-            "icmp",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
-    assert len(out.splitlines()) >= 6, out  # 3 requests + 3 replies, decrypted
+    assert len(decrypted_icmp()) >= 6
 
 
 def test_iperf3_through_wgref(lab: Lab, record_property: object) -> None:
