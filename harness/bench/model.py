@@ -17,6 +17,7 @@ REFERENCE = "wireguard-go->wireguard-go"  # what wgref's ratios are measured aga
 # peer in wgref's place (wgref->wgref over R->R, wgref->R over R->R), in the same run.
 REFERENCE_PEERS = ("wireguard-go", "boringtun-cli")
 WGREF = "wgref"
+CLIENT = "wgref-client"  # the transparent client: measured against wgref's TUN interface
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +80,16 @@ DEFAULT_PAIRS = (
     PairSpec("boringtun-cli", "wgref"),
     PairSpec("wgref", "wgref"),
     PairSpec("wireguard-go", "mitmproxy-wireguard"),
+    PairSpec(CLIENT, "wireguard-go"),
 )
 ALIASES = {"boringtun": "boringtun-cli"}  # short names accepted in --pairs
+
+
+def interface_pair(pair: str) -> str | None:
+    """``wgref->PEER`` for a ``wgref-client->PEER`` pair (the same server, wgref's own TUN
+    interface as the client): what the transparent client's cost is measured against."""
+    client, sep, server = pair.partition("->")
+    return f"wgref->{server}" if sep and client == CLIENT else None
 
 
 def parse_pair(text: str) -> PairSpec:
@@ -238,6 +247,16 @@ class BenchRun:
         """reference peer -> :meth:`ratios` against it, for each reference pair measured."""
         return {peer: self.ratios(peer) for peer in self.reference_peers()}
 
+    def client_ratios(self) -> dict[str, dict[str, float | None]]:
+        """``wgref-client->PEER`` ÷ ``wgref->PEER`` per test, for every client pair whose
+        interface pair ran too (same run, interleaved): the transparent client's cost."""
+        out: dict[str, dict[str, float | None]] = {}
+        for pair in self.pairs:
+            reference = interface_pair(pair)
+            if reference is not None and reference in self.pairs:
+                out[pair] = {test: self.ratio(pair, test, reference) for test in self.tests}
+        return out
+
     @property
     def failed(self) -> list[Cell]:
         return [c for c in self.cells if c.status == ERROR]
@@ -292,6 +311,7 @@ class BenchRun:
         data["baselines"] = self.published()
         data["ratios_vs_wireguard_go"] = self.ratios()
         data["ratios_vs_reference"] = self.reference_ratios()
+        data["ratios_client_vs_interface"] = self.client_ratios()
         data["fraction_of_veth"] = {
             pair: {test: self.ratio(pair, test, RAW) for test in self.tests}
             for pair in self.pairs if pair != RAW}

@@ -19,7 +19,7 @@ RATE_NOTE = ("Mbit/s (10^6 bit/s) received; n = successful runs; CPU-s = CPU-sec
              "wgref's place (R→R for wgref→wgref) in the same run")
 
 
-def header(bench: BenchRun) -> list[str]:
+def result_header(bench: BenchRun) -> list[str]:
     """HEADER with one "vs R" column per reference pair the run measured."""
     refs = [f"vs {SHORT.get(p, p)}" for p in bench.reference_peers()] or ["vs wg-go"]
     return [*HEADER[:-2], *refs, HEADER[-1]]
@@ -98,6 +98,22 @@ def ratio_tables(bench: BenchRun) -> list[tuple[str, list[str], list[list[str]]]
     return out
 
 
+def client_ratio_rows(bench: BenchRun) -> tuple[list[str], list[list[str]]]:
+    """wgref-client->PEER ÷ wgref->PEER (the transparent client beside wgref's TUN
+    interface, same server, same run), with the stdev of each client cell in Mbit/s."""
+    header = ["wgref-client ÷ wgref (same server)", *bench.tests]
+    body = []
+    for pair, ratios in bench.client_ratios().items():
+        row = [_label(pair)]
+        for test in bench.tests:
+            cell = bench.cell(pair, test)
+            thr = cell.throughput() if cell else None
+            spread = f" (±{fmt_rate(thr.stdev)})" if thr is not None and thr.n > 1 else ""
+            row.append(fmt_ratio(ratios.get(test)) + spread)
+        body.append(row)
+    return header, body
+
+
 def not_measured(bench: BenchRun) -> list[tuple[str, str, str]]:
     """(pair, status, reason) for pairs that could not run at all."""
     out = []
@@ -130,13 +146,19 @@ def markdown(bench: BenchRun) -> str:
     ]
     if bench.interrupted:
         lines += ["**Interrupted: incomplete.**", ""]
-    head = header(bench)
+    head = result_header(bench)
     lines += ["## Results", "", f"_{RATE_NOTE}._", "",
               "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_md(v) for v in row) + " |" for row in rows(bench)]
     for peer, ratio_head, body in ratio_tables(bench):
         lines += ["", f"## wgref ÷ {peer} (same run)", "",
                   "| " + " | ".join(ratio_head) + " |", "|" + "---|" * len(ratio_head)]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+    header, body = client_ratio_rows(bench)
+    if body:
+        lines += ["", "## wgref-client ÷ wgref's TUN interface (same server, same run)", "",
+                  "_± is the stdev of the client's runs in Mbit/s._", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in body]
     missing = not_measured(bench)
     if missing:
@@ -178,7 +200,7 @@ def print_table(bench: BenchRun, console: Any = None) -> None:
     s = bench.settings
     table = Table(title=f"throughput (Mbit/s), iperf3 -t {s.get('seconds')}, "
                   f"{s.get('repeat')} runs each", caption=RATE_NOTE, caption_justify="left")
-    for name in header(bench):
+    for name in result_header(bench):
         table.add_column(name, justify="left" if name in ("pair", "test") else "right",
                          no_wrap=name in ("pair", "test"))
     last = ""
@@ -195,6 +217,15 @@ def print_table(bench: BenchRun, console: Any = None) -> None:
         for row in body:
             ratios.add_row(*row)
         console.print(ratios)
+    header, body = client_ratio_rows(bench)
+    if body:
+        client = Table(title="wgref-client ÷ wgref (mean, same run; ± stdev of the client in "
+                       "Mbit/s)")
+        for name in header:
+            client.add_column(name, justify="left" if name == header[0] else "right")
+        for row in body:
+            client.add_row(*row)
+        console.print(client)
     for pair, status, reason in not_measured(bench):
         style = "bold red" if status == ERROR else "yellow"
         console.print(f"{status:>11}  {_label(pair)}: {reason}", style=style, markup=False,

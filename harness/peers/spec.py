@@ -290,8 +290,10 @@ PEERS: tuple[PeerSpec, ...] = (
         "cookie": "client only: it never answers initiations, so it never sends cookie "
                   "replies",
         "mtu": "no interface MTU: the client sees the host's packets after routing (outer "
-               "link MTU), so a DF ping over its MTU is fragmented into the tunnel instead of "
-               "failing at the sender (full-size packets and TCP at MTU 1420 work)",
+               "link MTU), so a DF ping over its MTU gets \"fragmentation needed\" from the "
+               "client rather than failing at the sender, and the scenario's server -> client "
+               "pings are flows the client never started (full-size packets and TCP at MTU "
+               "1420 work)",
     }),
 )
 

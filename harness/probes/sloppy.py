@@ -21,6 +21,7 @@ import sys
 
 from wgref.checks import Checks
 
+from ..peers.spec import LISTENER
 from ..peers.uapi import UapiDriver
 from ..traffic import harness_python
 
@@ -37,6 +38,7 @@ def sloppy_driver(breaks: tuple[str, ...] = BREAKS, name: str = "wgref-sloppy") 
 
     driver = UapiDriver(name, command)
     driver.limitations = {"keylog": "a negative control"}
+    driver.delivery = LISTENER  # a real interface: the probes' listener sees its deliveries
     return driver
 
 

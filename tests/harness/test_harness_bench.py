@@ -34,7 +34,14 @@ from harness.bench.model import (
     load_bench,
     parse_pair,
 )
-from harness.bench.report import header, markdown, print_table, ratio_rows, rows, write_all
+from harness.bench.report import (
+    markdown,
+    print_table,
+    ratio_rows,
+    result_header,
+    rows,
+    write_all,
+)
 from harness.bench.stats import summarize
 
 # -- statistics -------------------------------------------------------------------------------
@@ -282,7 +289,7 @@ def test_ratios_against_each_reference_peer() -> None:
     assert refs["boringtun-cli"]["wgref->boringtun-cli"]["tcp-up"] == pytest.approx(0.5)
     assert refs["boringtun-cli"]["wgref->wgref"]["tcp-up"] == pytest.approx(150.0 / 400.0)
     assert "wgref->boringtun-cli" not in refs["wireguard-go"]  # no wireguard-go->boringtun-cli
-    head = header(run)
+    head = result_header(run)
     assert head[-3:] == ["vs wg-go", "vs boringtun", "of veth"]
     by_key = {(r[0], r[1]): r for r in rows(run)}
     assert by_key[("boringtun-cli → boringtun-cli", "tcp-up")][10:12] == ["", "ref"]
