@@ -298,6 +298,14 @@ PEERS: tuple[PeerSpec, ...] = (
 )
 
 
+def negative_control(name: str, program: Callable[[], list[str] | None]) -> PeerSpec:
+    """A deliberately broken wgref (harness/faults.py, harness/probes/sloppy.py): wgref's
+    capabilities and view of deliveries, no key log. Never in :data:`PEERS`: it joins a run
+    only when named."""
+    return PeerSpec(name, _uapi(name, program, f"{name}: wgref is not importable", False),
+                    peer("wgref").capabilities - {"keylog"}, {"keylog": "a negative control"})
+
+
 def peer(name: str) -> PeerSpec:
     for spec in PEERS:
         if spec.name == name:

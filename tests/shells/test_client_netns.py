@@ -837,7 +837,7 @@ def serve():
         while True:
             data, peer = udp.recvfrom(2048)
             udp.sendto(b"first", peer)
-            time.sleep(0.5)
+            time.sleep(0.5)  # behaviour, not a wait: the second answer comes late
             udp.sendto(b"second", peer)
     threading.Thread(target=errors, daemon=True).start()
     threading.Thread(target=late, daemon=True).start()
