@@ -20,7 +20,7 @@ from ..topology import Host
 from ..wgdump import DeviceState, DumpError, parse_dump
 from .base import DriverError, InterfaceConfig, PeerDriver, PeerInstance, Unsupported
 from .spec import FULL as FULL_CAPABILITIES
-from .spec import LISTENER, peer
+from .spec import peer
 
 START_TIMEOUT = 15.0
 
@@ -127,7 +127,6 @@ class UapiDriver(PeerDriver):
         self._version_suffix = version_suffix
         self.capabilities = capabilities | ({"keylog"} if keylog else frozenset())
         self.limitations = {"keylog": "no key log support"} if not keylog else {}
-        self.delivery = LISTENER  # a real interface (a spec may say otherwise)
         self._keylog = keylog
         self._missing = missing_reason or f"{name} is not installed (not on PATH)"
         self._version: str | None = None
