@@ -9,7 +9,10 @@ from __future__ import annotations
 import ipaddress
 import random
 import struct
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -352,15 +355,40 @@ def test_segment_sums_match_word_by_word(
 
 @pytest.mark.parametrize("sums", SEGMENT_SUMS, ids=["python", "numpy"])
 @pytest.mark.parametrize("fill", [0x00, 0xFF])
-def test_segment_sums_extremes(sums: Callable[[memoryview, int], list[int]], fill: int) -> None:
-    """All-zero and all-ones payloads (the two representations of zero) and 64 KiB."""
+@pytest.mark.parametrize("mss", [1366, 1368, 1369, 16384])
+def test_segment_sums_extremes(
+    sums: Callable[[memoryview, int], list[int]], fill: int, mss: int
+) -> None:
+    """All-zero and all-ones 64 KiB payloads (the two representations of zero); 16- and
+    32-bit words, an odd mss, large segments."""
     data = bytes([fill]) * 65483
-    expected = [word_sum(data[at : at + 1368]) for at in range(0, len(data), 1368)]
-    assert sums(memoryview(data), 1368) == expected
+    expected = [word_sum(data[at : at + mss]) for at in range(0, len(data), mss)]
+    assert sums(memoryview(data), mss) == expected
 
 
 def test_numpy_is_the_default_when_installed() -> None:
     assert offload._segment_sums is offload._segment_sums_numpy
+
+
+def test_pure_python_without_numpy() -> None:
+    """Without the [fast] extra the module imports and takes the pure-Python sums."""
+    code = (
+        "import sys; sys.modules['numpy'] = None\n"
+        "from wgref import offload\n"
+        "assert offload.numpy is None\n"
+        "assert offload._segment_sums is offload._segment_sums_python\n"
+        "print(offload._segment_sums(memoryview(bytes(range(256)) * 40), 1000))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+        check=True,
+    ).stdout
+    data = bytes(range(256)) * 40
+    assert out.strip() == str([word_sum(data[at : at + 1000]) for at in range(0, 10240, 1000)])
 
 
 @settings(max_examples=40, deadline=None)
