@@ -26,7 +26,8 @@ from typing import Any
 
 from wgref.checks import ALL_CHECKS, Checks
 
-from .peers.uapi import UapiDriver
+from .peers.base import PeerDriver
+from .peers.spec import negative_control
 from .traffic import harness_python
 
 PREFIX = "wgref-fault:"
@@ -434,7 +435,7 @@ def fault_table() -> str:
     return "\n".join(lines)
 
 
-def fault_driver(names: str) -> UapiDriver:
+def fault_driver(names: str) -> PeerDriver:
     """The peer ``wgref-fault:NAME[+NAME...]``: wgref with those faults installed."""
     faults = [fault(n) for n in names.split("+") if n]
     if not faults:
@@ -443,12 +444,10 @@ def fault_driver(names: str) -> UapiDriver:
     def command() -> list[str] | None:
         return harness_python("harness.faults", "--fault", ",".join(f.name for f in faults))
 
-    driver = UapiDriver(PREFIX + names, command)
-    driver.limitations = {"keylog": "a negative control"}
-    return driver
+    return negative_control(PREFIX + names, command).driver()
 
 
-def driver_for(name: str) -> UapiDriver | None:
+def driver_for(name: str) -> PeerDriver | None:
     """The fault peer a name asks for (``wgref-fault:...``), or None for other names."""
     return fault_driver(name[len(PREFIX):]) if name.startswith(PREFIX) else None
 

@@ -13,6 +13,7 @@ from .stats import Summary, summarize
 OK, ERROR, UNSUPPORTED = "ok", "error", "unsupported"
 RAW = "veth"  # the pair name of the raw path (no tunnel)
 REFERENCE = "wireguard-go->wireguard-go"  # what wgref's ratios are measured against
+CLIENT = "wgref-client"  # the transparent client: measured against wgref's TUN interface
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +73,15 @@ DEFAULT_PAIRS = (
     PairSpec("wireguard-go", "wgref"),
     PairSpec("wgref", "wgref"),
     PairSpec("wireguard-go", "mitmproxy-wireguard"),
+    PairSpec(CLIENT, "wireguard-go"),
 )
+
+
+def interface_pair(pair: str) -> str | None:
+    """``wgref->PEER`` for a ``wgref-client->PEER`` pair (the same server, wgref's own TUN
+    interface as the client): what the transparent client's cost is measured against."""
+    client, sep, server = pair.partition("->")
+    return f"wgref->{server}" if sep and client == CLIENT else None
 
 
 def parse_pair(text: str) -> PairSpec:
@@ -209,6 +218,16 @@ class BenchRun:
             out[pair] = {test: self.ratio(pair, test) for test in self.tests}
         return out
 
+    def client_ratios(self) -> dict[str, dict[str, float | None]]:
+        """``wgref-client->PEER`` ÷ ``wgref->PEER`` per test, for every client pair whose
+        interface pair ran too (same run, interleaved): the transparent client's cost."""
+        out: dict[str, dict[str, float | None]] = {}
+        for pair in self.pairs:
+            reference = interface_pair(pair)
+            if reference is not None and reference in self.pairs:
+                out[pair] = {test: self.ratio(pair, test, reference) for test in self.tests}
+        return out
+
     @property
     def failed(self) -> list[Cell]:
         return [c for c in self.cells if c.status == ERROR]
@@ -260,6 +279,7 @@ class BenchRun:
         data["cells"] = [c.to_json() for c in self.cells]
         data["baselines"] = self.published()
         data["ratios_vs_wireguard_go"] = self.ratios()
+        data["ratios_client_vs_interface"] = self.client_ratios()
         data["fraction_of_veth"] = {
             pair: {test: self.ratio(pair, test, RAW) for test in self.tests}
             for pair in self.pairs if pair != RAW}

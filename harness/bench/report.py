@@ -77,6 +77,22 @@ def ratio_rows(bench: BenchRun) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def client_ratio_rows(bench: BenchRun) -> tuple[list[str], list[list[str]]]:
+    """wgref-client->PEER ÷ wgref->PEER (the transparent client beside wgref's TUN
+    interface, same server, same run), with the stdev of each client cell in Mbit/s."""
+    header = ["wgref-client ÷ wgref (same server)", *bench.tests]
+    body = []
+    for pair, ratios in bench.client_ratios().items():
+        row = [_label(pair)]
+        for test in bench.tests:
+            cell = bench.cell(pair, test)
+            thr = cell.throughput() if cell else None
+            spread = f" (±{fmt_rate(thr.stdev)})" if thr is not None and thr.n > 1 else ""
+            row.append(fmt_ratio(ratios.get(test)) + spread)
+        body.append(row)
+    return header, body
+
+
 def not_measured(bench: BenchRun) -> list[tuple[str, str, str]]:
     """(pair, status, reason) for pairs that could not run at all."""
     out = []
@@ -115,6 +131,12 @@ def markdown(bench: BenchRun) -> str:
     header, body = ratio_rows(bench)
     if body:
         lines += ["", "## wgref ÷ wireguard-go (same run)", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+    header, body = client_ratio_rows(bench)
+    if body:
+        lines += ["", "## wgref-client ÷ wgref's TUN interface (same server, same run)", "",
+                  "_± is the stdev of the client's runs in Mbit/s._", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in body]
     missing = not_measured(bench)
@@ -175,6 +197,15 @@ def print_table(bench: BenchRun, console: Any = None) -> None:
         for row in body:
             ratios.add_row(*row)
         console.print(ratios)
+    header, body = client_ratio_rows(bench)
+    if body:
+        client = Table(title="wgref-client ÷ wgref (mean, same run; ± stdev of the client in "
+                       "Mbit/s)")
+        for name in header:
+            client.add_column(name, justify="left" if name == header[0] else "right")
+        for row in body:
+            client.add_row(*row)
+        console.print(client)
     for pair, status, reason in not_measured(bench):
         style = "bold red" if status == ERROR else "yellow"
         console.print(f"{status:>11}  {_label(pair)}: {reason}", style=style, markup=False,

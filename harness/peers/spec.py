@@ -235,10 +235,20 @@ PEERS: tuple[PeerSpec, ...] = (
         "cookie": "client only: it never answers initiations, so it never sends cookie "
                   "replies",
         "mtu": "no interface MTU: the client sees the host's packets after routing (outer "
-               "link MTU), so a DF ping over its MTU is fragmented into the tunnel instead of "
-               "failing at the sender (full-size packets and TCP at MTU 1420 work)",
+               "link MTU), so a DF ping over its MTU gets \"fragmentation needed\" from the "
+               "client rather than failing at the sender, and the scenario's server -> client "
+               "pings are flows the client never started (full-size packets and TCP at MTU "
+               "1420 work)",
     }),
 )
+
+
+def negative_control(name: str, program: Callable[[], list[str] | None]) -> PeerSpec:
+    """A deliberately broken wgref (harness/faults.py, harness/probes/sloppy.py): wgref's
+    capabilities and view of deliveries, no key log. Never in :data:`PEERS`: it joins a run
+    only when named."""
+    return PeerSpec(name, _uapi(name, program, f"{name}: wgref is not importable", False),
+                    peer("wgref").capabilities - {"keylog"}, {"keylog": "a negative control"})
 
 
 def peer(name: str) -> PeerSpec:

@@ -23,7 +23,8 @@ starts (packets from the tunnel that answer no flow of the host are dropped: ser
 steps are skipped), change anything at run time (no UAPI, no listen-port change), send from
 a second tunnel address (every flow gets the first Address of its family), write a key log,
 or refuse an over-MTU packet with DF at the sender as an interface of that MTU would (it has
-no interface: it fragments the host's own ICMP and UDP; TCP has its MSS clamped).
+no interface: an IPv4 packet with DF over the MTU gets "fragmentation needed" back, as from a
+router on the path; the host's own IPv6 is fragmented; TCP has its MSS clamped).
 """
 
 from __future__ import annotations
@@ -285,4 +286,9 @@ class TransparentClientDriver(PeerDriver):
 
 
 def wgref_client() -> TransparentClientDriver:
-    return TransparentClientDriver()
+    """The driver with its capabilities and limitations (from harness/peers/spec.py)."""
+    from .spec import peer
+
+    driver = peer(NAME).driver()
+    assert isinstance(driver, TransparentClientDriver)
+    return driver

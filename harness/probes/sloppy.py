@@ -21,8 +21,8 @@ import sys
 
 from wgref.checks import Checks
 
-from ..peers.spec import LISTENER
-from ..peers.uapi import UapiDriver
+from ..peers.base import PeerDriver
+from ..peers.spec import negative_control
 from ..traffic import harness_python
 
 # The defences the probes test (wgref-sloppy turns these off); any name of
@@ -30,16 +30,13 @@ from ..traffic import harness_python
 BREAKS = ("replay", "timestamp", "mac1", "low-order", "reserved")
 
 
-def sloppy_driver(breaks: tuple[str, ...] = BREAKS, name: str = "wgref-sloppy") -> UapiDriver:
+def sloppy_driver(breaks: tuple[str, ...] = BREAKS, name: str = "wgref-sloppy") -> PeerDriver:
     Checks.without(*breaks)  # ValueError for an unknown name
 
     def command() -> list[str] | None:
         return harness_python("harness.probes.sloppy", "--break", ",".join(breaks))
 
-    driver = UapiDriver(name, command)
-    driver.limitations = {"keylog": "a negative control"}
-    driver.delivery = LISTENER  # a real interface: the probes' listener sees its deliveries
-    return driver
+    return negative_control(name, command).driver()
 
 
 def main(argv: list[str]) -> int:

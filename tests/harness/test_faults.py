@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.faults import FAULTS, PREFIX, checks_for, fault, fault_driver, fault_table
-from harness.peers import registry
+from harness.peers import registry, spec
 from harness.peers.registry import all_drivers
 from wgref.checks import ALL_CHECKS, Checks
 
@@ -31,6 +31,9 @@ def test_names_and_the_drop_above_family() -> None:
     assert driver.name == PREFIX + "no-roam+drop-udp"
     assert driver.unavailable() is None
     assert "keylog" not in driver.capabilities
+    # declared through the peer specification: wgref's capabilities and delivery view
+    assert driver.capabilities == spec.peer("wgref").capabilities - {"keylog"}
+    assert driver.delivery == spec.LISTENER
 
 
 def test_fault_peers_join_a_run_only_by_name() -> None:

@@ -150,3 +150,38 @@ def test_psk_mismatch_against_wireguard_go(tmp_path: Path) -> None:
     assert "stayed 0 on client/server" in result.steps[-1].detail
     log = (Path(result.folder or "") / "client-wgref-client.log").read_text()
     assert "does not authenticate" in log
+
+
+# ----------------------------------------------------------------- the bench pair
+
+
+def test_bench_reports_the_client_beside_the_interface(tmp_path: Path) -> None:
+    from harness.bench.model import DEFAULT_PAIRS, BenchRun, Cell, Sample, interface_pair
+    from harness.bench.report import client_ratio_rows, markdown, write_json
+
+    assert "wgref-client->wireguard-go" in [p.name for p in DEFAULT_PAIRS]
+    assert interface_pair("wgref-client->wgref") == "wgref->wgref"
+    assert interface_pair("wgref->wireguard-go") is None
+    run = BenchRun(started="now", pairs=["wgref->wireguard-go", "wgref-client->wireguard-go",
+                                         "wgref-client->wgref"],
+                   tests=["tcp-up", "tcp-down"])
+    figures = {("wgref->wireguard-go", "tcp-up"): [500.0, 520.0],
+               ("wgref->wireguard-go", "tcp-down"): [800.0, 800.0],
+               ("wgref-client->wireguard-go", "tcp-up"): [450.0, 486.0],
+               ("wgref-client->wireguard-go", "tcp-down"): [400.0, 400.0],
+               ("wgref-client->wgref", "tcp-up"): [100.0]}
+    for (pair, test), values in figures.items():
+        run.cells.append(Cell(pair, test, samples=[Sample(i + 1, mbps=v, received_bytes=1)
+                                                   for i, v in enumerate(values)]))
+    ratios = run.client_ratios()
+    # wgref->wgref did not run: no reference for that client pair
+    assert set(ratios) == {"wgref-client->wireguard-go"}
+    assert ratios["wgref-client->wireguard-go"]["tcp-up"] == pytest.approx(468 / 510)
+    assert ratios["wgref-client->wireguard-go"]["tcp-down"] == pytest.approx(0.5)
+    header, body = client_ratio_rows(run)
+    assert header[1:] == ["tcp-up", "tcp-down"]
+    assert body == [["wgref-client → wireguard-go", "0.92× (±25.5)", "0.50× (±0.0)"]]
+    assert "wgref-client ÷ wgref's TUN interface" in markdown(run)
+    write_json(run, tmp_path / "bench.json")
+    data = (tmp_path / "bench.json").read_text()
+    assert '"ratios_client_vs_interface"' in data

@@ -20,6 +20,7 @@ from harness.peers.uapi import UapiDriver
 from harness.scenario import Step
 from harness.steps import ACTIONS, Action
 from harness.topology import Host
+from tests.netns import wait_for
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 TOOLS = ("ip", "nft", "wg", "wireguard-go", "dumpcap")
@@ -113,7 +114,6 @@ def test_sigterm_stops_cells_running_at_once_and_each_tears_down(tmp_path: Path)
     import signal
     import subprocess
     import sys
-    import time
 
     from harness import registry_files
 
@@ -132,13 +132,12 @@ def test_sigterm_stops_cells_running_at_once_and_each_tears_down(tmp_path: Path)
         for line in proc.stdout:
             if "1. tcp" in line:
                 break
-        owned = []
-        deadline = time.monotonic() + 60
-        while len(owned) < 4 and time.monotonic() < deadline:  # all four cells are live
-            owned = [p for p in registry_files.owned_prefixes()
-                     if (registry_files.OWNER_DIR / p).read_text().strip() == str(proc.pid)]
-            time.sleep(0.1)
-        assert len(owned) == 4
+        def owned() -> list[str]:
+            return [p for p in registry_files.owned_prefixes()
+                    if (registry_files.OWNER_DIR / p).read_text().strip() == str(proc.pid)]
+
+        wait_for(lambda: len(owned()) >= 4, 60, "all four cells to be live", step=0.1)
+        assert len(owned()) == 4
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 130
     finally:

@@ -53,11 +53,13 @@ def test_config_full() -> None:
     ), "x.conf")
     assert c.mtu == 1380 and c.listen_port == 51000 and c.kill_switch
     assert c.dns == ["1.1.1.1", "9.9.9.9"]
-    assert c.allowed_apps == ["firefox", "/usr/bin/curl"]
-    assert c.disallowed_apps == ["chrome.exe"]
-    assert c.disallowed_ips == [ipaddress.ip_network("192.168.0.0/16")]
-    assert c.endpoint == ("127.0.0.1", 51820)
-    assert c.preshared_key is not None and c.persistent_keepalive == 25
+    [peer] = c.peers
+    assert peer.allowed_apps == ["firefox", "/usr/bin/curl"]
+    assert c.peer_allowed_apps(peer) == peer.allowed_apps
+    assert peer.disallowed_apps == ["chrome.exe"]
+    assert c.peer_disallowed_ips(peer) == [ipaddress.ip_network("192.168.0.0/16")]
+    assert peer.endpoint == ("127.0.0.1", 51820)
+    assert peer.preshared_key is not None and peer.persistent_keepalive == 25
     assert c.tunnel_address(4) == ipaddress.ip_interface("10.99.0.2/32")
     assert any("both set" in w for w in c.warnings)
 
@@ -91,7 +93,8 @@ def test_config_bad_private_key_and_missing_keys(tmp_path: Path) -> None:
         cfg.parse(_conf().replace(KEY, "abc"), "c.conf")
     with pytest.raises(cfg.ClientConfigError, match="Endpoint: missing in"):
         cfg.parse(_conf().replace("Endpoint = 127.0.0.1:51820\n", ""), "c.conf")
-    with pytest.raises(cfg.ClientConfigError, match="one \\[Peer\\]"):
+    with pytest.raises(cfg.ClientConfigError, match=r"c.conf:8: PublicKey: missing in the "
+                       r"\[Peer\] at line 8"):
         cfg.parse(_conf() + "[Peer]\n", "c.conf")
     with pytest.raises(cfg.ClientConfigError, match="unknown section"):
         cfg.parse("[Wat]\n", "c.conf")
@@ -287,6 +290,56 @@ def test_flow_table_nat_ports_and_expiry() -> None:
     assert table.expire(1000.0) == 2 and not table.inbound
 
 
+def test_config_several_peers_and_inheritance() -> None:
+    other = genkey()
+    c = cfg.parse(_conf("#@ws:DisallowedApps = ssh\nDisallowedIPs = 10.9.0.0/16\n",
+                        "#@ws:AllowedApps = firefox\n")
+                  + f"[Peer]\nPublicKey = {other}\nEndpoint = 127.0.0.2:51820\n"
+                    "AllowedIPs = 10.0.0.0/8\nDisallowedIPs = 10.1.0.0/16\n", "m.conf")
+    first, second = c.peers
+    assert first.line == 6 and second.line == 11
+    assert c.peer_allowed_apps(first) == ["firefox"] and c.peer_disallowed_apps(first) == ["ssh"]
+    assert c.peer_allowed_apps(second) == [] and c.peer_disallowed_apps(second) == ["ssh"]
+    assert [str(n) for n in c.peer_disallowed_ips(second)] == ["10.9.0.0/16", "10.1.0.0/16"]
+    assert second.endpoint == ("127.0.0.2", 51820)
+
+
+def test_config_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "bom.conf"
+    path.write_bytes(b"\xef\xbb\xbf" + _conf().encode())
+    c = cfg.load(str(path))
+    assert c.private_key and len(c.peers) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (_conf() + "[Interface]\n", r"d.conf:8: \[Interface\]: a second \[Interface\] \(the "
+         r"first is at line 1\)"),
+        (_conf("MTU = 1400\nmtu = 1380\n"), r"d.conf:5: mtu: given twice in this section "
+         r"\(first at line 4\)"),
+        (_conf(extra_peer="Endpoint = 127.0.0.1:1\n"),
+         r"d.conf:8: Endpoint: given twice in this section \(first at line 6\)"),
+        (_conf() + f"[Peer]\nPublicKey = {PEER}\n",
+         r"d.conf:9: PublicKey: the same peer as the \[Peer\] at line 4"),
+        (_conf().replace(PEER, "A" * 43 + "="),
+         r"d.conf:5: PublicKey: the all-zero key is no peer's public key"),
+        (_conf("#@ws:MTU = 1300\n"),
+         r"d.conf:4: MTU: a wg-quick key inside a #@ws: comment"),
+        (_conf(extra_peer=f"#@wgref:PresharedKey = {genkey()}\n"),
+         r"d.conf:8: PresharedKey: a wg-quick key inside a #@wgref: comment"),
+    ],
+)
+def test_config_refuses_ambiguous_files(text: str, message: str) -> None:
+    with pytest.raises(cfg.ClientConfigError, match=message):
+        cfg.parse(text, "d.conf")
+
+
+def test_config_repeatable_keys_add_up() -> None:
+    c = cfg.parse(_conf(extra_peer="AllowedIPs = 192.0.2.0/24\n"), "r.conf")
+    assert [str(n) for n in c.peers[0].allowed_ips] == ["0.0.0.0/0", "::/0", "192.0.2.0/24"]
+
+
 # ----------------------------------------------------------------- nftables, netlink
 
 
@@ -295,7 +348,12 @@ def test_table_script() -> None:
     text = nft.table_script("ip", rules.allowed4, rules)
     assert "table ip wgref_client" in text and "elements = { 10.0.0.0/8 }" in text
     assert "hook forward" in text and "jump to_queue" in text
-    assert f"meta mark {nft.OWN_MARK:#x} accept" in text
+    assert "meta l4proto tcp ip daddr @allowed jump to_queue_tcp" in text
+    assert "        ip daddr @allowed jump to_queue\n" in text
+    assert (f"meta mark {nft.OWN_MARK:#x} ct mark set ct mark or {nft.CT_INJECTED:#x} accept"
+            in text)
+    # answers of connections started from outside are never queued (output and forward)
+    assert text.count(f"ct direction reply ct mark and {nft.CT_INJECTED:#x} == 0 accept") == 2
     assert "delete table ip6 wgref_client" in nft.delete_script()
 
 
@@ -307,3 +365,46 @@ def test_netlink_roundtrip() -> None:
     assert bytes(payload[2:4]) == (300).to_bytes(2, "big")
     attrs = nl.attributes(payload[4:])
     assert struct.unpack(">II", attrs[NFQA_VERDICT_HDR]) == (1, 42)
+
+
+def test_exec_rule_matches_the_cgroup_and_marks() -> None:
+    message = nft._exec_rule_message("ip", 0x1234567890, 4)
+    [(kind, _flags, seq, payload)] = list(nl.messages(message))
+    assert kind == (nft.NFNL_SUBSYS_NFTABLES << 8) | nft.NFT_MSG_NEWRULE and seq == 4
+    attrs = nl.attributes(payload[4:])
+    assert bytes(attrs[nft.NFTA_RULE_CHAIN]) == b"exec\0"
+    body = bytes(attrs[nft.NFTA_RULE_EXPRESSIONS])
+    names = [n for n in (b"socket", b"cmp", b"immediate", b"meta") if n + b"\0" in body]
+    assert names == [b"socket", b"cmp", b"immediate", b"meta"]
+    assert struct.pack("=Q", 0x1234567890) in body and struct.pack("=I", nft.EXEC_MARK) in body
+    text = nft.table_script("ip", [ipaddress.IPv4Network("10.0.0.0/8")], nft.Rules(7, [], []))
+    assert f"hook output priority {nft.PRIORITY - 1}" in text and "chain exec" in text
+
+
+def test_conntrack_flush_filters_by_the_clients_mark() -> None:
+    from wgref.client import conntrack
+
+    [(kind, flags, _seq, payload)] = list(nl.messages(conntrack.flush_message(0x20, 0x20)))
+    assert kind == (1 << 8) | 2 and flags & nl.NLM_F_ACK
+    attrs = nl.attributes(payload[4:])
+    assert bytes(payload[:1]) == b"\0"  # AF_UNSPEC: every family
+    assert struct.unpack(">I", attrs[conntrack.CTA_MARK]) == (0x20,)
+    assert struct.unpack(">I", attrs[conntrack.CTA_MARK_MASK]) == (0x20,)
+
+
+def test_stale_status_socket(tmp_path: Path) -> None:
+    import socket
+
+    from wgref.client import status
+
+    path = str(tmp_path / "client-x.sock")
+    assert not status.remove_stale(path)  # nothing there
+    live = status.listen(path)
+    try:
+        assert not status.remove_stale(path) and os.path.exists(path)  # answered: kept
+    finally:
+        live.close()
+    assert status.remove_stale(path) and not os.path.exists(path)  # nobody answers
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:
+        other.bind(path)  # bound but not listening: stale too
+        assert status.remove_stale(path)

@@ -9,7 +9,7 @@ import os
 import sys
 
 from .. import __version__, eventloop, loglevel
-from . import nft, status
+from . import cgroup, conntrack, nft, status
 from .config import ClientConfigError, load
 from .run import DEFAULT_QUEUE, Client
 
@@ -28,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="wgref client",
         description="The transparent WireGuard client: no virtual adapter, nftables + NFQUEUE "
         "interception, per-application split tunnelling.",
+        epilog=f"Also: {EXEC_USAGE} (start a program whose every flow is tunnelled).",
     )
     parser.add_argument("config", nargs="?", help="a wg-quick style CONFIG.conf")
     parser.add_argument("-f", "--foreground", action="store_true",
@@ -36,11 +37,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="print the running client's status (handshake, bytes, loss, rtt)")
     parser.add_argument("--json", action="store_true", help="with --status: print JSON")
     parser.add_argument("--cleanup", action="store_true",
-                        help="remove the client's nftables tables left by a crash or kill -9 "
-                        "(also turns a kill switch off)")
+                        help="remove what a crash or kill -9 left: the client's nftables "
+                        "tables (also turns a kill switch off), status sockets nobody answers "
+                        "on, the client's conntrack marks")
     parser.add_argument("--socket", help="the status socket (default /run/wgref/client-NAME.sock)")
     parser.add_argument("--queue", type=int, default=DEFAULT_QUEUE,
-                        help=f"the NFQUEUE number (default {DEFAULT_QUEUE})")
+                        help=f"the NFQUEUE numbers: N for TCP, N+1 for the rest (default "
+                        f"{DEFAULT_QUEUE})")
     parser.add_argument("--forward", action="store_true",
                         help="also tunnel packets routed through this host (hotspot case)")
     parser.add_argument("--kill-switch", action="store_true",
@@ -73,18 +76,79 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cleanup() -> int:
+def _cleanup(args: argparse.Namespace) -> int:
+    """What a crash or kill -9 leaves: the tables, status sockets nobody answers on, and the
+    client's conntrack marks."""
     tables = nft.present()
     try:
         nft.remove()
     except nft.NftError as exc:
         sys.stderr.write(f"wgref client --cleanup: {exc}\n")
         return 1
-    sys.stdout.write(f"removed: {', '.join(tables)}\n" if tables else "nothing to remove\n")
-    return 0
+    removed = list(tables)
+    sockets = ([args.socket] if args.socket else
+               [status.socket_path(args.config)] if args.config else status.stale_candidates())
+    removed += [f"stale {path}" for path in sockets if status.remove_stale(path)]
+    code = 0
+    try:
+        conntrack.forget_marks()
+    except OSError as exc:
+        sys.stderr.write(f"wgref client --cleanup: the conntrack marks stay: {exc}\n")
+        code = 1
+    sys.stdout.write(f"removed: {', '.join(removed)}\n" if removed else "nothing to remove\n")
+    return code
+
+
+EXEC_USAGE = "wgref client exec CONFIG [--socket PATH] -- COMMAND [ARG...]"
+
+
+def _exec(argv: list[str]) -> int:
+    """Run COMMAND in the running client's cgroup: its flows (and its children's) to the
+    tunnelled destinations are tunnelled whatever AllowedApps says, decided in the kernel."""
+    parser = argparse.ArgumentParser(
+        prog="wgref client exec", usage=EXEC_USAGE,
+        description="Start COMMAND with every flow it and its children open to a tunnelled "
+        "destination going through the running client of CONFIG.")
+    parser.add_argument("config", help="the CONFIG.conf the client was started with")
+    parser.add_argument("--socket", help="the client's status socket (default "
+                        "/run/wgref/client-NAME.sock)")
+    split = argv.index("--") if "--" in argv else len(argv)
+    try:
+        args = parser.parse_args(argv[:split])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    command = argv[split + 1 :]
+    if not command:
+        sys.stderr.write(f"usage: {EXEC_USAGE}\nwgref client exec: no COMMAND given\n")
+        return 2
+    path = args.socket or status.socket_path(args.config)
+    try:
+        document = status.query(path)
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"wgref client exec: {path}: {exc} (is the client of {args.config} "
+                         "running?)\n")
+        return 1
+    name = document.get("exec_cgroup")
+    if not isinstance(name, str) or not name:
+        sys.stderr.write("wgref client exec: the running client has no cgroup (see its log); "
+                         "use AllowedApps instead\n")
+        return 1
+    try:
+        cgroup.join(name)
+    except OSError as exc:
+        sys.stderr.write(f"wgref client exec: {exc}\n")
+        return 1
+    try:
+        os.execvp(command[0], command)
+    except OSError as exc:
+        sys.stderr.write(f"wgref client exec: {command[0]}: {exc.strerror}\n")
+        return 127
+    return 0  # pragma: no cover - execvp does not return
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["exec"]:
+        return _exec(argv[1:])
     parser = _parser()
     try:
         args = parser.parse_args(argv)
@@ -93,7 +157,7 @@ def main(argv: list[str]) -> int:
     if args.status:
         return _status(args)
     if args.cleanup:
-        return _cleanup()
+        return _cleanup(args)
     if not args.config:
         parser.print_usage(sys.stderr)
         return 2
@@ -109,10 +173,6 @@ def main(argv: list[str]) -> int:
     setup_logging(name)
     for warning in config.warnings:
         log.warning("%s", warning)
-    if config.dns:
-        log.info("DNS = %s is not applied: the transparent client leaves the host's resolver "
-                 "alone (DNS to a tunnelled destination is tunnelled like any flow)",
-                 ", ".join(config.dns))
     if os.geteuid() != 0:
         sys.stderr.write("wgref client: needs root (nftables, NFQUEUE, raw sockets)\n")
         return 1

@@ -4,6 +4,17 @@ Extensions (AllowedApps, DisallowedApps, DisallowedIPs, and wgref's KillSwitch, 
 accepted bare or in a comment, ``#@ws:Key = value`` (WireSock's form) or ``#@wgref:Key =
 value``, so the file stays valid for wg-quick. Keys are case-insensitive. Every problem is a
 :class:`ClientConfigError` naming the file, the line and the key; nothing starts then.
+
+Several ``[Peer]`` sections are allowed, as in wg-quick: a flow goes to the peer whose
+AllowedIPs match its destination most specifically (cryptokey routing). AllowedApps,
+DisallowedApps and DisallowedIPs in a ``[Peer]`` apply to that peer; in ``[Interface]`` to
+every peer (a peer's own AllowedApps/DisallowedApps replace the interface's, DisallowedIPs add
+up).
+
+Refused: a second ``[Interface]``, two peers with one PublicKey, a single-valued key given
+twice in a section, an all-zero PublicKey, and a wg-quick key inside a ``#@ws:``/``#@wgref:``
+comment (wg-quick would not see it, so the file would mean two things). A UTF-8 byte order
+mark at the start of the file (Windows editors write one) is skipped.
 """
 
 from __future__ import annotations
@@ -41,14 +52,18 @@ class ClientConfigError(ConfigError):
         super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
 
 
+# Keys that take one value per section (a second one is refused); the others add up.
+SINGLE_KEYS = {"privatekey", "mtu", "listenport", "killswitch", "forward", "publickey",
+               "presharedkey", "endpoint", "persistentkeepalive"}
+CORE_KEYS = (INTERFACE_KEYS | PEER_KEYS) - {"killswitch", "forward"}  # wg-quick's keys
+ZERO_KEY = bytes(32)
+
+
 @dataclass
-class ClientConfig:
-    path: str
-    private_key: bytes = b""
-    addresses: list[Interface] = field(default_factory=list)
-    dns: list[str] = field(default_factory=list)
-    mtu: int = DEFAULT_MTU
-    listen_port: int = 0
+class PeerConfig:
+    """One ``[Peer]`` section."""
+
+    line: int = 0  # where the section starts
     public_key: bytes = b""
     preshared_key: bytes | None = None
     endpoint: tuple[str, int] | None = None
@@ -58,9 +73,33 @@ class ClientConfig:
     allowed_apps: list[str] = field(default_factory=list)
     disallowed_apps: list[str] = field(default_factory=list)
     persistent_keepalive: int = 0
+
+
+@dataclass
+class ClientConfig:
+    path: str
+    private_key: bytes = b""
+    addresses: list[Interface] = field(default_factory=list)
+    dns: list[str] = field(default_factory=list)
+    mtu: int = DEFAULT_MTU
+    listen_port: int = 0
     kill_switch: bool = False
     forward: bool = False
+    # extension keys in [Interface]: every peer's
+    disallowed_ips: list[Network] = field(default_factory=list)
+    allowed_apps: list[str] = field(default_factory=list)
+    disallowed_apps: list[str] = field(default_factory=list)
+    peers: list[PeerConfig] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    def peer_allowed_apps(self, peer: PeerConfig) -> list[str]:
+        return peer.allowed_apps or self.allowed_apps
+
+    def peer_disallowed_apps(self, peer: PeerConfig) -> list[str]:
+        return peer.disallowed_apps or self.disallowed_apps
+
+    def peer_disallowed_ips(self, peer: PeerConfig) -> list[Network]:
+        return self.disallowed_ips + peer.disallowed_ips
 
     def tunnel_address(self, version: int) -> Interface | None:
         for address in self.addresses:
@@ -134,51 +173,68 @@ def resolve_endpoint(text: str) -> tuple[str, int]:
     return str(address).split("%")[0], port
 
 
-def _apply(config: ClientConfig, section: str, key: str, value: str) -> None:
-    if key == "privatekey":
-        config.private_key = _key(value)
-    elif key == "address":
-        for item in _list(value):
-            try:
-                config.addresses.append(ipaddress.ip_interface(item))
-            except ValueError:
-                raise ValueError(f"bad address {item!r}") from None
-    elif key == "dns":
-        config.dns += _list(value)
-    elif key == "mtu":
-        config.mtu = _int(value, 1280, 65456)
-    elif key == "listenport":
-        config.listen_port = _int(value, 0, 65535)
-    elif key == "killswitch":
-        config.kill_switch = _bool(value)
-    elif key == "forward":
-        config.forward = _bool(value)
-    elif key == "publickey":
-        config.public_key = _key(value)
+def _apply(config: ClientConfig, peer: PeerConfig | None, key: str, value: str) -> None:
+    """Set ``key`` in [Interface] (``peer`` None) or in ``peer``."""
+    if peer is None:
+        if key == "privatekey":
+            config.private_key = _key(value)
+        elif key == "address":
+            for item in _list(value):
+                try:
+                    config.addresses.append(ipaddress.ip_interface(item))
+                except ValueError:
+                    raise ValueError(f"bad address {item!r}") from None
+        elif key == "dns":
+            config.dns += _list(value)
+        elif key == "mtu":
+            config.mtu = _int(value, 1280, 65456)
+        elif key == "listenport":
+            config.listen_port = _int(value, 0, 65535)
+        elif key == "killswitch":
+            config.kill_switch = _bool(value)
+        elif key == "forward":
+            config.forward = _bool(value)
+        elif key == "disallowedips":
+            config.disallowed_ips += _networks(value)
+        elif key == "allowedapps":
+            config.allowed_apps += _list(value)
+        elif key == "disallowedapps":
+            config.disallowed_apps += _list(value)
+        else:  # pragma: no cover - guarded by the key sets
+            raise ValueError("unknown key")
+        return
+    if key == "publickey":
+        peer.public_key = _key(value)
+        if peer.public_key == ZERO_KEY:
+            raise ValueError("the all-zero key is no peer's public key")
     elif key == "presharedkey":
-        config.preshared_key = _key(value)
+        peer.preshared_key = _key(value)
     elif key == "endpoint":
-        config.endpoint_text = value.strip()
-        config.endpoint = resolve_endpoint(value)
+        peer.endpoint_text = value.strip()
+        peer.endpoint = resolve_endpoint(value)
     elif key == "allowedips":
-        config.allowed_ips += _networks(value)
+        peer.allowed_ips += _networks(value)
     elif key == "disallowedips":
-        config.disallowed_ips += _networks(value)
+        peer.disallowed_ips += _networks(value)
     elif key == "persistentkeepalive":
-        config.persistent_keepalive = _int(value, 0, 65535)
+        peer.persistent_keepalive = _int(value, 0, 65535)
     elif key == "allowedapps":
-        config.allowed_apps += _list(value)
+        peer.allowed_apps += _list(value)
     elif key == "disallowedapps":
-        config.disallowed_apps += _list(value)
+        peer.disallowed_apps += _list(value)
     else:  # pragma: no cover - guarded by the key sets
         raise ValueError("unknown key")
 
 
 def parse(text: str, path: str = "<config>") -> ClientConfig:
     config = ClientConfig(path)
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark
     section = ""
-    peers = 0
-    seen: dict[str, int] = {}
+    interface_line = 0
+    peer: PeerConfig | None = None
+    seen: dict[str, int] = {}  # key -> first line, in the current section
+    everywhere: set[str] = set()
+    keys_of_peers: dict[bytes, int] = {}
     for number, raw_line in enumerate(text.splitlines(), 1):
         line = raw_line.strip()
         lowered = line.lower()
@@ -188,14 +244,18 @@ def parse(text: str, path: str = "<config>") -> ClientConfig:
             continue
         if line.startswith("[") and line.endswith("]"):
             section = line[1:-1].strip().lower()
-            if section not in ("interface", "peer"):
+            seen = {}
+            if section == "interface":
+                if interface_line:
+                    raise ClientConfigError(path, number, line, "a second [Interface] (the "
+                                            f"first is at line {interface_line})")
+                interface_line = number
+                peer = None
+            elif section == "peer":
+                peer = PeerConfig(number)
+                config.peers.append(peer)
+            else:
                 raise ClientConfigError(path, number, line, "unknown section")
-            if section == "peer":
-                peers += 1
-                if peers > 1:
-                    raise ClientConfigError(
-                        path, number, line, "the transparent client supports one [Peer]"
-                    )
             continue
         name, sep, value = line.partition("=")
         name = name.strip()
@@ -207,35 +267,55 @@ def parse(text: str, path: str = "<config>") -> ClientConfig:
         allowed = (INTERFACE_KEYS if section == "interface" else PEER_KEYS) | EXTENSION_KEYS
         if key not in allowed:
             raise ClientConfigError(path, number, name, f"unknown key in [{section.title()}]")
+        if extension and key in CORE_KEYS:
+            raise ClientConfigError(
+                path, number, name, f"a wg-quick key inside a {extension} comment: wg-quick "
+                "would not see it; write it without the comment prefix")
+        if key in SINGLE_KEYS and key in seen:
+            raise ClientConfigError(path, number, name,
+                                    f"given twice in this section (first at line {seen[key]})")
         if key in IGNORED_KEYS:
             config.warnings.append(
                 f"{path}:{number}: {name}: ignored by the transparent client (a wg-quick key)"
             )
             continue
         try:
-            _apply(config, section, key, value.strip())
+            _apply(config, peer, key, value.strip())
         except ValueError as exc:
             raise ClientConfigError(path, number, name, str(exc)) from None
+        if key == "publickey" and peer is not None:
+            first = keys_of_peers.setdefault(peer.public_key, peer.line)
+            if first != peer.line:
+                raise ClientConfigError(path, number, name,
+                                        f"the same peer as the [Peer] at line {first}")
         seen.setdefault(key, number)
+        everywhere.add(key)
     for key, label, in_section in (
         ("privatekey", "PrivateKey", "[Interface]"),
         ("address", "Address", "[Interface]"),
-        ("publickey", "PublicKey", "[Peer]"),
-        ("endpoint", "Endpoint", "[Peer]"),
-        ("allowedips", "AllowedIPs", "[Peer]"),
     ):
-        if key not in seen:
+        if key not in everywhere:
             raise ClientConfigError(path, 0, label, f"missing in {in_section}")
-    if config.allowed_apps and config.disallowed_apps:
-        config.warnings.append(
-            f"{path}: AllowedApps and DisallowedApps are both set: AllowedApps decides"
-        )
+    if not config.peers:
+        raise ClientConfigError(path, 0, "[Peer]", "missing: the client needs a peer")
+    for each in config.peers:
+        for attr, label in (("public_key", "PublicKey"), ("endpoint", "Endpoint"),
+                            ("allowed_ips", "AllowedIPs")):
+            if not getattr(each, attr):
+                raise ClientConfigError(path, each.line, label,
+                                        f"missing in the [Peer] at line {each.line}")
+    for apps, denied in [(config.allowed_apps, config.disallowed_apps),
+                         *((p.allowed_apps, p.disallowed_apps) for p in config.peers)]:
+        if apps and denied:
+            config.warnings.append(
+                f"{path}: AllowedApps and DisallowedApps are both set: AllowedApps decides"
+            )
     return config
 
 
 def load(path: str) -> ClientConfig:
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ClientConfigError(path, 0, "", f"cannot read: {exc}") from None

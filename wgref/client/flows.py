@@ -38,10 +38,12 @@ class Flow:
     reason: str
     nat_src: bytes = b""
     nat_sport: int = 0
+    nat_dst: bytes = b""  # a redirected DNS query: the tunnel's DNS server
     last_seen: float = 0.0
     closing: bool = False
     packets: int = 0
     forwarded: bool = False
+    peer_mss: int = 0  # TCP: the MSS the far end announced in its SYN (after the clamp)
 
     @property
     def key(self) -> Key:
@@ -49,7 +51,7 @@ class Flow:
 
     @property
     def reverse_key(self) -> Key:
-        return (self.proto, self.dst, self.dport, self.nat_src, self.nat_sport)
+        return (self.proto, self.nat_dst or self.dst, self.dport, self.nat_src, self.nat_sport)
 
     def timeout(self) -> float:
         if self.decision == BYPASS:
@@ -87,7 +89,7 @@ class FlowTable:
     def _free_port(self, flow: Flow) -> int:
         wanted = flow.sport
         for attempt in range(64):
-            key = (flow.proto, flow.dst, flow.dport, flow.nat_src, wanted)
+            key = (flow.proto, flow.nat_dst or flow.dst, flow.dport, flow.nat_src, wanted)
             holder = self.inbound.get(key)
             if holder is None or holder is flow:
                 return wanted

@@ -55,7 +55,7 @@ def message(kind: int, flags: int, seq: int, payload: bytes) -> bytes:
     )
 
 
-def messages(data: bytes) -> Iterator[tuple[int, int, int, memoryview]]:
+def messages(data: bytes | memoryview) -> Iterator[tuple[int, int, int, memoryview]]:
     """(type, flags, seq, payload) for each message in a received buffer."""
     view = memoryview(data)
     offset = 0

@@ -1,8 +1,15 @@
 """NFQUEUE over a plain ``AF_NETLINK`` socket (nfnetlink_queue), no C library needed.
 
-The client binds one queue, receives whole packets (``NFQNL_COPY_PACKET``; checksums are
-completed and GSO packets segmented by the kernel because ``NFQA_CFG_F_GSO`` is not asked
-for) and answers each with a verdict, optionally setting the packet mark.
+A queue receives whole packets (``NFQNL_COPY_PACKET``) and answers them with verdicts,
+optionally setting the packet mark. Without ``NFQA_CFG_F_GSO`` the kernel segments GSO packets
+and completes checksums before queueing (nfnetlink_queue.c: ``__nfqnl_enqueue_packet_gso``,
+``skb_checksum_help``); with it (``gso=True``) a TCP super-packet of up to 64 KiB comes up
+whole, flagged ``NFQA_SKB_GSO``, its transport checksum perhaps left partial
+(``NFQA_SKB_CSUMNOTREADY``). Verdicts are queued and sent together by :meth:`NfQueue.flush`:
+single verdicts first, in order, then one ``NFQNL_MSG_VERDICT_BATCH`` that drops every packet
+up to the highest id given :meth:`NfQueue.drop` (nfnetlink_queue.c
+``nfqnl_recv_verdict_batch``: it applies to every packet of the queue with an id up to that
+one, so the single verdicts must reach the kernel first, as they do in one buffer).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ NFNL_SUBSYS_QUEUE = 3
 NFQNL_MSG_PACKET = 0
 NFQNL_MSG_VERDICT = 1
 NFQNL_MSG_CONFIG = 2
+NFQNL_MSG_VERDICT_BATCH = 3
 
 NFQA_CFG_CMD = 1
 NFQA_CFG_PARAMS = 2
@@ -36,6 +44,10 @@ NFQA_MARK = 3
 NFQA_IFINDEX_INDEV = 5
 NFQA_IFINDEX_OUTDEV = 6
 NFQA_PAYLOAD = 10
+NFQA_SKB_INFO = 14
+NFQA_SKB_CSUMNOTREADY = 1 << 0
+NFQA_SKB_GSO = 1 << 1
+NFQA_CFG_F_GSO = 1 << 2
 
 NF_DROP = 0
 NF_ACCEPT = 1
@@ -49,6 +61,10 @@ _PACKET_HDR = struct.Struct(">IHB")
 _BE32 = struct.Struct(">I")
 _VERDICT = struct.Struct(">II")
 RCVBUF = 8 << 20
+RECV_SIZE = 1 << 17  # a 64 KiB packet with its netlink headers and attributes
+_PACKET_KIND = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
+_VERDICT_KIND = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT
+_BATCH_KIND = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT_BATCH
 
 
 class QueueError(OSError):
@@ -63,15 +79,20 @@ class QueuedPacket:
     mark: int
     indev: int
     outdev: int
+    gso: bool = False  # a GSO super-packet (only on a queue bound with gso=True)
 
 
 class NfQueue:
     """One bound queue; ``receive`` is non-blocking, verdicts are batched until ``flush``."""
 
-    def __init__(self, number: int, maxlen: int = 4096) -> None:
+    def __init__(self, number: int, maxlen: int = 4096, *, gso: bool = False) -> None:
         self.number = number
         self._seq = 0
         self._pending: list[bytes] = []
+        self._drop_upto = -1
+        self._buffer = bytearray(RECV_SIZE)
+        self._view = memoryview(self._buffer)
+        self._nfgen = nl.nfgen(socket.AF_UNSPEC, number)
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_NETFILTER)
         try:
             self.sock.bind((0, 0))
@@ -85,6 +106,9 @@ class NfQueue:
                 nl.attr(NFQA_CFG_PARAMS, struct.pack(">IB", 0xFFFF, NFQNL_COPY_PACKET)),
                 nl.attr(NFQA_CFG_QUEUE_MAXLEN, _BE32.pack(maxlen)),
             )
+            if gso:
+                self._config(nl.attr(NFQA_CFG_FLAGS, _BE32.pack(NFQA_CFG_F_GSO)),
+                             nl.attr(NFQA_CFG_MASK, _BE32.pack(NFQA_CFG_F_GSO)))
             self.sock.setblocking(False)
         except BaseException:
             self.sock.close()
@@ -114,18 +138,18 @@ class NfQueue:
     def receive(self, limit: int) -> list[QueuedPacket]:
         """Up to ``limit`` queued packets (fewer when the socket is drained)."""
         out: list[QueuedPacket] = []
-        recv = self.sock.recv
+        recv_into, buffer, view = self.sock.recv_into, self._buffer, self._view
         for _ in range(limit):
             try:
-                data = recv(262144)
+                size = recv_into(buffer)
             except BlockingIOError:
                 break
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:
                     continue
                 raise
-            for kind, _flags, _seq, body in nl.messages(data):
-                if kind != (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET:
+            for kind, _flags, _seq, body in nl.messages(view[:size]):
+                if kind != _PACKET_KIND:
                     continue
                 attrs = nl.attributes(body[nl.NFGEN.size :])
                 header = attrs.get(NFQA_PACKET_HDR)
@@ -136,6 +160,8 @@ class NfQueue:
                 mark = attrs.get(NFQA_MARK)
                 indev = attrs.get(NFQA_IFINDEX_INDEV)
                 outdev = attrs.get(NFQA_IFINDEX_OUTDEV)
+                info = attrs.get(NFQA_SKB_INFO)
+                skb_info = _BE32.unpack(info)[0] if info is not None and len(info) == 4 else 0
                 out.append(
                     QueuedPacket(
                         packet_id,
@@ -144,22 +170,32 @@ class NfQueue:
                         _BE32.unpack(mark)[0] if mark is not None and len(mark) == 4 else 0,
                         _BE32.unpack(indev)[0] if indev is not None and len(indev) == 4 else 0,
                         _BE32.unpack(outdev)[0] if outdev is not None and len(outdev) == 4 else 0,
+                        bool(skb_info & NFQA_SKB_GSO),
                     )
                 )
         return out
 
     def verdict(self, packet_id: int, verdict: int, mark: int | None = None) -> None:
-        body = nl.nfgen(socket.AF_UNSPEC, self.number) + nl.attr(
-            NFQA_VERDICT_HDR, _VERDICT.pack(verdict, packet_id)
-        )
+        """A verdict for one packet, sent by the next :meth:`flush` (before the batch drop)."""
+        body = self._nfgen + nl.attr(NFQA_VERDICT_HDR, _VERDICT.pack(verdict, packet_id))
         if mark is not None:
             body += nl.attr(NFQA_MARK, _BE32.pack(mark))
-        kind = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT
-        self._pending.append(nl.message(kind, nl.NLM_F_REQUEST, 0, body))
+        self._pending.append(nl.message(_VERDICT_KIND, nl.NLM_F_REQUEST, 0, body))
+
+    def drop(self, packet_id: int) -> None:
+        """Drop this packet with the next :meth:`flush`'s batch verdict (which drops every
+        packet of the queue up to the highest such id that has no verdict yet)."""
+        if packet_id > self._drop_upto:
+            self._drop_upto = packet_id
 
     def flush(self) -> None:
-        """Send the batched verdicts (several netlink messages per datagram)."""
+        """Send the queued verdicts: the single ones, then the batch drop, several netlink
+        messages per datagram."""
         pending, self._pending = self._pending, []
+        if self._drop_upto >= 0:
+            body = self._nfgen + nl.attr(NFQA_VERDICT_HDR, _VERDICT.pack(NF_DROP, self._drop_upto))
+            pending.append(nl.message(_BATCH_KIND, nl.NLM_F_REQUEST, 0, body))
+            self._drop_upto = -1
         for start in range(0, len(pending), 64):
             chunk = b"".join(pending[start : start + 64])
             try:

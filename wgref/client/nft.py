@@ -10,6 +10,7 @@ wherever either exists in Debian kernels too.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import struct
 import subprocess
@@ -22,7 +23,9 @@ TABLE = "wgref_client"
 FAMILIES = ("ip", "ip6")
 OWN_MARK = 0x77670001  # SO_MARK of the client's own sockets: never queued
 BYPASS_MARK = 0x77670002  # verdict mark of a bypass flow's first packet
+EXEC_MARK = 0x77670004  # packets of sockets in the client's cgroup (`wgref client exec`)
 CT_BYPASS = 0x20000000  # conntrack mark bit: the flow stays in the kernel
+CT_INJECTED = 0x40000000  # conntrack mark bit: the connection's first packet was injected
 PRIORITY = -90  # after conntrack (-200), mangle (-150) and dstnat (-100)
 NFT_TIMEOUT = 15.0
 
@@ -38,6 +41,7 @@ NFTA_TARGET_NAME = 1
 NFTA_TARGET_REV = 2
 NFTA_TARGET_INFO = 3
 NFQ_FLAG_BYPASS = 0x01
+NFT_REG_1 = 1
 NFPROTO = {"ip": 2, "ip6": 10}
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -49,11 +53,18 @@ class NftError(RuntimeError):
 
 @dataclass(frozen=True)
 class Rules:
+    """``queue`` takes TCP (bound with NFQA_CFG_F_GSO: super-packets come up whole),
+    ``queue + 1`` everything else (UDP GSO packets must be segmented by the kernel: their
+    segment size is not in the queued message)."""
+
     queue: int
     allowed4: Sequence[ipaddress.IPv4Network]
     allowed6: Sequence[ipaddress.IPv6Network]
     forward: bool = False
     kill_switch: bool = False
+    exec_cgroup: int | None = None  # the cgroup id (level 1) whose sockets get EXEC_MARK
+    dns4: bool = False  # queue every IPv4 DNS query (to redirect tunnelled applications')
+    dns6: bool = False
 
 
 def _nft(script: str) -> None:
@@ -74,25 +85,44 @@ def delete_script() -> str:
 
 def table_script(family: str, networks: Sequence[Network], rules: Rules) -> str:
     addr = "ipv4_addr" if family == "ip" else "ipv6_addr"
-    icmp = "icmp type echo-request" if family == "ip" else "icmpv6 type echo-request"
+    # neighbour discovery never leaves the link (RFC 4861)
+    nd = ("" if family == "ip" else "        icmpv6 type { nd-router-solicit, nd-router-advert,"
+          " nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } accept\n")
     local = (
         "{ 224.0.0.0/4, 255.255.255.255 }" if family == "ip" else "{ fe80::/10, ff00::/8 }"
     )
     elements = ", ".join(str(n) for n in networks)
+    # TCP to the GSO queue; UDP, ICMP (echo and errors) and every other protocol to the other
     queue_rules = (
-        f"        meta l4proto {{ tcp, udp }} {family} daddr @allowed jump to_queue\n"
-        f"        {icmp} {family} daddr @allowed jump to_queue\n"
+        f"        meta l4proto tcp {family} daddr @allowed jump to_queue_tcp\n"
+        f"{nd}"
+        f"        {family} daddr @allowed jump to_queue\n"
     )
+    # Answers of connections started from outside (not through the tunnel) go back directly.
+    replies = f"        ct direction reply ct mark and {CT_INJECTED:#x} == 0 accept\n"
+    dns = rules.dns4 if family == "ip" else rules.dns6
+    dns_rules = (
+        "        udp dport 53 jump to_queue\n"
+        "        tcp dport 53 jump to_queue_tcp\n"
+    ) if dns else ""
     text = (
         f"table {family} {TABLE} {{\n"
         f"    set allowed {{ type {addr}; flags interval; elements = {{ {elements} }} }}\n"
         "    chain to_queue {\n    }\n"
+        "    chain to_queue_tcp {\n    }\n"
         "    chain output {\n"
         f"        type filter hook output priority {PRIORITY}; policy accept;\n"
-        f"        meta mark {OWN_MARK:#x} accept\n"
+        # the client's own sockets; what it injects marks its connection (a tunnelled flow's
+        # conntrack entry starts with the first answer injected, so the host's packets are
+        # in its reply direction)
+        f"        meta mark {OWN_MARK:#x} ct mark set ct mark or {CT_INJECTED:#x} accept\n"
         f"        ct mark and {CT_BYPASS:#x} == {CT_BYPASS:#x} accept\n"
+        f"{replies}"
         '        oifname "lo" accept\n'
-        f"        {family} daddr {local} accept\n" + queue_rules + "    }\n"
+        f"        {family} daddr {local} accept\n" + dns_rules + queue_rules + "    }\n"
+        "    chain exec {\n"
+        f"        type filter hook output priority {PRIORITY - 1}; policy accept;\n"
+        "    }\n"
         "    chain output_bypass {\n"
         f"        type filter hook output priority {PRIORITY + 10}; policy accept;\n"
         f"        meta mark {BYPASS_MARK:#x} ct mark set ct mark or {CT_BYPASS:#x}"
@@ -104,6 +134,7 @@ def table_script(family: str, networks: Sequence[Network], rules: Rules) -> str:
             "    chain forward {\n"
             f"        type filter hook forward priority {PRIORITY}; policy accept;\n"
             f"        ct mark and {CT_BYPASS:#x} == {CT_BYPASS:#x} accept\n"
+            f"{replies}"
             f"        {family} daddr {local} accept\n" + queue_rules + "    }\n"
             "    chain forward_bypass {\n"
             f"        type filter hook forward priority {PRIORITY + 10}; policy accept;\n"
@@ -114,9 +145,9 @@ def table_script(family: str, networks: Sequence[Network], rules: Rules) -> str:
     return text + "}\n"
 
 
-def _queue_rule_message(family: str, rules: Rules, seq: int) -> bytes:
+def _queue_rule_message(family: str, rules: Rules, seq: int, chain: str, queue: int) -> bytes:
     flags = 0 if rules.kill_switch else NFQ_FLAG_BYPASS
-    info = struct.pack("=HHHxx", rules.queue, 1, flags)  # xt_NFQ_info_v3, XT_ALIGNed
+    info = struct.pack("=HHHxx", queue, 1, flags)  # xt_NFQ_info_v3, XT_ALIGNed
     expression = nl.nested(
         NFTA_LIST_ELEM,
         nl.attr(NFTA_EXPR_NAME, nl.cstring("target")),
@@ -130,8 +161,44 @@ def _queue_rule_message(family: str, rules: Rules, seq: int) -> bytes:
     body = (
         nl.nfgen(NFPROTO[family], 0)
         + nl.attr(NFTA_RULE_TABLE, nl.cstring(TABLE))
-        + nl.attr(NFTA_RULE_CHAIN, nl.cstring("to_queue"))
+        + nl.attr(NFTA_RULE_CHAIN, nl.cstring(chain))
         + nl.nested(NFTA_RULE_EXPRESSIONS, expression)
+    )
+    kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE
+    flags_nl = nl.NLM_F_REQUEST | nl.NLM_F_CREATE | nl.NLM_F_APPEND | nl.NLM_F_ACK
+    return nl.message(kind, flags_nl, seq, body)
+
+
+def _be32(value: int) -> bytes:
+    return struct.pack(">I", value)
+
+
+def _expression(name: str, *attrs: bytes) -> bytes:
+    return nl.nested(NFTA_LIST_ELEM, nl.attr(NFTA_EXPR_NAME, nl.cstring(name)),
+                     nl.nested(NFTA_EXPR_DATA, *attrs))
+
+
+def _exec_rule_message(family: str, cgroup_id: int, seq: int) -> bytes:
+    """``socket cgroupv2 level 1 == ID meta mark set EXEC_MARK`` in chain ``exec``, as nft
+    would encode it (nft itself can only name the cgroup by a path under /sys/fs/cgroup)."""
+    expressions = (
+        # linux/netfilter/nf_tables.h: NFTA_SOCKET_KEY, _DREG, _LEVEL; NFT_SOCKET_CGROUPV2
+        _expression("socket", nl.attr(1, _be32(3)), nl.attr(2, _be32(NFT_REG_1)),
+                    nl.attr(3, _be32(1))),
+        # NFTA_CMP_SREG, _OP (NFT_CMP_EQ), _DATA { NFTA_DATA_VALUE: the id, host order }
+        _expression("cmp", nl.attr(1, _be32(NFT_REG_1)), nl.attr(2, _be32(0)),
+                    nl.nested(3, nl.attr(1, struct.pack("=Q", cgroup_id)))),
+        # NFTA_IMMEDIATE_DREG, _DATA { NFTA_DATA_VALUE: the mark, host order }
+        _expression("immediate", nl.attr(1, _be32(NFT_REG_1)),
+                    nl.nested(2, nl.attr(1, struct.pack("=I", EXEC_MARK)))),
+        # NFTA_META_KEY (NFT_META_MARK), NFTA_META_SREG
+        _expression("meta", nl.attr(2, _be32(3)), nl.attr(3, _be32(NFT_REG_1))),
+    )
+    body = (
+        nl.nfgen(NFPROTO[family], 0)
+        + nl.attr(NFTA_RULE_TABLE, nl.cstring(TABLE))
+        + nl.attr(NFTA_RULE_CHAIN, nl.cstring("exec"))
+        + nl.nested(NFTA_RULE_EXPRESSIONS, *expressions)
     )
     kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE
     flags_nl = nl.NLM_F_REQUEST | nl.NLM_F_CREATE | nl.NLM_F_APPEND | nl.NLM_F_ACK
@@ -140,10 +207,15 @@ def _queue_rule_message(family: str, rules: Rules, seq: int) -> bytes:
 
 def _add_queue_rule(family: str, rules: Rules) -> None:
     batch_id = nl.nfgen(socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES)
+    messages = [_queue_rule_message(family, rules, 2, "to_queue_tcp", rules.queue),
+                _queue_rule_message(family, rules, 3, "to_queue", rules.queue + 1)]
+    if rules.exec_cgroup is not None:
+        messages.append(_exec_rule_message(family, rules.exec_cgroup, 4))
+    last = 1 + len(messages)
     data = (
         nl.message(nl.NFNL_MSG_BATCH_BEGIN, nl.NLM_F_REQUEST, 1, batch_id)
-        + _queue_rule_message(family, rules, 2)
-        + nl.message(nl.NFNL_MSG_BATCH_END, nl.NLM_F_REQUEST, 3, batch_id)
+        + b"".join(messages)
+        + nl.message(nl.NFNL_MSG_BATCH_END, nl.NLM_F_REQUEST, last + 1, batch_id)
     )
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_NETFILTER) as sock:
         sock.settimeout(NFT_TIMEOUT)
@@ -159,10 +231,10 @@ def _add_queue_rule(family: str, rules: Rules) -> None:
                     code = nl.error_code(body)
                     if code:
                         raise NftError(
-                            f"adding the NFQUEUE rule to {family} {TABLE} failed: "
-                            f"errno {code} ({__import__('os').strerror(code)})"
+                            f"adding the NFQUEUE and exec rules to {family} {TABLE} failed: "
+                            f"errno {code} ({os.strerror(code)})"
                         )
-                    if seq == 2:
+                    if seq == last:
                         return
 
 

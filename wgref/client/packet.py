@@ -164,9 +164,11 @@ def rewrite(
     sport: int | None = None,
     dport: int | None = None,
     mss: int | None = None,
+    checksums: bool = True,
 ) -> bytes:
     """A copy with new addresses/ports (an echo identifier counts as the requester's port),
-    the MSS clamped and every checksum recomputed."""
+    the MSS clamped and every checksum recomputed (unless ``checksums`` is false: for a
+    super-packet that is about to be segmented, which sets them per segment)."""
     buf = bytearray(packet)
     if info.version == 4:
         a, b = 12, 16
@@ -191,8 +193,31 @@ def rewrite(
                 buf[start + 4 : start + 6] = ident.to_bytes(2, "big")
         if mss is not None:
             clamp_mss(buf, info, mss)
-    fix_checksums(buf, info)
+    if checksums:
+        fix_checksums(buf, info)
     return bytes(buf)
+
+
+def mss_option(packet: bytes, info: Info) -> int | None:
+    """The MSS option of a TCP SYN, or None."""
+    if info.proto != TCP or not info.tcp_flags & 0x02 or info.fragment:
+        return None
+    start = info.header_len
+    offset, end = start + 20, min(start + (packet[start + 12] >> 4) * 4, len(packet))
+    while offset + 1 < end:
+        kind = packet[offset]
+        if kind == 0:
+            break
+        if kind == 1:
+            offset += 1
+            continue
+        size = packet[offset + 1]
+        if size < 2:
+            break
+        if kind == 2 and size == 4 and offset + 4 <= end:
+            return (packet[offset + 2] << 8) | packet[offset + 3]
+        offset += size
+    return None
 
 
 def fragment(packet: bytes, info: Info, mtu: int) -> list[bytes]:
@@ -395,6 +420,34 @@ def quoted(packet: bytes, info: Info) -> Quoted | None:
     else:
         return None
     return Quoted(offset, l4, proto, bytes(src), sport, bytes(dst), dport)
+
+
+def rewrite_icmp_error_out(
+    packet: bytes, info: Info, q: Quoted, tunnel: bytes, port: int | None
+) -> bytes:
+    """An ICMP error the host sends about a packet it received from the tunnel, made to come
+    from the tunnel address: the outer source and the quoted packet's destination (and its
+    port, ``port``, when the flow's port was translated) set to ``tunnel``; checksums of
+    the quoted IPv4 header and the ICMP message redone."""
+    buf = bytearray(packet)
+    if info.version == 4:
+        buf[12:16] = tunnel
+        buf[q.offset + 16 : q.offset + 20] = tunnel
+        ihl = q.l4 - q.offset
+        buf[q.offset + 10 : q.offset + 12] = b"\0\0"
+        buf[q.offset + 10 : q.offset + 12] = checksum(buf[q.offset : q.offset + ihl]).to_bytes(
+            2, "big")
+    else:
+        buf[8:24] = tunnel
+        buf[q.offset + 24 : q.offset + 40] = tunnel
+    if port is not None:
+        if q.proto in (TCP, UDP):
+            buf[q.l4 + 2 : q.l4 + 4] = port.to_bytes(2, "big")
+        else:  # an echo reply the host sent: the identifier is the requester's
+            buf[q.l4 + 4 : q.l4 + 6] = port.to_bytes(2, "big")
+    info.src = tunnel
+    fix_checksums(buf, info)
+    return bytes(buf)
 
 
 def rewrite_icmp_error(

@@ -53,7 +53,7 @@ def _tables(proto: int, version: int) -> list[tuple[str, bool]]:
         out = [(f"{PROC}/net/{name}", False), (f"{PROC}/net/{name}6", True)]
         if version == 6:
             out = out[1:]
-    if proto in (ICMP, ICMPV6):
+    if proto not in (TCP, UDP):  # ICMP's "ping" sockets above, and raw sockets
         out.append((f"{PROC}/net/raw6" if version == 6 else f"{PROC}/net/raw", version == 6))
     return out
 

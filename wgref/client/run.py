@@ -4,12 +4,20 @@ Outbound, a queued packet's flow is decided once (destination in AllowedIPs minu
 DisallowedIPs, then the owning application); a bypass flow's packet is accepted with a mark
 that nftables turns into a conntrack mark, so the rest of that flow never leaves the kernel. A
 tunnelled packet gets the tunnel address as source (and a free port if needed), the MSS clamp
-and new checksums, goes to :meth:`Device.send_packet`, and the original is dropped.
+and new checksums, goes to :meth:`Device.send_packets`, and the original is dropped.
 Inbound, the client's UDP socket reads the peer's datagrams; each delivered packet gets its
 flow's host address and port back and is injected through a raw socket (``IPPROTO_RAW``,
 header included) addressed to that host: for a local address the kernel loops it back and
 receives it like any packet (prerouting, input, the socket); for a forwarded flow it routes it
 out to the host on the LAN. The raw and UDP sockets carry :data:`OWN_MARK`, never queued.
+
+The data path works in batches, as the TUN interface does: TCP is queued with
+``NFQA_CFG_F_GSO`` (one queued super-packet, cut into tunnel-sized segments here), a read's
+verdicts go back in one message (``NFQNL_MSG_VERDICT_BATCH``), the packets go through
+:meth:`Device.send_packets` and leave as UDP_SEGMENT trains; datagrams are read with
+recvmmsg (and UDP_GRO) and opened by :meth:`Device.receive_datagrams`, and
+in-order TCP segments of a flow are merged before injection (userspace GRO; for the host
+itself through ``lo``, :class:`~wgref.client.loopback.LoopbackInjector`).
 """
 
 from __future__ import annotations
@@ -24,17 +32,27 @@ import select
 import signal
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from ..allowedips import AllowedIPs
 from ..allowedips_calc import subtract
 from ..device import Device
-from ..results import Batch, Dropped, DropReason, Endpoint, HandshakeInitiated
-from ..udp import SO_MARK, open_udp_socket
-from . import nft, packet, procs, status
-from .config import ClientConfig
+from ..peer import Peer
+from ..results import (
+    Batch,
+    Dropped,
+    DropReason,
+    Endpoint,
+    HandshakeCompleted,
+    HandshakeInitiated,
+)
+from ..udp import SO_MARK, BatchReceiver, open_udp_socket, send_batch
+from . import cgroup, conntrack, nft, offload, packet, procs, status
+from .config import ClientConfig, PeerConfig
 from .flows import BYPASS, TUNNEL, Flow, FlowTable
-from .nfqueue import HOOK_FORWARD, HOOK_PREROUTING, NF_ACCEPT, NF_DROP, NfQueue, QueuedPacket
+from .loopback import LoopbackInjector
+from .nfqueue import HOOK_FORWARD, HOOK_PREROUTING, NF_ACCEPT, NfQueue, QueuedPacket
 
 log = logging.getLogger("wgref.client")
 
@@ -43,6 +61,19 @@ HOUSEKEEPING = 5.0
 DEFAULT_QUEUE = 30567
 HANDSHAKE_WARNING = 15.0
 TCP_SYN = 0x02
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(eq=False)
+class ClientPeer:
+    """A [Peer] of the config, its device peer and the prefixes tunnelled to it."""
+
+    config: PeerConfig
+    peer: Peer
+    tunnelled: list[Network]
+    no_handshake_warned: bool = False
 
 
 class Client:
@@ -57,38 +88,54 @@ class Client:
         self.started = time.monotonic()
         self.device = Device(config.private_key, mtu=config.mtu,
                              epoch_offset=time.time() - time.monotonic())
-        assert config.endpoint is not None
-        self.peer = self.device.add_peer(
-            config.public_key,
-            preshared_key=config.preshared_key,
-            endpoint=config.endpoint,
-            persistent_keepalive=config.persistent_keepalive,
-            allowed_ips=config.allowed_ips,
-        )
-        self.tunnelled = subtract(config.allowed_ips, config.disallowed_ips)
-        self.routes: AllowedIPs[bool] = AllowedIPs()
-        for network in self.tunnelled:
-            self.routes.insert(network, True)
+        # Cryptokey routing (WP 2): each peer takes its AllowedIPs minus its DisallowedIPs;
+        # the device and the flow decisions look destinations up in the same prefixes.
+        self.peers: list[ClientPeer] = []
+        self.routes: AllowedIPs[ClientPeer] = AllowedIPs()
+        for peer_config in config.peers:
+            assert peer_config.endpoint is not None
+            tunnelled = subtract(peer_config.allowed_ips, config.peer_disallowed_ips(peer_config))
+            peer = self.device.add_peer(
+                peer_config.public_key,
+                preshared_key=peer_config.preshared_key,
+                endpoint=peer_config.endpoint,
+                persistent_keepalive=peer_config.persistent_keepalive,
+                allowed_ips=tunnelled,
+            )
+            entry = ClientPeer(peer_config, peer, tunnelled)
+            self.peers.append(entry)
+            for network in tunnelled:
+                self.routes.insert(network, entry)
+        self.tunnelled: list[Network] = [
+            *ipaddress.collapse_addresses(
+                n for e in self.peers for n in e.tunnelled if isinstance(n, ipaddress.IPv4Network)),
+            *ipaddress.collapse_addresses(
+                n for e in self.peers for n in e.tunnelled if isinstance(n, ipaddress.IPv6Network)),
+        ]
         self.tunnel_src: dict[int, bytes] = {}
         for version in (4, 6):
             address = config.tunnel_address(version)
             if address is not None:
                 self.tunnel_src[version] = address.ip.packed
+        self.dns = self._dns_servers()
         self.mss = {4: config.mtu - 40, 6: config.mtu - 60}
         self.flows = FlowTable()
         self.reassembler = packet.Reassembler()
-        self.counters = {"queued": 0, "injected": 0, "unsolicited": 0, "inject_errors": 0}
+        self.counters = {"queued": 0, "injected": 0, "unsolicited": 0, "inject_errors": 0,
+                         "malformed": 0, "merged_through_lo": 0}
         self._stop = False
-        self._last_handshake = self.peer.last_handshake
         self._psk_warned = 0.0
-        self._no_handshake_warned = False
         self._first_attempt: float | None = None
         self._sockets: list[socket.socket] = []
         self.sock4: socket.socket | None = None
         self.sock6: socket.socket | None = None
-        self.queue: NfQueue | None = None
+        self.queue: NfQueue | None = None  # TCP, super-packets whole
+        self.queue_other: NfQueue | None = None  # everything else
+        self._receivers: dict[int, BatchReceiver] = {}
         self.status: socket.socket | None = None
         self.tables_installed = False
+        self.exec_cgroup: str | None = None  # its path, while the client owns it
+        self.loopback: LoopbackInjector | None = None
         self._epoll = select.epoll()
         self._wake_r, self._wake_w = socket.socketpair()
         try:
@@ -129,12 +176,22 @@ class Client:
             if sock is not None:
                 sock.setblocking(True)
                 sock.settimeout(0.5)
+        self.loopback = LoopbackInjector.open()
+        if self.loopback is not None:
+            self._sockets.append(self.loopback.sock)
         self.status = status.listen(self.status_path)
         stale = nft.present()
         if stale:
             log.info("removing tables left by an earlier run: %s", ", ".join(stale))
+        exec_id: int | None = None
+        try:
+            self.exec_cgroup, exec_id = cgroup.create(cgroup.name_for(self.config.path))
+        except OSError as exc:
+            log.warning("no cgroup for `wgref client exec` (%s): only AllowedApps select "
+                        "applications", exc)
         # Bind the queue before any rule sends packets to it.
-        self.queue = NfQueue(self.queue_number)
+        self.queue = NfQueue(self.queue_number, gso=True)
+        self.queue_other = NfQueue(self.queue_number + 1)
         self.tables_installed = True
         nft.install(nft.Rules(
             self.queue_number,
@@ -144,30 +201,80 @@ class Client:
             if 6 in self.tunnel_src else [],
             forward=self.forward,
             kill_switch=self.kill_switch,
+            exec_cgroup=exec_id,
+            dns4=4 in self.dns,
+            dns6=6 in self.dns,
         ))
-        for fd in (self.queue.fileno(), self.sock4.fileno(), self.status.fileno(),
+        for fd in (self.queue.fileno(), self.queue_other.fileno(), self.status.fileno(),
                    self._wake_r.fileno()):
             self._epoll.register(fd, select.EPOLLIN)
-        if self.sock6 is not None:
-            self._epoll.register(self.sock6.fileno(), select.EPOLLIN)
+        for sock in (self.sock4, self.sock6):
+            if sock is not None:
+                self._receivers[sock.fileno()] = BatchReceiver(sock)
+                self._epoll.register(sock.fileno(), select.EPOLLIN)
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
 
+    def _dns_servers(self) -> dict[int, bytes]:
+        """The first ``DNS =`` server of each IP version that a peer's AllowedIPs cover
+        (other entries are search domains, or servers the tunnel cannot reach)."""
+        servers: dict[int, bytes] = {}
+        for entry in self.config.dns:
+            try:
+                address = ipaddress.ip_address(entry)
+            except ValueError:
+                continue  # a search domain: the host's resolver configuration keeps those
+            if address.version in servers:
+                continue
+            if address.version not in self.tunnel_src:
+                log.warning("DNS = %s: no IPv%d Address to send from: not used", entry,
+                            address.version)
+            elif self.routes.lookup(address.packed) is None:
+                log.warning("DNS = %s is not inside any peer's AllowedIPs (minus DisallowedIPs):"
+                            " not used", entry)
+            else:
+                servers[address.version] = address.packed
+                log.info("DNS = %s: queries of tunnelled applications go there through the "
+                         "tunnel; the host's resolver configuration is not touched", entry)
+        return servers
+
     # ----------------------------------------------------------------- decisions
 
-    def _decide(self, info: packet.Info, hook: int) -> tuple[str, str]:
-        """(decision, reason) for a flow's first packet."""
+    def _decide(self, info: packet.Info, hook: int, mark: int = 0) -> tuple[str, str, bytes]:
+        """(decision, reason, DNS server it is redirected to or b"") for a flow's first
+        packet."""
         source = self.tunnel_src.get(info.version)
         if source is None:
-            return BYPASS, f"no IPv{info.version} Address"
-        if self.routes.lookup(info.dst) is None:
+            return BYPASS, f"no IPv{info.version} Address", b""
+        entry = self.routes.lookup(info.dst)
+        dns = self.dns.get(info.version)
+        if (dns is not None and info.dport == 53 and info.dst != dns
+                and info.proto in (packet.TCP, packet.UDP)):
+            # A DNS query to another resolver (the host's, inside AllowedIPs or not): a
+            # tunnelled application's goes to the tunnel's DNS server instead, an untunnelled
+            # one's where it was sent.
+            entry = self.routes.lookup(dns)
+            decision, reason = self._decide_app(info, hook, mark, entry)
+            if decision == TUNNEL:
+                return decision, f"DNS to {procs.address_text(dns)}: {reason}", dns
+            return decision, reason, b""
+        if entry is None:
+            return BYPASS, "destination not in AllowedIPs minus DisallowedIPs", b""
+        return (*self._decide_app(info, hook, mark, entry), b"")
+
+    def _decide_app(self, info: packet.Info, hook: int, mark: int,
+                    entry: ClientPeer | None) -> tuple[str, str]:
+        """(decision, reason) for a flow to a destination of ``entry``."""
+        if entry is None:
             return BYPASS, "destination not in AllowedIPs minus DisallowedIPs"
         if info.proto == packet.TCP and not info.tcp_flags & TCP_SYN:
             return BYPASS, "TCP connection older than the client"
         if hook in (HOOK_FORWARD, HOOK_PREROUTING):
             return (TUNNEL, "forwarded") if self.forward else (BYPASS, "forwarded")
-        apps = self.config.allowed_apps
-        denied = self.config.disallowed_apps
+        if mark == nft.EXEC_MARK:  # set in the kernel by the socket's cgroup
+            return TUNNEL, "started by wgref client exec"
+        apps = self.config.peer_allowed_apps(entry.config)
+        denied = self.config.peer_disallowed_apps(entry.config)
         if not apps and not denied:
             return TUNNEL, "all applications"
         inodes = procs.socket_inodes(info.proto, info.version, info.src, info.sport,
@@ -184,7 +291,8 @@ class Client:
 
     @staticmethod
     def _describe(info: packet.Info) -> str:
-        name = {packet.TCP: "tcp", packet.UDP: "udp"}.get(info.proto, "icmp")
+        name = {packet.TCP: "tcp", packet.UDP: "udp", packet.ICMP: "icmp",
+                packet.ICMPV6: "icmpv6"}.get(info.proto, f"protocol {info.proto}")
         src, dst = procs.address_text(info.src), procs.address_text(info.dst)
         if info.version == 6:
             src, dst = f"[{src}]", f"[{dst}]"
@@ -192,73 +300,174 @@ class Client:
 
     # ----------------------------------------------------------------- outbound
 
-    def _read_queue(self, now: float) -> list[Batch]:
-        assert self.queue is not None
-        queue = self.queue
-        actions: list[Batch] = []
+    def _read_queue(self, queue: NfQueue, now: float) -> None:
+        """One read of a queue: verdicts for all of it at once, then its tunnelled packets
+        encrypted and sent together."""
         batch = queue.receive(BATCH)
         self.counters["queued"] += len(batch)
+        packets: list[bytes] = []
         for item in batch:
             try:
-                actions += self._queued(item, now)
+                self._queued(queue, item, now, packets)
             except Exception:  # a bug must not take the host's networking down with it
                 log.exception("dropped a queued packet that could not be handled")
-                queue.verdict(item.packet_id, NF_DROP)
+                queue.drop(item.packet_id)
         queue.flush()
-        return actions
+        if packets:
+            out = Batch()
+            self.device.send_packets(packets, now, out)
+            self._flush(out, now)
 
-    def _queued(self, item: QueuedPacket, now: float) -> list[Batch]:
-        queue = self.queue
-        assert queue is not None
+    def _queued(self, queue: NfQueue, item: QueuedPacket, now: float,
+                packets: list[bytes]) -> None:
         info = packet.parse(item.payload)
-        if info is None or info.fragment:
+        if info is None:  # malformed, or cut short (over NFQUEUE's copy range): fail closed
+            self.counters["malformed"] += 1
+            queue.drop(item.packet_id)
+            return
+        if info.fragment:  # conntrack reassembles before the hooks: not the host's own
             queue.verdict(item.packet_id, NF_ACCEPT)
-            return []
+            return
+        if (info.proto in (packet.ICMP, packet.ICMPV6) and not info.sport and not info.dport
+                and self._icmp_error(queue, item, info, packets)):
+            return
         key = (info.proto, info.src, info.sport, info.dst, info.dport)
         flow = self.flows.outbound.get(key)
         if flow is None:
-            decision, reason = self._decide(info, item.hook)
+            decision, reason, nat_dst = self._decide(info, item.hook, item.mark)
             flow = Flow(info.proto, info.version, info.src, info.sport, info.dst,
                         info.dport, decision, reason,
                         nat_src=self.tunnel_src.get(info.version, b""),
-                        forwarded=item.hook in (HOOK_FORWARD, HOOK_PREROUTING))
+                        forwarded=item.hook in (HOOK_FORWARD, HOOK_PREROUTING),
+                        nat_dst=nat_dst)
             self.flows.add(flow, now)
             log.info("%s: %s (%s)", self._describe(info), decision, reason)
         flow.last_seen = now
         flow.packets += 1
         if flow.decision == BYPASS:
             queue.verdict(item.packet_id, NF_ACCEPT, nft.BYPASS_MARK)
-            return []
-        queue.verdict(item.packet_id, NF_DROP)
+            return
+        queue.drop(item.packet_id)
         if info.proto == packet.TCP and info.tcp_flags & 0x05:  # FIN or RST
             flow.closing = True
-        return self._outbound(flow, item.payload, info, now)
+        self._outbound(flow, item.payload, info, item.gso, packets)
 
-    def _outbound(self, flow: Flow, data: bytes, info: packet.Info, now: float) -> list[Batch]:
+    def _icmp_error(self, queue: NfQueue, item: QueuedPacket, info: packet.Info,
+                    packets: list[bytes]) -> bool:
+        """An ICMP error from the host to a tunnelled destination (about a packet that came
+        through the tunnel, say a port unreachable): tunnelled by its destination, from the
+        tunnel address, with the quoted packet translated back as the peer sent it. False for
+        ICMP messages that are not errors."""
+        data = item.payload
+        if data[info.header_len] not in packet.ICMP_ERRORS[info.version]:
+            return False
+        source = self.tunnel_src.get(info.version)
+        if source is None or self.routes.lookup(info.dst) is None:
+            queue.verdict(item.packet_id, NF_ACCEPT)
+            return True
+        queue.drop(item.packet_id)
+        quoted = packet.quoted(data, info)
+        flow = None if quoted is None else self.flows.outbound.get(
+            (quoted.proto, quoted.dst, quoted.dport, quoted.src, quoted.sport))
+        if quoted is not None and flow is not None and flow.decision == TUNNEL:
+            port = flow.nat_sport if flow.nat_sport != flow.sport else None
+            packets.append(packet.rewrite_icmp_error_out(data, info, quoted, flow.nat_src, port))
+        else:
+            packets.append(packet.rewrite(data, info, src=source))
+        log.debug("%s: ICMP error tunnelled", self._describe(info))
+        return True
+
+    def _outbound(self, flow: Flow, data: bytes, info: packet.Info, gso: bool,
+                  packets: list[bytes]) -> None:
+        mtu = self.config.mtu
+        sport = flow.nat_sport if flow.nat_sport != flow.sport else None
+        if gso and info.proto == packet.TCP and len(data) > mtu:
+            # A super-packet: the new source once, then segments that fit the tunnel and the
+            # MSS the far end announced (the kernel does not pass the sender's gso_size).
+            tcp_off = info.header_len
+            th = tcp_off + (data[tcp_off + 12] >> 4) * 4
+            size = mtu - th
+            if flow.peer_mss:
+                size = min(size, flow.peer_mss - (th - tcp_off - 20))
+            header = packet.rewrite(data[:th], info, src=flow.nat_src, sport=sport,
+                                    dst=flow.nat_dst or None, checksums=False)
+            try:
+                packets += offload.segment(header + data[th:], tcp_off, max(size, 8))
+            except ValueError:
+                log.debug("dropped a malformed TCP super-packet")
+            return
         original = packet.Info(info.version, info.proto, info.header_len, info.src, info.dst,
                                info.fragment, info.sport, info.dport, info.tcp_flags)
-        rewritten = packet.rewrite(
-            data, info, src=flow.nat_src,
-            sport=flow.nat_sport if flow.nat_sport != flow.sport else None,
-            mss=self.mss[info.version],
-        )
-        mtu = self.config.mtu
-        pieces = [rewritten]
-        if len(rewritten) > mtu:
-            # Do what the host would do with a tunnel interface of this MTU: its own packets
-            # are fragmented (TCP learns the path MTU instead); a router (forwarded packets)
-            # fragments only IPv4 without DF.
-            dont_fragment = info.version == 6 or bool(rewritten[6] & 0x40)
-            if dont_fragment and (flow.forwarded or info.proto == packet.TCP):
-                self._inject(packet.too_big(data, original, mtu, flow.nat_src), flow.src)
-                return []
-            pieces = packet.fragment(rewritten, info, mtu)
-        return [self.device.send_packet(piece, now) for piece in pieces]
+        rewritten = packet.rewrite(data, info, src=flow.nat_src, sport=sport,
+                                   dst=flow.nat_dst or None, mss=self.mss[info.version])
+        if len(rewritten) <= mtu:
+            packets.append(rewritten)
+            return
+        # Do what a path with a link of this MTU would: IPv4 with DF (the host sets it only
+        # on packets that fit its path MTU, or when the socket asks for it) gets
+        # "fragmentation needed", so the host learns the MTU and fragments, or fails the
+        # send, itself (RFC 1191); IPv6 is fragmented by its source only (RFC 8200 5): the
+        # host's own packets are (as the host would for an interface of this MTU), forwarded
+        # ones and TCP get "packet too big". IPv4 without DF is fragmented.
+        if info.version == 4:
+            refuse = bool(rewritten[6] & 0x40)
+        else:
+            refuse = flow.forwarded or info.proto == packet.TCP
+        if refuse:
+            self._inject(packet.too_big(data, original, mtu, flow.nat_src), flow.src)
+            return
+        packets += packet.fragment(rewritten, info, mtu)
 
     # ----------------------------------------------------------------- inbound
 
-    def _inbound(self, data: bytes, now: float) -> None:
-        info = packet.parse(data)
+    def _deliver(self, packets: list[bytes], now: float) -> None:
+        """Packets from the tunnel: in-order TCP data segments of a flow merged first (they
+        come out of an authenticated session, so nothing is checked that the AEAD tag did not
+        already), then each given its flow's address back and injected. A merged packet is
+        cut again for a forwarded flow (the LAN has its own MTU)."""
+        inbound, mtu = self.flows.inbound, self.config.mtu
+        for data, gso_size in offload.merge(packets):
+            try:
+                info = packet.parse(data)
+                if not gso_size or info is None:
+                    self._inbound(data, now, info)
+                    continue
+                flow = inbound.get((info.proto, info.src, info.sport, info.dst, info.dport))
+                if flow is None:
+                    self.counters["unsolicited"] += 1
+                    continue
+                flow.last_seen = now
+                tcp_off = info.header_len
+                th = tcp_off + (data[tcp_off + 12] >> 4) * 4
+                header = packet.rewrite(
+                    data[:th], info, dst=flow.src, src=flow.dst if flow.nat_dst else None,
+                    dport=flow.sport if flow.nat_sport != flow.sport else None,
+                    checksums=False)
+                if flow.forwarded:
+                    for piece in offload.segment(header + data[th:], tcp_off, mtu - th):
+                        self._inject(piece, flow.src)
+                    continue
+                if self.loopback is not None:
+                    # Received on lo as a GSO packet with its checksum partial, as from a
+                    # device with offloads: no checksum to compute or verify (the segments
+                    # came out of an authenticated session).
+                    head = bytearray(header)
+                    offload.partial_tcp(head, tcp_off)
+                    if self.loopback.send(
+                            offload.vnet_header(info.version, tcp_off, th, gso_size,
+                                                link=LoopbackInjector.LINK_HEADER), head,
+                            memoryview(data)[th:]):
+                        self.counters["injected"] += 1
+                        self.counters["merged_through_lo"] += 1
+                        continue
+                buf = bytearray(header)
+                buf += memoryview(data)[th:]
+                offload.finish_tcp(buf, tcp_off)
+                self._inject(buf, flow.src)
+            except Exception:
+                log.exception("dropped a packet from the tunnel that could not be handled")
+
+    def _inbound(self, data: bytes, now: float, info: packet.Info | None) -> None:
         if info is None:
             return
         if info.fragment:
@@ -288,24 +497,27 @@ class Client:
         if info.proto == packet.TCP and info.tcp_flags & 0x05:
             flow.closing = True
         rewritten = packet.rewrite(
-            data, info, dst=flow.src,
+            data, info, dst=flow.src, src=flow.dst if flow.nat_dst else None,
             dport=flow.sport if flow.nat_sport != flow.sport else None,
             mss=self.mss[info.version],
         )
+        if info.proto == packet.TCP and info.tcp_flags & 0x02:
+            flow.peer_mss = packet.mss_option(rewritten, info) or 0
         self._inject(rewritten, flow.src)
 
-    def _inject(self, data: bytes, destination: bytes) -> None:
+    def _inject(self, data: bytes | bytearray, destination: bytes) -> None:
         sock = self.raw4 if len(destination) == 4 else self.raw6
         if sock is None:
             return
-        address = (procs.address_text(destination), 0)
+        family = socket.AF_INET if len(destination) == 4 else socket.AF_INET6
+        address = (socket.inet_ntop(family, destination), 0)
         try:
             sock.sendto(data, address)
             self.counters["injected"] += 1
         except OSError as exc:
             info = packet.parse(data)
             if exc.errno == errno.EMSGSIZE and info is not None and not info.fragment:
-                for piece in packet.fragment(data, info, self.config.mtu):
+                for piece in packet.fragment(bytes(data), info, self.config.mtu):
                     with contextlib.suppress(OSError):
                         sock.sendto(piece, address)
                 self.counters["injected"] += 1
@@ -315,48 +527,47 @@ class Client:
 
     # ----------------------------------------------------------------- the device
 
-    def _perform(self, batches: list[Batch] | Batch, now: float) -> None:
-        for batch in [batches] if isinstance(batches, Batch) else batches:
-            if self._first_attempt is None and any(
-                isinstance(e, HandshakeInitiated) for e in batch.events
-            ):
-                self._first_attempt = now
-            for destination, datagrams in batch.sends:
-                sock = self.sock6 if ":" in destination.host else self.sock4
-                if sock is None:
-                    continue
-                for data in datagrams:
-                    try:
-                        sock.sendto(data, destination.address)
-                    except OSError as exc:
-                        log.debug("sendto %s: %s", destination, exc)
-            for inner in batch.packets:
-                try:
-                    self._inbound(inner, now)
-                except Exception:
-                    log.exception("dropped a packet from the tunnel that could not be handled")
+    def _flush(self, out: Batch, now: float) -> None:
+        """Carry out what the device asked: packets injected, datagrams sent per endpoint
+        (UDP_SEGMENT trains), events logged."""
+        if out.packets:
+            self._deliver(out.packets, now)
+        for destination, datagrams in out.sends:
+            sock = self.sock6 if ":" in destination.host else self.sock4
+            if sock is None:
+                continue
+            try:
+                send_batch(sock, destination.address, datagrams)
+            except OSError as exc:
+                log.debug("sendto %s: %s", destination, exc)
+        for event in out.events:
+            if isinstance(event, HandshakeInitiated):
+                if self._first_attempt is None:
+                    self._first_attempt = now
+            elif isinstance(event, HandshakeCompleted):
+                self._handshake_completed(event.peer)
 
-    def _read_udp(self, sock: socket.socket, now: float) -> list[Batch]:
-        actions: list[Batch] = []
+    def _read_udp(self, receiver: BatchReceiver, now: float) -> None:
         device = self.device
         for _ in range(BATCH):
             try:
-                data, source = sock.recvfrom(65536)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                log.debug("recvfrom: %s", exc)
+                datagrams, sources = receiver.receive()
+            except OSError as exc:  # e.g. an ICMP error reported on the socket
+                log.debug("recvmmsg: %s", exc)
                 continue
-            out = device.receive_datagram(data, Endpoint(source[0], source[1]), now)
-            actions.append(out)
-            if data[:1] == b"\x02" and any(
-                isinstance(e, Dropped) and e.reason is DropReason.DECRYPT_FAILED
-                for e in out.events
-            ):
-                self._bad_response(source, now)
-        return actions
+            if not datagrams:
+                break
+            out = Batch()
+            device.receive_datagrams(datagrams, sources, now, out)
+            if any(isinstance(e, Dropped) and e.reason is DropReason.DECRYPT_FAILED
+                   for e in out.events):
+                for data, source in zip(datagrams, sources, strict=True):
+                    if data[:1] == b"\x02":
+                        self._bad_response(source, now)
+            if out:
+                self._flush(out, now)
 
-    def _bad_response(self, source: tuple[Any, ...], now: float) -> None:
+    def _bad_response(self, source: Endpoint, now: float) -> None:
         if now - self._psk_warned < 5.0 and self._psk_warned:
             return
         self._psk_warned = now
@@ -364,24 +575,27 @@ class Client:
             "handshake response from %s:%s does not authenticate: the PresharedKey (or the "
             "peer's PublicKey) does not match the server's; no tunnel", source[0], source[1])
 
+    def _handshake_completed(self, peer: Peer) -> None:
+        for entry in self.peers:
+            if entry.peer is peer:
+                rtt = "" if peer.rtt is None else f" (rtt {peer.rtt * 1000:.1f} ms)"
+                log.info("handshake with peer %s complete%s", entry.config.endpoint_text, rtt)
+                entry.no_handshake_warned = False
+
     def _watch_handshake(self, now: float) -> None:
-        last = self.peer.last_handshake
-        if last != self._last_handshake:
-            self._last_handshake = last
-            rtt = "" if self.peer.rtt is None else f" (rtt {self.peer.rtt * 1000:.1f} ms)"
-            log.info("handshake with peer %s complete%s", self.config.endpoint_text, rtt)
-            self._no_handshake_warned = False
-        elif (last is None and self._first_attempt is not None
-              and not self._no_handshake_warned
-              and now - self._first_attempt > HANDSHAKE_WARNING):
-            self._no_handshake_warned = True
-            log.error("no handshake with peer %s after %.0f s: is the endpoint reachable and "
-                      "are the keys right?", self.config.endpoint_text, HANDSHAKE_WARNING)
+        for entry in self.peers:
+            if (entry.peer.last_handshake is None and self._first_attempt is not None
+                    and not entry.no_handshake_warned
+                    and now - self._first_attempt > HANDSHAKE_WARNING):
+                entry.no_handshake_warned = True
+                log.error("no handshake with peer %s after %.0f s: is the endpoint reachable "
+                          "and are the keys right?", entry.config.endpoint_text,
+                          HANDSHAKE_WARNING)
 
     # ----------------------------------------------------------------- status
 
-    def stats(self, now: float) -> dict[str, Any]:
-        peer = self.peer
+    def _peer_stats(self, entry: ClientPeer, now: float) -> dict[str, Any]:
+        peer = entry.peer
         age = None if peer.last_handshake is None else (
             now + self.device.epoch_offset - peer.last_handshake)
         keypair = peer.keypairs.current
@@ -389,22 +603,32 @@ class Client:
         if keypair is not None and keypair.receive_top >= 0:
             loss = max(0.0, 1.0 - keypair.receive_count / (keypair.receive_top + 1))
         return {
-            "config": self.config.path,
-            "addresses": [str(a) for a in self.config.addresses],
-            "listen_port": self.listen_port,
             "peer": base64.b64encode(peer.public_key).decode(),
             "endpoint": f"{peer.endpoint[0]}:{peer.endpoint[1]}" if peer.endpoint else None,
-            "allowed_ips": [str(n) for n in self.tunnelled],
+            "allowed_ips": [str(n) for n in entry.tunnelled],
             "handshake_age": age,
             "rx_bytes": peer.rx_bytes,
             "tx_bytes": peer.tx_bytes,
             "estimated_loss": loss,
             "rtt_ms": None if peer.rtt is None else round(peer.rtt * 1000, 3),
+        }
+
+    def stats(self, now: float) -> dict[str, Any]:
+        """The status document: the first peer's figures at the top level (as when the client
+        had one peer), every peer's in ``peers``."""
+        peers = [self._peer_stats(entry, now) for entry in self.peers]
+        return {
+            "config": self.config.path,
+            "addresses": [str(a) for a in self.config.addresses],
+            "listen_port": self.listen_port,
+            **peers[0],
+            "peers": peers,
             "flows_tunnel": self.flows.count(TUNNEL),
             "flows_bypass": self.flows.count(BYPASS),
             "dropped": dict(self.device.dropped),
             "kill_switch": self.kill_switch,
             "forward": self.forward,
+            "exec_cgroup": os.path.basename(self.exec_cgroup) if self.exec_cgroup else None,
             **self.counters,
         }
 
@@ -414,13 +638,14 @@ class Client:
         self._stop = True
 
     def run(self) -> None:
-        assert self.queue is not None and self.status is not None and self.sock4 is not None
+        assert self.queue is not None and self.queue_other is not None
+        assert self.status is not None and self.sock4 is not None
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
-        queue_fd, status_fd, wake_fd = (self.queue.fileno(), self.status.fileno(),
-                                        self._wake_r.fileno())
-        sock4, sock6 = self.sock4, self.sock6
+        queues = {q.fileno(): q for q in (self.queue, self.queue_other)}
+        status_fd, wake_fd = self.status.fileno(), self._wake_r.fileno()
+        receivers = self._receivers
         device = self.device
         next_housekeeping = time.monotonic() + HOUSEKEEPING
         shown = ", ".join(str(n) for n in self.tunnelled[:6]) or "nothing"
@@ -429,7 +654,9 @@ class Client:
         log.info("client up: queue %d, UDP port %d, tunnelling %s", self.queue_number,
                  self.listen_port, shown)
         # Handshake at once, as the seed's client does, rather than on the first packet.
-        self._perform(device.initiate_handshake(self.peer, time.monotonic()), time.monotonic())
+        for entry in self.peers:
+            self._flush(device.initiate_handshake(entry.peer, time.monotonic()),
+                        time.monotonic())
         while not self._stop:
             now = time.monotonic()
             deadline = device.next_timer()
@@ -437,12 +664,11 @@ class Client:
             events = self._epoll.poll(max(0.0, min(timeout, 1.0)))
             now = time.monotonic()
             for fd, _mask in events:
-                if fd == queue_fd:
-                    self._perform(self._read_queue(now), now)
-                elif fd == sock4.fileno():
-                    self._perform(self._read_udp(sock4, now), now)
-                elif sock6 is not None and fd == sock6.fileno():
-                    self._perform(self._read_udp(sock6, now), now)
+                queue = queues.get(fd)
+                if queue is not None:
+                    self._read_queue(queue, now)
+                elif fd in receivers:
+                    self._read_udp(receivers[fd], now)
                 elif fd == status_fd:
                     status.answer(self.status, self.stats(now))
                 elif fd == wake_fd:
@@ -452,7 +678,7 @@ class Client:
             now = time.monotonic()
             deadline = device.next_timer()
             if deadline is not None and deadline <= now:
-                self._perform(device.handle_timer(now), now)
+                self._flush(device.handle_timer(now), now)
             self._watch_handshake(now)
             if now >= next_housekeeping:
                 next_housekeeping = now + HOUSEKEEPING
@@ -474,14 +700,24 @@ class Client:
                     nft.remove()
                 except nft.NftError as exc:
                     log.error("could not remove the nftables tables: %s", exc)
-        if self.queue is not None:
-            self.queue.close()
-            self.queue = None
+                try:
+                    conntrack.forget_marks()
+                except OSError as exc:
+                    log.warning("the conntrack marks of bypass flows stay: %s", exc)
+        for queue in (self.queue, self.queue_other):
+            if queue is not None:
+                queue.close()
+        self.queue = self.queue_other = None
         if self.status is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.status_path)
             self.status.close()
             self.status = None
+        if self.exec_cgroup is not None:
+            if not cgroup.remove(self.exec_cgroup):
+                log.info("%s stays: programs started by `wgref client exec` still run in it",
+                         self.exec_cgroup)
+            self.exec_cgroup = None
         for sock in self._sockets:
             sock.close()
         self._sockets.clear()

@@ -43,6 +43,35 @@ def listen(path: str) -> socket.socket:
     return listener
 
 
+def remove_stale(path: str) -> bool:
+    """Remove ``path`` if it is a socket nobody answers on (a client killed with -9 left it);
+    True when it was removed."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            return True
+        return False
+    finally:
+        probe.close()
+    return False
+
+
+def stale_candidates() -> list[str]:
+    """The client status sockets in :data:`STATUS_DIR`."""
+    try:
+        names = sorted(os.listdir(STATUS_DIR))
+    except OSError:
+        return []
+    return [os.path.join(STATUS_DIR, n) for n in names
+            if n.startswith("client-") and n.endswith(".sock")]
+
+
 def answer(listener: socket.socket, document: dict[str, Any]) -> None:
     """Answer every pending connection (non-blocking accept, bounded send)."""
     data = (json.dumps(document, indent=1) + "\n").encode()
@@ -80,13 +109,9 @@ def _bytes(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
-def render(doc: dict[str, Any]) -> str:
-    """wg-show-like text."""
+def _render_peer(doc: dict[str, Any]) -> list[str]:
     age = doc.get("handshake_age")
-    lines = [
-        f"client: {doc.get('config')}",
-        f"  tunnel addresses: {', '.join(doc.get('addresses', []))}",
-        f"  listening port: {doc.get('listen_port')}",
+    return [
         f"peer: {doc.get('peer')}",
         f"  endpoint: {doc.get('endpoint')}",
         f"  allowed ips: {', '.join(doc.get('allowed_ips', [])) or '(none)'}",
@@ -97,7 +122,18 @@ def render(doc: dict[str, Any]) -> str:
         f"  estimated loss: {100.0 * float(doc.get('estimated_loss', 0.0)):.2f}%",
         "  estimated rtt: "
         + ("(unknown)" if doc.get("rtt_ms") is None else f"{doc.get('rtt_ms')} ms"),
+    ]
+
+
+def render(doc: dict[str, Any]) -> str:
+    """wg-show-like text: the client, then each peer."""
+    lines = [
+        f"client: {doc.get('config')}",
+        f"  tunnel addresses: {', '.join(doc.get('addresses', []))}",
+        f"  listening port: {doc.get('listen_port')}",
         f"  flows: {doc.get('flows_tunnel', 0)} tunnelled, {doc.get('flows_bypass', 0)} direct",
         f"  packets: {doc.get('queued', 0)} queued, {doc.get('injected', 0)} injected",
     ]
+    for peer in doc.get("peers") or [doc]:
+        lines += ["", *_render_peer(peer)]
     return "\n".join(lines) + "\n"

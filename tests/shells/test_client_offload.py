@@ -1,0 +1,118 @@
+"""The client's batch data path without the network: GSO super-packets cut for the tunnel,
+segments merged for injection, checksums, and the verdicts of one read sent in one go."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6
+
+from wgref.client import netlink as nl
+from wgref.client import offload, packet
+from wgref.client.nfqueue import (
+    NF_ACCEPT,
+    NF_DROP,
+    NFQA_MARK,
+    NFQA_VERDICT_HDR,
+    NFQNL_MSG_VERDICT,
+    NFQNL_MSG_VERDICT_BATCH,
+    NfQueue,
+)
+
+
+def _super_packet(version: int, size: int) -> bytes:
+    ip = IP(src="10.99.0.2", dst="10.0.0.1") if version == 4 else IPv6(src="fd99::2",
+                                                                        dst="fd00::1")
+    data = bytes((i * 7) & 0xFF for i in range(size))
+    tcp = TCP(sport=40000, dport=5201, seq=1000, flags="PA",
+              options=[("NOP", None), ("NOP", None), ("Timestamp", (1, 2))])
+    return bytes(ip / tcp / data)
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_segment_then_merge_roundtrip(version: int) -> None:
+    whole = _super_packet(version, 60_000)
+    tcp_off = 20 if version == 4 else 40
+    segments = offload.segment(whole, tcp_off, 1368)
+    assert len(segments) == -(-60_000 // 1368)
+    for seg in segments:
+        parsed = (IP if version == 4 else IPv6)(seg)
+        assert len(parsed[TCP].payload) <= 1368
+        check = parsed.copy()
+        del check[TCP].chksum
+        if version == 4:
+            del check[IP].chksum
+        assert bytes(check.__class__(bytes(check))) == seg  # both checksums as scapy has them
+    assert [p[TCP].flags.P for p in map(IP if version == 4 else IPv6, segments)][-1]
+    [(merged, gso_size)] = offload.merge(segments)
+    assert gso_size == 1368
+    buf = bytearray(merged)
+    offload.finish_tcp(buf, tcp_off)
+    assert bytes(buf) == whole
+
+
+def test_merge_leaves_other_packets_alone() -> None:
+    syn = bytes(IP(src="1.2.3.4", dst="5.6.7.8") / TCP(flags="S"))
+    [(out, gso_size)] = offload.merge([syn])
+    assert out == syn and gso_size == 0
+
+
+@pytest.mark.parametrize("size", [0, 1, 1367, 60_001])
+def test_finish_tcp_matches_scapy(size: int) -> None:
+    good = bytes(IP(src="1.2.3.4", dst="5.6.7.8") / TCP(sport=1, dport=2) / (b"\xfe" * size))
+    buf = bytearray(good)
+    buf[10:12], buf[36:38] = b"\0\0", b"\x12\x34"
+    offload.finish_tcp(buf, 20)
+    assert bytes(buf) == good
+
+
+def test_mss_option_read() -> None:
+    raw = bytes(IP(src="1.2.3.4", dst="5.6.7.8") / TCP(flags="SA", options=[("MSS", 1200)]))
+    info = packet.parse(raw)
+    assert info is not None and packet.mss_option(raw, info) == 1200
+    ack = bytes(IP(src="1.2.3.4", dst="5.6.7.8") / TCP(flags="A"))
+    info = packet.parse(ack)
+    assert info is not None and packet.mss_option(ack, info) is None
+
+
+def test_verdicts_single_first_then_one_batch_drop() -> None:
+    queue = NfQueue.__new__(NfQueue)
+    ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with ours, kernel:
+        queue.number, queue.sock = 7, ours
+        queue._pending, queue._drop_upto, queue._nfgen = [], -1, nl.nfgen(0, 7)
+        queue.drop(10)
+        queue.verdict(11, NF_ACCEPT, 0x1234)
+        queue.drop(12)
+        queue.drop(9)
+        queue.flush()
+        sent = list(nl.messages(kernel.recv(65536)))
+        queue.flush()  # nothing left: nothing sent
+        kernel.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            kernel.recv(65536)
+    kinds = [kind & 0xFF for kind, _f, _s, _p in sent]
+    assert kinds == [NFQNL_MSG_VERDICT, NFQNL_MSG_VERDICT_BATCH]
+    single, batch = (nl.attributes(p[4:]) for _k, _f, _s, p in sent)
+    assert struct.unpack(">II", single[NFQA_VERDICT_HDR]) == (NF_ACCEPT, 11)
+    assert struct.unpack(">I", single[NFQA_MARK]) == (0x1234,)
+    assert struct.unpack(">II", batch[NFQA_VERDICT_HDR]) == (NF_DROP, 12)
+    assert all(bytes(p[2:4]) == (7).to_bytes(2, "big") for _k, _f, _s, p in sent)
+
+
+def test_partial_checksum_and_vnet_header_for_lo() -> None:
+    good = bytes(IP(src="1.2.3.4", dst="5.6.7.8") / TCP(sport=1, dport=2) / (b"\x01" * 3000))
+    buf = bytearray(good)
+    buf[10:12], buf[36:38] = b"\0\0", b"\0\0"
+    offload.partial_tcp(buf, 20)
+    assert buf[10:12] == good[10:12]  # the IPv4 header checksum is whole
+    # the TCP field holds the pseudo-header sum (addresses, protocol, TCP length)
+    pseudo = (0x0102 + 0x0304 + 0x0506 + 0x0708 + 6 + len(good) - 20) % 0xFFFF
+    assert int.from_bytes(buf[36:38], "big") == pseudo
+    flags, gso_type, hdr_len, gso_size, start, offset = struct.unpack(
+        "=BBHHHH", offload.vnet_header(4, 20, 40, 1368, link=14))
+    assert (flags, gso_type, hdr_len, gso_size, start, offset) == (1, 1, 54, 1368, 34, 16)
+    assert struct.unpack("=BBHHHH", offload.vnet_header(6, 40, 60, 1348))[1] == 4

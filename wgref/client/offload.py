@@ -1,0 +1,104 @@
+"""TCP segmentation and coalescing for the client, on whole IP packets.
+
+Outbound, a TCP super-packet queued whole (``NFQA_CFG_F_GSO``) is cut into segments that fit
+the tunnel (:func:`segment`); inbound, in-order segments of a local TCP flow are merged into
+one packet before injection (:func:`merge`), so the host's TCP receive path and the raw
+socket run once per batch instead of once per segment. The packet work itself is the TUN
+offload code (wgref/offload.py: TSO split, userspace GRO) shared with the interface.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from .. import offload as shared
+
+
+def segment(packet: bytes, tcp_off: int, payload_size: int) -> list[bytes]:
+    """The TCP super-packet ``packet`` (its TCP header at ``tcp_off``) as segments of at most
+    ``payload_size`` payload bytes each, with lengths, IPv4 ids, sequence numbers, flags and
+    both checksums set as the kernel's TSO fallback would (the checksum fields of ``packet``
+    are ignored). Raises ValueError for a malformed packet."""
+    return shared._split_tcp(packet, payload_size, tcp_off)
+
+
+def merge(packets: list[bytes]) -> list[tuple[bytes, int]]:
+    """``(packet, gso_size)`` for ``packets``: in-order TCP data segments of one flow become
+    one packet, with the payload size of its segments (0 for a packet left alone; a merged
+    packet's TCP checksum field is not valid and must be set); order within a flow is
+    kept."""
+    out: list[tuple[bytes, int]] = []
+    unpack = shared.VNET_HDR.unpack_from
+    for frame in shared.coalesce(packets):
+        _flags, gso_type, _hdr_len, gso_size, _start, _offset = unpack(frame)
+        merged = gso_type != shared.VIRTIO_NET_HDR_GSO_NONE
+        out.append((frame[shared.VNET_HDR_LEN :], gso_size if merged else 0))
+    return out
+
+
+def partial_tcp(buf: bytearray, tcp_off: int) -> None:
+    """For a packet handed over with ``VIRTIO_NET_HDR_F_NEEDS_CSUM`` (CHECKSUM_PARTIAL): the
+    IPv4 header checksum, and in the TCP checksum field the pseudo-header sum only
+    (uncomplemented), as a device with checksum offload expects it."""
+    if buf[0] >> 4 == 4:
+        end = (buf[2] << 8) | buf[3]
+        buf[10:12] = b"\0\0"
+        buf[10:12] = (0xFFFF - _sum16(memoryview(buf)[:tcp_off])).to_bytes(2, "big")
+        addresses = memoryview(buf)[12:20]
+    else:
+        end = 40 + ((buf[4] << 8) | buf[5])
+        addresses = memoryview(buf)[8:40]
+    pseudo = (_sum16(addresses) + 6 + end - tcp_off) % 0xFFFF
+    buf[tcp_off + 16 : tcp_off + 18] = pseudo.to_bytes(2, "big")
+
+
+def vnet_header(version: int, tcp_off: int, th: int, gso_size: int, link: int = 0) -> bytes:
+    """The virtio_net_hdr of a merged TCP packet: checksum left partial, GSO of
+    ``gso_size``-byte segments; ``link`` bytes of link-layer header come first (the
+    offsets count them)."""
+    gso_type = (shared.VIRTIO_NET_HDR_GSO_TCPV4 if version == 4
+                else shared.VIRTIO_NET_HDR_GSO_TCPV6)
+    return shared.VNET_HDR.pack(shared.VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type, link + th,
+                                gso_size, link + tcp_off, 16)
+
+
+@functools.lru_cache(maxsize=64)
+def _mask(bits: int) -> int:
+    return (1 << bits) - 1
+
+
+def _sum16(data: bytes | bytearray | memoryview) -> int:
+    """The ones' complement sum of ``data`` as big-endian 16-bit words, mod 0xFFFF, for
+    packets of up to 64 KiB: 2**16 == 1 (mod 0xFFFF), so the number's two halves (split at a
+    multiple of 240 bits: whole 16-bit words and whole 30-bit CPython digits) add up to the
+    same value mod 0xFFFF; halving until a few hundred bits are left is linear, where one
+    ``%`` of the whole number is not (measured 160 us instead of 370 us for 64 KiB)."""
+    size = len(data)
+    value = int.from_bytes(data, "big")
+    if size & 1:
+        value <<= 8
+        size += 1
+    bits = size * 8
+    while bits > 2880:
+        half = (bits // 2 + 239) // 240 * 240
+        value = (value >> half) + (value & _mask(half))
+        bits = half + 1
+    return value % 0xFFFF
+
+
+def finish_tcp(buf: bytearray, tcp_off: int) -> None:
+    """Set the IPv4 header checksum (IPv4) and the TCP checksum of the TCP packet in ``buf``
+    (its fields' old contents do not matter; the lengths must be right)."""
+    if buf[0] >> 4 == 4:
+        end = (buf[2] << 8) | buf[3]
+        buf[10:12] = b"\0\0"
+        buf[10:12] = (0xFFFF - _sum16(memoryview(buf)[:tcp_off])).to_bytes(2, "big")
+        addresses = memoryview(buf)[12:20]
+    else:
+        end = 40 + ((buf[4] << 8) | buf[5])
+        addresses = memoryview(buf)[8:40]
+    # the pseudo header (RFC 9293 3.1): addresses, protocol, TCP length
+    pseudo = _sum16(addresses) + 6 + end - tcp_off
+    buf[tcp_off + 16 : tcp_off + 18] = b"\0\0"
+    total = (_sum16(memoryview(buf)[tcp_off:end]) + pseudo) % 0xFFFF
+    buf[tcp_off + 16 : tcp_off + 18] = (0xFFFF - total).to_bytes(2, "big")
