@@ -20,8 +20,13 @@ other packet is written with an all-zero header.
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 from dataclasses import dataclass
+
+# The [fast] extra: the payload sums of a TSO frame's segments in one numpy pass. numpy is
+# imported on the first TSO frame, not when a shell that never sees one starts.
+_HAVE_NUMPY = importlib.util.find_spec("numpy") is not None
 
 __all__ = [
     "MAX_IP_LENGTH",
@@ -83,6 +88,43 @@ def _sum16(data: bytes | bytearray | memoryview) -> int:
     if size > 360:
         value = (value >> 2880) + (value & _FOLD_2880)
     return value % 0xFFFF
+
+
+def _segment_sums_python(payload: memoryview, mss: int) -> list[int]:
+    """``_sum16`` of each ``mss``-byte piece of ``payload`` (the last may be shorter)."""
+    return [_sum16(payload[offset : offset + mss]) for offset in range(0, len(payload), mss)]
+
+
+# Below this many whole segments numpy's fixed cost per call (a few microseconds) is more
+# than it saves (measured: 1368-byte segments, 1 whole: 3.2 us pure-Python, 4.0 us numpy;
+# 2: 5.6 and 4.2; 47: 113 and 10).
+_NUMPY_MIN_SEGMENTS = 2
+
+
+def _segment_sums_numpy(payload: memoryview, mss: int) -> list[int]:
+    """The same as :func:`_segment_sums_python`, every whole segment in one numpy pass.
+
+    The words are summed as little-endian 32-bit (or, for an mss that is not a multiple of 4,
+    16-bit) numbers: 2**16 == 1 (mod 0xFFFF), so a 32-bit word adds the same as its two
+    halves, and a ones' complement sum is independent of byte order up to a swap of its two
+    bytes (RFC 1071 2.(B)); swapping the bytes of a value mod 0xFFFF is multiplying it by
+    256. A row sums at most 2**14 32-bit words (or 2**15 16-bit ones): times 256 it is
+    still far below 2**64."""
+    full = len(payload) // mss
+    if mss & 1 or full < _NUMPY_MIN_SEGMENTS:
+        return _segment_sums_python(payload, mss)
+    import numpy  # see _HAVE_NUMPY
+
+    width = 2 if mss & 2 else 4
+    words = numpy.frombuffer(payload, dtype=f"<u{width}", count=full * mss // width)
+    sums = words.reshape(full, mss // width).sum(axis=1, dtype=numpy.uint64)
+    result: list[int] = (sums * 256 % 0xFFFF).tolist()
+    if full * mss < len(payload):
+        result.append(_sum16(payload[full * mss :]))
+    return result
+
+
+_segment_sums = _segment_sums_numpy if _HAVE_NUMPY else _segment_sums_python
 
 
 def checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
@@ -159,26 +201,22 @@ def _split_tcp(packet: bytes, mss: int, tcp_off: int) -> list[bytes]:
     pack = layout.pack
     payload = memoryview(packet)[th:]
     total = len(payload)
+    # Per segment only the lengths, sequence number, flags, IPv4 id and the payload's own sum
+    # differ: the payload sums are taken for all segments at once.
+    sums = _segment_sums(payload, mss)
+    last = len(sums) - 1
+    tcp_fixed = pseudo + th - tcp_off + tcp_const
     segments: list[bytes] = []
-    for index, offset in enumerate(range(0, total, mss)):
-        chunk = payload[offset : offset + mss]
-        length = len(chunk)
+    for index, payload_sum in enumerate(sums):
+        offset = index * mss
+        length = mss if index < last else total - offset
         seg_flags = flags
-        if offset + length < total:
+        if index < last:
             seg_flags &= ~(_FIN | _PSH)
-        if offset:
+        if index:
             seg_flags &= ~_CWR
         seq = (seq0 + offset) & 0xFFFFFFFF
-        tcp_length = th - tcp_off + length
-        tcp_sum = (
-            pseudo
-            + tcp_length
-            + tcp_const
-            + (seq >> 16)
-            + (seq & 0xFFFF)
-            + seg_flags
-            + _sum16(chunk)
-        )
+        tcp_sum = tcp_fixed + length + (seq >> 16) + (seq & 0xFFFF) + seg_flags + payload_sum
         tcp_csum = 0xFFFF - tcp_sum % 0xFFFF
         if version == 4:
             ip_length = th + length
@@ -192,7 +230,7 @@ def _split_tcp(packet: bytes, mss: int, tcp_off: int) -> list[bytes]:
             header = pack(
                 ip_a, th - 40 + length, ip_c, seq, ack_off, seg_flags, window, tcp_csum, tail
             )
-        segments.append(header + chunk)
+        segments.append(header + payload[offset : offset + length])
     return segments
 
 

@@ -456,7 +456,8 @@ def test_tshark_decrypts_with_keylog(lab: Lab) -> None:
         except subprocess.TimeoutExpired:
             tshark.kill()
             tshark.wait(timeout=5)
-    assert len(decrypted_icmp()) >= 6
+    decrypted = decrypted_icmp()
+    assert len(decrypted) >= 6, decrypted
 
 
 def test_iperf3_through_wgref(lab: Lab, record_property: object) -> None:

@@ -9,11 +9,16 @@ from __future__ import annotations
 import ipaddress
 import random
 import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wgref import offload
 from wgref.offload import (
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
     VIRTIO_NET_HDR_GSO_ECN,
@@ -322,3 +327,89 @@ def test_coalesce_preserves_every_flow(
     for i, flow in enumerate(flows):
         source_port = struct.pack(">H", i)
         assert [p for p in out if p[tcp_offset(p) : tcp_offset(p) + 2] == source_port] == flow
+
+
+# ----------------------------------------------------------------- per-segment sums (numpy)
+
+
+def word_sum(data: bytes) -> int:
+    """The ones' complement sum of big-endian words, word by word, mod 0xFFFF."""
+    if len(data) % 2:
+        data += b"\0"
+    return sum(struct.unpack(f">{len(data) // 2}H", data)) % 0xFFFF
+
+
+SEGMENT_SUMS = [offload._segment_sums_python, offload._segment_sums_numpy]
+
+
+@pytest.mark.parametrize("sums", SEGMENT_SUMS, ids=["python", "numpy"])
+@settings(max_examples=150, deadline=None)
+@given(data=st.binary(max_size=20000), mss=st.integers(1, 3000))
+def test_segment_sums_match_word_by_word(
+    sums: Callable[[memoryview, int], list[int]], data: bytes, mss: int
+) -> None:
+    """Both implementations give each segment's word sum, odd lengths and odd mss included."""
+    expected = [word_sum(data[at : at + mss]) for at in range(0, len(data), mss)]
+    assert sums(memoryview(data), mss) == expected
+
+
+@pytest.mark.parametrize("sums", SEGMENT_SUMS, ids=["python", "numpy"])
+@pytest.mark.parametrize("fill", [0x00, 0xFF])
+@pytest.mark.parametrize("mss", [1366, 1368, 1369, 16384])
+def test_segment_sums_extremes(
+    sums: Callable[[memoryview, int], list[int]], fill: int, mss: int
+) -> None:
+    """All-zero and all-ones 64 KiB payloads (the two representations of zero); 16- and
+    32-bit words, an odd mss, large segments."""
+    data = bytes([fill]) * 65483
+    expected = [word_sum(data[at : at + mss]) for at in range(0, len(data), mss)]
+    assert sums(memoryview(data), mss) == expected
+
+
+def test_numpy_is_the_default_when_installed() -> None:
+    assert offload._segment_sums is offload._segment_sums_numpy
+
+
+def test_pure_python_without_numpy() -> None:
+    """Without the [fast] extra the module imports and takes the pure-Python sums."""
+    code = (
+        "import sys; sys.modules['numpy'] = None\n"
+        "from wgref import offload\n"
+        "assert not offload._HAVE_NUMPY\n"
+        "assert offload._segment_sums is offload._segment_sums_python\n"
+        "print(offload._segment_sums(memoryview(bytes(range(256)) * 40), 1000))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+        check=True,
+    ).stdout
+    data = bytes(range(256)) * 40
+    assert out.strip() == str([word_sum(data[at : at + 1000]) for at in range(0, 10240, 1000)])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    version=st.sampled_from([4, 6]),
+    payload=st.binary(min_size=1, max_size=30000),
+    mss=st.integers(100, 9000),
+    flags=st.sampled_from([ACK, ACK | PSH, ACK | PSH | FIN, ACK | CWR]),
+    seq=st.integers(0, 0xFFFFFFFF),
+)
+def test_split_is_the_same_with_and_without_numpy(
+    version: int, payload: bytes, mss: int, flags: int, seq: int
+) -> None:
+    """The numpy path and the pure-Python path cut byte-for-byte the same segments."""
+    frame = tso_frame(tcp_packet(version, payload, seq=seq, flags=flags), mss)
+    default = offload._segment_sums
+    try:
+        offload._segment_sums = offload._segment_sums_python
+        pure = split_frame(frame)
+    finally:
+        offload._segment_sums = default
+    assert split_frame(frame) == pure
+    for segment in pure:
+        assert_valid(segment)
