@@ -10,6 +10,7 @@ then block in its kernel buffer) until it reads. The request parsing is
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -50,7 +51,8 @@ def open_listener(name: str) -> tuple[socket.socket, str]:
         try:
             probe.connect(path)
         except OSError:
-            os.unlink(path)  # stale socket: nobody listens
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile: fine too
+                os.unlink(path)  # stale socket: nobody listens
         else:
             raise OSError(errno.EADDRINUSE, f"{path} is in use")
         finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -176,10 +177,20 @@ class UapiDriver(PeerDriver):
         while time.monotonic() < deadline:
             if not proc.alive():
                 raise DriverError(f"exited at start ({proc.proc.returncode}): {proc.log_tail()}")
-            if sock.exists():
+            if _listening(sock):
                 return
             time.sleep(0.05)
         raise DriverError(f"no UAPI socket {sock} after {START_TIMEOUT:g} s: {proc.log_tail()}")
+
+
+def _listening(sock: Path) -> bool:
+    """The program serves its UAPI socket (a stale file of an earlier run does not count)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(sock))
+        except OSError:
+            return False
+    return True
 
 
 def pinned(tool: Tool, *args: str, fallback: str | None = None,
