@@ -5,8 +5,6 @@ key log and exits 0, and the cell folder keeps only the secrets it must, mode 06
 
 from __future__ import annotations
 
-import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -15,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from harness.peers.uapi import wgref, wireguard_go
-from harness.results import CellResult, StepResult
 from harness.runner import Cell, CellRunner
 from harness.scenario import load_scenario
+from tests.harness.support import Quiet, netns_marks
 from wgref.capture import read_capture
 from wgref.decrypt import decode_capture
 from wgref.keylog import load_keylog
@@ -26,17 +24,8 @@ SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 TOOLS = ("ip", "nft", "wg", "wireguard-go", "dumpcap", "tshark")
 
 pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-    pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
-                       reason=f"needs {', '.join(TOOLS)}"),
+    *netns_marks(*TOOLS),
 ]
-
-
-class Quiet:
-    def cell_started(self, cell: CellResult) -> None: ...
-    def step_done(self, cell: CellResult, step: StepResult) -> None: ...
-    def cell_done(self, cell: CellResult) -> None: ...
 
 
 def tshark_transport_frames(path: Path) -> tuple[int, int, int]:

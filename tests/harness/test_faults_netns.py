@@ -11,9 +11,7 @@ alike, so both see the same scenario."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,34 +23,23 @@ from harness.peers.base import PeerDriver
 from harness.peers.uapi import wgref, wireguard_go
 from harness.probes.registry import select
 from harness.probes.runner import ProbeCell
-from harness.results import CellResult, StepResult
+from harness.results import CellResult
 from harness.runner import Cell, CellRunner
 from harness.scenario import Scenario, load_scenario, parse_scenario
 from harness.shell import run
+from tests.harness.support import Quiet, netns_marks
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = REPO / "scenarios"
 TOOLS = ("ip", "nft", "wg", "wireguard-go", "dumpcap", "ping", "iperf3")
 
-NEEDS_NETNS = [
-    pytest.mark.netns,
-    pytest.mark.mutation,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-    pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
-                       reason=f"needs {', '.join(TOOLS)}"),
-]
+NEEDS_NETNS = [*netns_marks(*TOOLS), pytest.mark.mutation]
 
 
 def netns(test: Any) -> Any:
     for mark in NEEDS_NETNS:
         test = mark(test)
     return test
-
-
-class Quiet:
-    def cell_started(self, cell: CellResult) -> None: ...
-    def step_done(self, cell: CellResult, step: StepResult) -> None: ...
-    def cell_done(self, cell: CellResult) -> None: ...
 
 
 # Scenarios made for one action each (the shipped ones use none of these actions alone).

@@ -16,16 +16,14 @@ import pytest
 
 from harness import cleanup, naming
 from harness.shell import run
+from tests.harness.support import netns_marks
 from tests.netns import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = ("ip", "nft", "wg", "wireguard-go", "iperf3", "ping", "ss")
 
 pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-    pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
-                       reason=f"needs {', '.join(TOOLS)}"),
+    *netns_marks(*TOOLS),
 ]
 
 

@@ -4,38 +4,26 @@ handshake happened, and leaves nothing behind."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
-
-import pytest
 
 from harness import cleanup, naming, registry_files
 from harness.keys import keypair
 from harness.peers.base import InterfaceConfig, PeerEntry
 from harness.peers.uapi import socket_path, wireguard_go
-from harness.results import CellResult, StepResult
+from harness.results import CellResult
 from harness.runner import Cell, CellRunner
 from harness.scenario import Scenario, load_scenario, parse_scenario
 from harness.shell import run
 from harness.topology import Topology
+from tests.harness.support import Quiet, netns_marks
 from tests.netns import wait_for
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 TOOLS = ("ip", "nft", "wg", "wireguard-go", "dumpcap", "ping")
 
 pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-    pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
-                       reason=f"needs {', '.join(TOOLS)}"),
+    *netns_marks(*TOOLS),
 ]
-
-
-class Quiet:
-    def cell_started(self, cell: CellResult) -> None: ...
-    def step_done(self, cell: CellResult, step: StepResult) -> None: ...
-    def cell_done(self, cell: CellResult) -> None: ...
 
 
 def run_cell(scenario: Scenario, out: Path) -> CellResult:

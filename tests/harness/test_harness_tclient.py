@@ -22,10 +22,11 @@ from harness.peers.tclient import (
     wgref_client,
 )
 from harness.peers.uapi import wireguard_go
-from harness.results import CellResult, StepResult
+from harness.results import CellResult
 from harness.runner import Cell, CellRunner, why_unsupported
 from harness.scenario import load_scenario
 from harness.shell import run
+from tests.harness.support import Quiet
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 TOOLS = ("ip", "nft", "wg", "wireguard-go", "ping")
@@ -97,12 +98,6 @@ def test_unsupported_scenarios_say_why() -> None:
 
 
 # ----------------------------------------------------------------- real cells (root)
-
-
-class Quiet:
-    def cell_started(self, cell: CellResult) -> None: ...
-    def step_done(self, cell: CellResult, step: StepResult) -> None: ...
-    def cell_done(self, cell: CellResult) -> None: ...
 
 
 def _netns_skip() -> str | None:

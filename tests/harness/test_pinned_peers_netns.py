@@ -5,8 +5,6 @@ probes, and a bench with both reference pairs and wgref's ratios to each."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,30 +17,22 @@ from harness.peers.base import InterfaceConfig, PeerDriver, PeerEntry, Unsupport
 from harness.peers.uapi import boringtun_cli, wgref, wireguard_go
 from harness.probes.registry import select
 from harness.probes.runner import ProbeCell
-from harness.results import CellResult, StepResult
+from harness.results import CellResult
 from harness.runner import Cell, CellRunner
 from harness.scenario import load_scenario
 from harness.shell import run
 from harness.topology import Topology
 from tests.harness.conftest import REPO, needs_tools
+from tests.harness.support import Quiet, netns_marks
 
 SCENARIOS = REPO / "scenarios"
 TOOLS = ("ip", "nft", "wg", "dumpcap", "ping", "iperf3")
 
 pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-    pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
-                       reason=f"needs {', '.join(TOOLS)}"),
+    *netns_marks(*TOOLS),
     needs_tools("boringtun-cli", "wireguard-go"),
 ]
 PINNED = {"boringtun-cli": boringtun_cli, "wireguard-go": wireguard_go}
-
-
-class Quiet:
-    def cell_started(self, cell: CellResult) -> None: ...
-    def step_done(self, cell: CellResult, step: StepResult) -> None: ...
-    def cell_done(self, cell: CellResult) -> None: ...
 
 
 def _cell(client: PeerDriver, server: PeerDriver, scenario: str, out: Path) -> CellResult:

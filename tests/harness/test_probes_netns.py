@@ -4,8 +4,6 @@ behaviour, and nothing is left behind."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -17,25 +15,17 @@ from harness.peers.uapi import FULL_CAPABILITIES, UapiDriver, wgref, wireguard_g
 from harness.probes.registry import select
 from harness.probes.runner import ProbeCell
 from harness.probes.sloppy import sloppy_driver
-from harness.results import CellResult, StepResult
+from harness.results import CellResult
 from harness.shell import run
 from tests.ci import skip_or_fail
+from tests.harness.support import Quiet, netns_marks
 
 TOOLS = ("ip", "wg", "wireguard-go", "dumpcap")
 FAST = ["initiation-replay", "transport-replay", "ciphertext-bitflip"]
 
 pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-    pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
-                       reason=f"needs {', '.join(TOOLS)}"),
+    *netns_marks(*TOOLS),
 ]
-
-
-class Quiet:
-    def cell_started(self, cell: CellResult) -> None: ...
-    def step_done(self, cell: CellResult, step: StepResult) -> None: ...
-    def cell_done(self, cell: CellResult) -> None: ...
 
 
 def _run(driver: PeerDriver, names: list[str], out: Path) -> dict[str, CellResult]:

@@ -5,7 +5,6 @@ folder; the next cells run, results.json holds all of them and the exit code say
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -20,16 +19,14 @@ from harness.peers.uapi import UapiDriver
 from harness.scenario import Step
 from harness.steps import ACTIONS, Action
 from harness.topology import Host
+from tests.harness.support import netns_marks
 from tests.netns import wait_for
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 TOOLS = ("ip", "nft", "wg", "wireguard-go", "dumpcap")
 
 pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-    pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
-                       reason=f"needs {', '.join(TOOLS)}"),
+    *netns_marks(*TOOLS),
 ]
 
 

@@ -6,7 +6,6 @@ refuses shards of another plan or version, a missing shard and a folder that is 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -16,16 +15,15 @@ from typing import Any
 
 import pytest
 
+from tests.harness.support import netns_marks
+
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = ("ip", "nft", "wg", "wireguard-go", "dumpcap", "ping")
 PLAN = ["--client", "wgref,wireguard-go", "--server", "wgref,wireguard-go",
         "--scenario", "handshake,psk"]
 
 pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-    pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
-                       reason=f"needs {', '.join(TOOLS)}"),
+    *netns_marks(*TOOLS),
 ]
 
 
