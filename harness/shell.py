@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 
 class CommandError(RuntimeError):
@@ -78,6 +79,20 @@ def run(
     return result
 
 
+class Process(Protocol):
+    """What a Background needs of its process: a subprocess.Popen, or a program started
+    elsewhere (harness.docker.commands.ExecProcess: in a container, through the engine)."""
+
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
 @dataclass
 class Background:
     """A long-running process (a peer daemon, a capture, a traffic generator)."""
@@ -85,7 +100,7 @@ class Background:
     name: str
     argv: list[str]
     log: Path
-    proc: subprocess.Popen[bytes] = field(repr=False)
+    proc: Process = field(repr=False)
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -318,6 +318,11 @@ def do_transfer_wait(ctx: CellContext, step: Step) -> str:
 
 
 def _flood_stats(ctx: CellContext) -> dict[str, Any]:
+    path = ctx.folder / "flood-stats.json"
+    flood = ctx.background.get("flood")
+    for host in ctx.topology.hosts.values():
+        if flood is not None and flood in host.background:
+            host.fetch(path)  # written where the flood runs (a container: copied here)
     try:
         data: dict[str, Any] = json.loads((ctx.folder / "flood-stats.json").read_text())
         return data

@@ -14,6 +14,7 @@ after roaming).
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,27 @@ class Host:
         """Who captures the host's outer traffic, and on which interface (the host itself on
         its link here; the Docker backend captures on the router's side of the link)."""
         return self, self.ifname
+
+    def capture_traffic(self, name: str, ifname: str, path: Path, *, bpf: str | None = None,
+                        max_packets: int | None = None) -> Background:
+        """Capture ``ifname`` here into ``path`` (pcapng); returns once capturing."""
+        from .capture import dumpcap  # harness.capture builds on this module
+
+        return dumpcap(self, name, ifname, path, bpf=bpf, max_packets=max_packets)
+
+    def serving(self, sock: Path) -> bool:
+        """A program here accepts connections on the UNIX socket ``sock`` (a stale file
+        does not count)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(sock))
+            except OSError:
+                return False
+        return True
+
+    def fetch(self, path: Path) -> None:
+        """Make a file that a program here wrote readable at ``path`` by the harness (it
+        already is: a namespace shares this machine's files)."""
 
 
 def v4_address(index: int, host_part: int) -> str:

@@ -15,7 +15,7 @@ EXTRA_HOST_IMAGE = "wgref"  # extra hosts (the attacker) run the harness's Pytho
 
 def topology_factory(out: Path) -> TopologyFactory:
     """Makes each cell's DockerTopology (the client's and server's images from their drivers;
-    ``out`` is mounted into every container)."""
+    files under ``out`` move between here and the containers)."""
 
     def make(cell: Cell, prefix: str) -> Topology:
         spec = cell.scenario.topology
@@ -23,8 +23,9 @@ def topology_factory(out: Path) -> TopologyFactory:
         for extra in spec.extra_hosts:
             images[extra] = labels.image_tag(EXTRA_HOST_IMAGE)
         topo = DockerTopology(prefix, images=images, router_image=labels.image_tag("router"),
-                              mounts=[out], ipv4=spec.outer in ("ipv4", "dual"),
-                              ipv6=spec.outer in ("ipv6", "dual"))
+                              shared=[out], ipv4=spec.outer in ("ipv4", "dual"),
+                              ipv6=spec.outer in ("ipv6", "dual"),
+                              conntrack_udp_timeout=spec.conntrack_udp_timeout)
         topo.add_host("client", nat=spec.client_nat, mtu=spec.client_link_mtu)
         topo.add_host("server", mtu=spec.server_link_mtu)
         for extra in spec.extra_hosts:

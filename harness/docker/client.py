@@ -2,22 +2,18 @@
 
 The engine is the one the Docker CLI would use: ``DOCKER_HOST`` (``unix://``, ``tcp://`` with
 ``DOCKER_TLS_VERIFY``/``DOCKER_CERT_PATH``, or ``ssh://user@host`` through the machine's ssh
-client), else ``/var/run/docker.sock``. The Docker backend enters its containers with
-``nsenter`` and bind-mounts the output folder, the repository and ``/var/run/wireguard``, so it
-needs an engine whose containers run on this machine (see docker/README.md, "Which engine");
-:func:`remote_reason` says when the configured one does not.
+client), else ``/var/run/docker.sock``. The Docker backend needs nothing but that engine's API
+(commands through its exec API, files through its archive API), so the engine may run on
+another machine (docker/README.md, "Which engine").
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import types
 from typing import Any
-from urllib.parse import urlparse
 
 CLIENT_TIMEOUT = 120
-LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "")
 SDK_MISSING = ("the Docker SDK is not installed: pip install 'wgref[harness]' "
                "(or pip install docker)")
 
@@ -76,25 +72,6 @@ def connect() -> Any:
             "harness.docker.engine start` as root) or set DOCKER_HOST") from None
     _client = client
     return client
-
-
-def remote_reason(client: Any) -> str | None:
-    """None when the engine's containers run on this machine, else why the Docker backend
-    cannot use it."""
-    url = urlparse(engine_url())
-    if url.scheme in ("unix", "npipe", "fd", "") or (url.scheme == "tcp"
-                                                      and url.hostname in LOCAL_HOSTS):
-        return None
-    try:
-        name = str(client.info().get("Name", ""))
-    except Exception as exc:  # the SDK's errors
-        return f"cannot ask the engine at {engine_url()} where it runs: {str(exc)[:120]}"
-    if name and name == platform.node():
-        return None
-    return (f"the engine at DOCKER_HOST={engine_url()} runs on {name or 'another machine'}, "
-            f"not on {platform.node()}: the Docker backend enters containers with nsenter and "
-            "shares the output folder by bind mounts, so run the harness on the engine's "
-            "machine (see docker/README.md, \"Which engine\")")
 
 
 def reset() -> None:

@@ -20,7 +20,7 @@ from ..peers.conffile import load_conffile_drivers
 from ..peers.spec import DockerImage
 from ..topology import Host
 from . import labels
-from .client import DockerUnavailable, connect, remote_reason, sdk
+from .client import DockerUnavailable, connect, sdk
 from .topology import DockerHost
 
 VERSION_TIMEOUT = 60
@@ -87,10 +87,7 @@ class DockerPeer(PeerDriver):
         if not self._checked:
             self._checked = True
             try:
-                remote = remote_reason(connect())
-                if remote is not None:
-                    self._reason = remote
-                elif self._image() is None:
+                if self._image() is None:
                     self._reason = (f"image {self.image} is missing (python -m harness images "
                                     f"build --only {self.image_name})")
                 elif self._probe is not None:

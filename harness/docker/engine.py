@@ -4,6 +4,7 @@ on machines without systemd, and put the root namespace back as it was afterward
     python -m harness.docker.engine start    # records the host's state, starts, waits for the API
     python -m harness.docker.engine stop     # stops what `start` started, restores the state
     python -m harness.docker.engine status
+    python -m harness.docker.engine start --tcp 127.0.0.1:23750   # also a TCP listener
 
 Nothing is installed (Debian: ``apt-get install docker.io``). Starting dockerd changes the root
 namespace and stopping it does not undo that: ip_forward 0 -> 1, the iptables FORWARD policy ->
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import os
 import shlex
@@ -46,6 +48,22 @@ SYSCTLS = (
 )
 TABLES = ("filter", "nat", "mangle", "raw")
 LINK_PREFIXES = ("docker", "br-", "veth")  # links dockerd makes that `stop` may delete
+
+
+def tcp_listener(address: str) -> str:
+    """``HOST:PORT`` as dockerd's ``--host tcp://HOST:PORT``; loopback only (an unauthenticated
+    TCP API is root on this machine for whoever reaches it: a real remote engine wants TLS or
+    ``ssh://``)."""
+    host, sep, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not loopback:
+        raise EngineError(f"--tcp {address}: want a loopback HOST:PORT such as 127.0.0.1:23750 "
+                          "(an unauthenticated TCP API must not leave this machine)")
+    return f"tcp://{address}"
 
 
 class EngineError(RuntimeError):
@@ -245,9 +263,12 @@ def _wait(predicate: object, what: str, pid: int, name: str, timeout: float) -> 
     raise EngineError(f"{what} not ready after {timeout:g} s: {_log_tail(name)}")
 
 
-def start(say: bool = True) -> HostState | None:
+def start(say: bool = True, tcp: str | None = None) -> HostState | None:
     """Start containerd and dockerd unless the API already answers; returns the recorded
-    state (None when an engine was already running)."""
+    state (None when an engine was already running). ``tcp`` (``127.0.0.1:PORT``): dockerd
+    also listens there, so the harness can reach it as a remote engine would be reached
+    (``DOCKER_HOST=tcp://127.0.0.1:PORT``)."""
+    listeners = [f"unix://{DOCKER_SOCKET}", *([tcp_listener(tcp)] if tcp else [])]
     if api_answers():
         if say:
             print("docker engine: already answering; not started (and `stop` leaves it)")
@@ -276,7 +297,8 @@ def start(say: bool = True) -> HostState | None:
             _wait(_containerd_answers, "containerd's socket", state.pids["containerd"],
                   "containerd", START_TIMEOUT)
         state.pids["dockerd"] = _spawn("dockerd", [
-            "dockerd", f"--containerd={CONTAINERD_SOCKET}", "--host", f"unix://{DOCKER_SOCKET}"])
+            "dockerd", f"--containerd={CONTAINERD_SOCKET}",
+            *(word for listener in listeners for word in ("--host", listener))])
         STATE_FILE.write_text(state.to_json())
         _wait(api_answers, "the Docker API", state.pids["dockerd"], "dockerd", START_TIMEOUT)
     except EngineError:
@@ -339,10 +361,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.docker.engine",
                                      description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("action", choices=["start", "stop", "status"])
+    parser.add_argument("--tcp", metavar="HOST:PORT",
+                        help="start: dockerd also listens on this loopback TCP address "
+                             "(to try the harness against an engine reached like a remote "
+                             "one: DOCKER_HOST=tcp://HOST:PORT)")
     args = parser.parse_args(argv)
     try:
         if args.action == "start":
-            start()
+            start(tcp=args.tcp)
         elif args.action == "stop":
             return 1 if stop() else 0
         else:

@@ -10,13 +10,14 @@
   address ``.1`` is never used as a gateway (the hosts' default route goes to the router).
 * Roaming disconnects the host's container from its network and connects it again with the
   next address.
-* Commands run inside a container through ``nsenter`` into its namespaces (so they are bounded
-  in time and killable like the netns backend's, and their output lands in the host's files);
-  the repository is mounted read-only and the output folder read-write at the same paths, so
-  logs, key logs, configuration files and the harness's Python helpers (echo, flood) are where
-  the runner expects them; ``/var/run/wireguard`` is shared, so UAPI sockets appear on the host.
-* Captures run the host's dumpcap in the router's network namespace on the router's side of
-  the host's link (it sees the same outer packets and survives roaming).
+* Nothing but the engine's API is needed (it may run on another machine, ``DOCKER_HOST``):
+  commands run through its exec API (:mod:`harness.docker.commands`), files move through its
+  archive API (:mod:`harness.docker.files`): the harness's Python is copied into each host,
+  the files a command names under the output folder are copied in before it runs, and what
+  the containers wrote there (key logs) is copied back before they are removed; a program's
+  output streams into its log here.
+* Captures run ``tcpdump`` in the router container on its side of the host's link (it sees
+  the same outer packets and survives roaming), streamed here and written as pcapng.
 * Everything carries the run prefix in its name and in the label ``org.wgref.harness.run``;
   :meth:`DockerTopology.down` and `python -m harness cleanup` remove it.
 """
@@ -30,20 +31,23 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import naming, registry_files
-from ..shell import Background, CommandError, Result, run, spawn
+from ..capture import pcap_to_pcapng
+from ..shell import Background, CommandError, Result, run
 from ..topology import Host, Topology, TopologyError, loss_rules, router_ruleset
 from . import labels
 from .client import DockerUnavailable, connect, sdk
+from .commands import ContainerShell, ExecBackground
+from .files import FileError, FileSync
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-PYTHON_IN_IMAGE = "python3"
 NETWORK_RETRIES = 8
+CONNTRACK_UDP = ("net.netfilter.nf_conntrack_udp_timeout",
+                 "net.netfilter.nf_conntrack_udp_timeout_stream")
+CAPTURE_START_TIMEOUT = 10.0
 
 
 def python_names() -> set[str]:
@@ -55,107 +59,103 @@ def python_names() -> set[str]:
     return names
 
 
-def container_argv(argv: Sequence[str], env: dict[str, str] | None = None) -> list[str]:
-    """``argv`` as it runs inside a container: a clean environment (PATH and ``env`` only)
-    and the host's Python replaced by the image's."""
-    pythons = python_names()
-    words = [PYTHON_IN_IMAGE if word in pythons else word for word in argv]
-    extra = [f"{k}={v}" for k, v in (env or {}).items()]
-    return ["env", "-i", f"PATH={CONTAINER_PATH}", "HOME=/root", *extra, *words]
-
-
-def nsenter(pid: int, argv: Sequence[str], *, workdir: str = "/", mount: bool = True) -> list[str]:
-    """Run argv in the namespaces of process ``pid`` (a container's init): all of them, or
-    only its network namespace (``mount=False``: the host's programs and files)."""
-    if mount:
-        # -p: /proc inside is the container's, so /proc/self must be a process of its PID
-        # namespace; nsenter then forks (see ContainerBackground for what that means)
-        return ["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", f"--wd={workdir}",
-                "--", *argv]
-    return ["nsenter", "-t", str(pid), "-n", "--", *argv]
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while a process of the group is alive (zombies do not count: a program that
-    nsenter forked is orphaned to the machine's init, which may be slow to reap it)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
-            return True
-    return False
-
-
-@dataclass
-class ContainerBackground(Background):
-    """A program started through ``nsenter -p``: nsenter forks it into the container's PID
-    namespace, waits for it and exits with its status, but dies at once when signalled. So
-    stopping signals the whole process group (nsenter and the program) and then also waits
-    for the program to be gone, as the netns backend's stop() does for a direct child."""
-
-    def stop(self, sig: int = signal.SIGTERM, grace: float = 3.0) -> int | None:
-        pgid = self.proc.pid
-        code = super().stop(sig, grace)
-        deadline = time.monotonic() + grace
-        while _group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _group_alive(pgid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
-        return code
-
-
 @dataclass
 class DockerHost(Host):
     """A container standing in for a namespace: run/spawn go inside it."""
 
     container: str = ""  # name
     image: str = ""
-    pid: int = 0
+    running: bool = False
     workdir: str = "/"
     network: str = ""  # the link's network name
     subnet4: str = ""
     subnet6: str = ""
     capture: tuple[Host, str] | None = None
+    shell: ContainerShell | None = field(default=None, repr=False)
+    files: FileSync | None = field(default=None, repr=False)
+
+    def _inside(self) -> tuple[ContainerShell, FileSync]:
+        if not self.running or self.shell is None or self.files is None:
+            raise TopologyError(f"container {self.container} is not running")
+        return self.shell, self.files
 
     def run(self, argv: Sequence[str], *, timeout: float = 30.0, check: bool = True) -> Result:
-        if not self.pid:
-            raise TopologyError(f"container {self.container} is not running")
-        return run(nsenter(self.pid, container_argv(argv), workdir=self.workdir),
-                   timeout=timeout, check=check)
+        shell, files = self._inside()
+        files.push(argv)
+        return shell.run(argv, timeout=timeout, check=check)
+
+    def run_input(self, argv: Sequence[str], text: str, *, timeout: float = 30.0) -> Result:
+        """Run with ``text`` on its stdin."""
+        shell, files = self._inside()
+        files.push(argv)
+        return shell.run(argv, timeout=timeout, input_text=text)
 
     def spawn(self, name: str, argv: Sequence[str], log: Path,
               env: dict[str, str] | None = None) -> Background:
-        if not self.pid:
-            raise TopologyError(f"container {self.container} is not running")
-        started = spawn(name, nsenter(self.pid, container_argv(argv, env),
-                                      workdir=self.workdir), log)
-        proc = ContainerBackground(started.name, started.argv, started.log, started.proc)
+        shell, files = self._inside()
+        files.push([*argv, *(env or {}).values()])
+        proc = shell.spawn(name, argv, log, env)
         self.background.append(proc)
         return proc
 
     def capture_point(self) -> tuple[Host, str]:
         return self.capture if self.capture is not None else (self, self.ifname)
 
+    def capture_traffic(self, name: str, ifname: str, path: Path, *, bpf: str | None = None,
+                        max_packets: int | None = None) -> Background:
+        """tcpdump in this container, its pcap streamed here and written to ``path`` as
+        pcapng when it stops."""
+        shell, _ = self._inside()
+        raw = path.with_name(path.name + ".part.pcap")
+        argv = ["tcpdump", "-n", "-U", "--immediate-mode", "-i", ifname, "-w", "-"]
+        if max_packets:
+            argv += ["-c", str(max_packets)]
+        if bpf:
+            argv.append(bpf)
+        log = path.with_suffix(".tcpdump.log")
+        proc = shell.spawn(name, argv, log, stdout=raw)
+        capture = CaptureBackground(proc.name, proc.argv, proc.log, proc.proc,
+                                    shell=proc.shell, pidfile=proc.pidfile, raw=raw, out=path)
+        self.background.append(capture)
+        deadline = time.monotonic() + CAPTURE_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if "listening on" in capture.log_tail(2000):
+                return capture
+            if not capture.alive():
+                raise TopologyError(f"tcpdump in {self.container} exited: "
+                                    f"{capture.log_tail()}")
+            time.sleep(0.05)
+        capture.stop()
+        raise TopologyError(f"tcpdump in {self.container} did not start: {capture.log_tail()}")
+
+    def serving(self, sock: Path) -> bool:
+        shell, _ = self._inside()
+        return shell.run(["python3", "-c", SERVING, str(sock)], timeout=10, check=False).ok
+
+    def fetch(self, path: Path) -> None:
+        _, files = self._inside()
+        files.fetch(path)
+
+
+SERVING = ("import socket, sys\n"
+           "with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s: s.connect(sys.argv[1])")
+
 
 @dataclass
-class NetnsView(Host):
-    """A container's network namespace with the host's programs and files (for dumpcap)."""
+class CaptureBackground(ExecBackground):
+    """A capture whose pcap is rewritten as pcapng once it stops."""
 
-    pid: int = 0
+    raw: Path | None = None
+    out: Path | None = None
 
-    def run(self, argv: Sequence[str], *, timeout: float = 30.0, check: bool = True) -> Result:
-        return run(nsenter(self.pid, argv, mount=False), timeout=timeout, check=check)
-
-    def spawn(self, name: str, argv: Sequence[str], log: Path,
-              env: dict[str, str] | None = None) -> Background:
-        proc = spawn(name, nsenter(self.pid, argv, mount=False), log, env=env)
-        self.background.append(proc)
-        return proc
+    def stop(self, sig: int = signal.SIGTERM, grace: float = 3.0) -> int | None:
+        code = super().stop(sig, grace)
+        if self.raw is not None and self.out is not None and self.raw.exists():
+            try:
+                pcap_to_pcapng(self.raw, self.out)
+            finally:
+                self.raw.unlink(missing_ok=True)
+        return code
 
 
 def host_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -178,16 +178,18 @@ class DockerTopology(Topology):
     """Hosts around a router, as containers; a drop-in for :class:`harness.topology.Topology`."""
 
     def __init__(self, prefix: str, *, images: dict[str, str], router_image: str,
-                 mounts: Sequence[Path] = (), ipv4: bool = True, ipv6: bool = True) -> None:
+                 shared: Sequence[Path] = (), ipv4: bool = True, ipv6: bool = True,
+                 conntrack_udp_timeout: int | None = None) -> None:
+        """``shared``: the output folder(s), whose files move between here and the
+        containers (:mod:`harness.docker.files`); ``conntrack_udp_timeout``: the router's,
+        set when it is created (/proc/sys is read-only in a container)."""
         super().__init__(prefix, ipv4=ipv4, ipv6=ipv6)
+        self.conntrack_udp_timeout = conntrack_udp_timeout
         self.images = images  # host name -> image
         self.router_image = router_image
-        self.mounts = [Path(m).resolve() for m in mounts]
-        cwd = Path.cwd()
-        self.workdir = str(cwd) if any(cwd in m.parents or cwd == m for m in self.mounts) \
-            else "/"
+        self.shared = [Path(m).absolute() for m in shared]
+        self.workdir = str(Path.cwd())  # relative paths in commands mean the same inside
         self.router: DockerHost | None = None
-        self.router_view: NetnsView | None = None  # its netns with the host's tools
         self._containers: list[str] = []
         self._networks: list[str] = []
         self._client: Any = None
@@ -243,7 +245,12 @@ class DockerTopology(Topology):
             self._create_container(host, host.network, self._endpoint(host), role=host.name)
         for container in [router, *hosts]:
             api.start(container.container)
-            container.pid = int(api.inspect_container(container.container)["State"]["Pid"])
+            container.shell = ContainerShell(api, container.container, self.workdir,
+                                             python_names())
+            container.files = FileSync(api, container.container, self.shared,
+                                       Path(self.workdir))
+            container.files.start(code=container is not router)
+            container.running = True
         self._configure_router(router, hosts)
         for host in hosts:
             self._configure_host(host)
@@ -307,19 +314,16 @@ class DockerTopology(Topology):
     def _create_container(self, host: DockerHost, network: str, endpoint: dict[str, str], *,
                           router: bool = False, role: str) -> None:
         api = self._client.api
-        binds = {"/var/run/wireguard": {"bind": "/var/run/wireguard", "mode": "rw"},
-                 str(ROOT): {"bind": str(ROOT), "mode": "ro"}}
-        for mount in self.mounts:
-            binds[str(mount)] = {"bind": str(mount), "mode": "rw"}
-        Path(naming.WG_SOCKET_DIR).mkdir(parents=True, exist_ok=True)
         sysctls = {"net.ipv6.conf.all.disable_ipv6": "0",  # IPv6 inside the tunnel
                    "net.ipv6.conf.default.disable_ipv6": "0",
                    "net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0",
                    "net.ipv4.conf.all.promote_secondaries": "1"}
         if router:
             sysctls.update({"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1"})
+            if self.conntrack_udp_timeout:
+                sysctls.update({key: str(self.conntrack_udp_timeout) for key in CONNTRACK_UDP})
         host_config = api.create_host_config(
-            binds=binds, cap_add=["NET_ADMIN", "NET_RAW"],
+            cap_add=["NET_ADMIN", "NET_RAW"],
             devices=["/dev/net/tun:/dev/net/tun:rwm"], sysctls=sysctls, init=True,
             network_mode=network)
         networking = api.create_networking_config(
@@ -340,13 +344,10 @@ class DockerTopology(Topology):
         raise TopologyError(f"{host.container} has no interface with {address}")
 
     def _configure_router(self, router: DockerHost, hosts: list[DockerHost]) -> None:
-        view = NetnsView(name="router", ns=router.container, index=0, ifname="",
-                         router_ifname="", pid=router.pid)
-        self.router_view = view
         for host in hosts:
             address = self._endpoint(host, router=True)["ipv4_address"]
             host.router_ifname = self._interface_with(router, address)
-            host.capture = (view, host.router_ifname)
+            host.capture = (router, host.router_ifname)
         self._nft(self._ruleset())
 
     def _configure_host(self, host: DockerHost) -> None:
@@ -373,26 +374,25 @@ class DockerTopology(Topology):
         return router_ruleset(self.table, sources)
 
     def _router(self) -> DockerHost:
-        if self.router is None or not self.router.pid:
+        if self.router is None or not self.router.running:
             raise TopologyError("the router container is not running")
         return self.router
 
     def _nft(self, script: str) -> None:
-        router = self._router()
-        run(nsenter(router.pid, container_argv(["nft", "-f", "-"]), workdir=router.workdir),
-            input_text=script)
+        self._router().run_input(["nft", "-f", "-"], script)
 
     # -- changing -----------------------------------------------------------------------------
 
     def set_conntrack_udp_timeout(self, seconds: int) -> None:
-        for key in ("net.netfilter.nf_conntrack_udp_timeout",
-                    "net.netfilter.nf_conntrack_udp_timeout_stream"):
-            try:  # /proc/sys is read-only in a container: the host's sysctl in its netns
-                self._router()
-                assert self.router_view is not None
-                self.router_view.run(["sysctl", "-q", "-w", f"{key}={seconds}"])
-            except CommandError as exc:
-                raise TopologyError(f"cannot set {key} in the router: {exc}") from exc
+        """The router got its timeouts when it was created (``conntrack_udp_timeout``):
+        check them; /proc/sys is read-only in a container, so they cannot change now."""
+        for key in CONNTRACK_UDP:
+            result = self._router().run(["sysctl", "-n", key], check=False)
+            if result.stdout.strip() != str(seconds):
+                raise TopologyError(
+                    f"the router's {key} is {result.stdout.strip() or result.describe()}, "
+                    f"not {seconds}: the Docker backend sets it when it creates the router "
+                    "(DockerTopology(conntrack_udp_timeout=...))")
 
     def roam(self, name: str) -> Host:
         """Reconnect the host's container to its network with the next address."""
@@ -444,9 +444,12 @@ class DockerTopology(Topology):
         for host in everyone:
             for proc in host.background:
                 proc.stop(grace=2.0)
-            capture = host.capture_point()[0]
-            for proc in capture.background:
-                proc.stop(grace=2.0)
+        for host in everyone:  # what the programs wrote (key logs), before the containers go
+            if isinstance(host, DockerHost) and host.running and host.files is not None:
+                try:
+                    host.files.pull()
+                except FileError as exc:
+                    problems.append(str(exc))
         if self._client is not None:
             problems += remove_resources(self._client, self.prefix, self._containers,
                                          self._networks)
@@ -454,7 +457,7 @@ class DockerTopology(Topology):
         self._networks.clear()
         for host in everyone:
             if isinstance(host, DockerHost):
-                host.pid = 0
+                host.running = False
         registry_files.release(self.prefix)
         return problems
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -163,7 +162,7 @@ class UapiDriver(PeerDriver):
         proc = host.spawn(self.name, [*cmd, "-f", config.ifname], log, env=env)
         instance = UapiInstance(self, host, config, folder, proc, keylog)
         try:
-            self._wait_ready(proc, config.ifname)
+            self._wait_ready(host, proc, config.ifname)
             wg_setconf(host, config, folder)
             configure_netdev(host, config)
         except (CommandError, DriverError) as exc:
@@ -171,26 +170,16 @@ class UapiDriver(PeerDriver):
             raise DriverError(f"{self.name} on {host.name}: {exc}") from exc
         return instance
 
-    def _wait_ready(self, proc: Background, ifname: str) -> None:
+    def _wait_ready(self, host: Host, proc: Background, ifname: str) -> None:
         sock = socket_path(ifname)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if not proc.alive():
                 raise DriverError(f"exited at start ({proc.proc.returncode}): {proc.log_tail()}")
-            if _listening(sock):
+            if host.serving(sock):
                 return
             time.sleep(0.05)
         raise DriverError(f"no UAPI socket {sock} after {START_TIMEOUT:g} s: {proc.log_tail()}")
-
-
-def _listening(sock: Path) -> bool:
-    """The program serves its UAPI socket (a stale file of an earlier run does not count)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(sock))
-        except OSError:
-            return False
-    return True
 
 
 def pinned(tool: Tool, *args: str, fallback: str | None = None,
