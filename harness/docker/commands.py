@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ..shell import Background, CommandError, Result
 
@@ -146,9 +146,8 @@ class ContainerShell:
         return result
 
     def spawn(self, name: str, argv: Sequence[str], log: Path,
-              env: dict[str, str] | None = None, stdout: Path | None = None) -> ExecBackground:
-        """Start ``argv`` in a session of its own; its output goes to ``log`` (with
-        ``stdout``: its stdout there, byte for byte, and its stderr to ``log``)."""
+              env: dict[str, str] | None = None) -> ExecBackground:
+        """Start ``argv`` in a session of its own; its output goes to ``log``."""
         words = container_argv(argv, env, pythons=self.pythons)
         pidfile = f"/run/wgref-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}-{next(_serial)}.pid"
         full = ["setsid", "-w", "sh", "-c", RECORD_PID, pidfile, *words]
@@ -156,37 +155,24 @@ class ContainerShell:
         with log.open("ab") as out:
             out.write(f"# {shlex.join(words)}\n".encode())
         try:
-            proc, stream = self._start(full, demux=stdout is not None)
+            proc, stream = self._start(full, demux=False)
         except Exception as exc:  # the SDK's errors
             raise CommandError(f"docker exec in {self.container}: {exc}") from None
-        thread = threading.Thread(target=_drain, args=(stream, proc, log, stdout),
+        thread = threading.Thread(target=_drain, args=(stream, proc, log),
                                   name=f"exec-{name}", daemon=True)
         thread.start()
         return ExecBackground(name, words, log, proc, shell=self, pidfile=pidfile)
 
 
-def _drain(stream: Iterator[Any], proc: ExecProcess, log: Path, stdout: Path | None) -> None:
+def _drain(stream: Iterator[bytes], proc: ExecProcess, log: Path) -> None:
     """Write a spawned program's output as it comes; record its status at the end."""
     try:
-        with log.open("ab") as out, (stdout.open("wb") if stdout else log.open("ab")) as raw:
-            _copy(stream, out, raw if stdout else None)
+        with log.open("ab") as out:
+            for chunk in stream:
+                out.write(chunk)
+                out.flush()
     except Exception as exc:  # the engine went away mid-stream
         with contextlib.suppress(OSError), log.open("a") as out_text:
             out_text.write(f"\n# output stream lost: {exc}\n")
     finally:
         proc.finish()
-
-
-def _copy(stream: Iterator[Any], log: IO[bytes], stdout: IO[bytes] | None) -> None:
-    for chunk in stream:
-        if stdout is None:
-            log.write(chunk)
-            log.flush()
-            continue
-        data, errors = chunk
-        if data:
-            stdout.write(data)
-            stdout.flush()
-        if errors:
-            log.write(errors)
-            log.flush()

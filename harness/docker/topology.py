@@ -48,6 +48,7 @@ NETWORK_RETRIES = 8
 CONNTRACK_UDP = ("net.netfilter.nf_conntrack_udp_timeout",
                  "net.netfilter.nf_conntrack_udp_timeout_stream")
 CAPTURE_START_TIMEOUT = 10.0
+CAPTURE_BUFFER_KIB = 8192  # tcpdump -B: the kernel's capture buffer (the default drops bursts)
 
 
 def python_names() -> set[str]:
@@ -103,19 +104,22 @@ class DockerHost(Host):
 
     def capture_traffic(self, name: str, ifname: str, path: Path, *, bpf: str | None = None,
                         max_packets: int | None = None) -> Background:
-        """tcpdump in this container, its pcap streamed here and written to ``path`` as
-        pcapng when it stops."""
-        shell, _ = self._inside()
+        """tcpdump in this container into a file there (a stream over the API would hold it
+        back), copied here and written to ``path`` as pcapng when it stops."""
+        shell, files = self._inside()
         raw = path.with_name(path.name + ".part.pcap")
-        argv = ["tcpdump", "-n", "-U", "--immediate-mode", "-i", ifname, "-w", "-"]
+        files.push([], extra_dirs=[raw.parent])
+        argv = ["tcpdump", "-n", "-U", "-B", str(CAPTURE_BUFFER_KIB), "-i", ifname,
+                "-w", str(raw)]
         if max_packets:
             argv += ["-c", str(max_packets)]
         if bpf:
             argv.append(bpf)
         log = path.with_suffix(".tcpdump.log")
-        proc = shell.spawn(name, argv, log, stdout=raw)
+        proc = shell.spawn(name, argv, log)
         capture = CaptureBackground(proc.name, proc.argv, proc.log, proc.proc,
-                                    shell=proc.shell, pidfile=proc.pidfile, raw=raw, out=path)
+                                    shell=proc.shell, pidfile=proc.pidfile, raw=raw, out=path,
+                                    files=files)
         self.background.append(capture)
         deadline = time.monotonic() + CAPTURE_START_TIMEOUT
         while time.monotonic() < deadline:
@@ -143,18 +147,24 @@ SERVING = ("import socket, sys\n"
 
 @dataclass
 class CaptureBackground(ExecBackground):
-    """A capture whose pcap is rewritten as pcapng once it stops."""
+    """A capture in a container: once it stops, its pcap is copied here and rewritten as
+    pcapng (and removed there)."""
 
     raw: Path | None = None
     out: Path | None = None
+    files: FileSync | None = field(default=None, repr=False)
 
     def stop(self, sig: int = signal.SIGTERM, grace: float = 3.0) -> int | None:
         code = super().stop(sig, grace)
-        if self.raw is not None and self.out is not None and self.raw.exists():
-            try:
-                pcap_to_pcapng(self.raw, self.out)
-            finally:
-                self.raw.unlink(missing_ok=True)
+        if self.raw is None or self.out is None or self.files is None or self.shell is None:
+            return code
+        raw, self.raw = self.raw, None  # once
+        try:
+            if self.files.fetch(raw):
+                pcap_to_pcapng(raw, self.out)
+        finally:
+            raw.unlink(missing_ok=True)
+            self.shell.run(["rm", "-f", str(raw)], check=False)
         return code
 
 
