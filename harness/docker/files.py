@@ -53,11 +53,12 @@ def _parents(path: Path) -> list[Path]:
 
 
 @functools.cache
-def harness_code() -> bytes:
-    """A gzipped tar of the harness's and wgref's Python files at their paths here."""
+def harness_code(workdir: Path) -> bytes:
+    """A gzipped tar of the harness's and wgref's Python files at their paths here, and of
+    the folders down to ``workdir``."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=5) as tar:
-        for parent in _parents(ROOT):
+        for parent in dict.fromkeys([*_parents(ROOT), *_parents(workdir)]):
             _add_dir(tar, str(parent))
         for folder in CODE_FOLDERS:
             for path in sorted((ROOT / folder).rglob("*")):
@@ -98,8 +99,14 @@ class FileSync:
     def start(self, *, code: bool) -> None:
         """Make the working folder (and copy the harness's code in when ``code``)."""
         if code:
-            self._put(harness_code())
-        self.push([], extra_dirs=[self.cwd])
+            self._put(harness_code(self.cwd))
+            self.made.update(_parents(self.cwd))
+        else:
+            self.push([], extra_dirs=[self.cwd])
+
+    def forget(self, path: Path) -> None:
+        """Never copy ``path`` back (a file already copied and dealt with)."""
+        self.pushed[Path(os.path.normpath(self.cwd / path))] = (0, 0)
 
     def push(self, words: Iterable[str], extra_dirs: Sequence[Path] = ()) -> None:
         """Copy in the files under the roots that ``words`` name (new or changed since the

@@ -156,7 +156,7 @@ class CaptureBackground(ExecBackground):
 
     def stop(self, sig: int = signal.SIGTERM, grace: float = 3.0) -> int | None:
         code = super().stop(sig, grace)
-        if self.raw is None or self.out is None or self.files is None or self.shell is None:
+        if self.raw is None or self.out is None or self.files is None:
             return code
         raw, self.raw = self.raw, None  # once
         try:
@@ -164,7 +164,7 @@ class CaptureBackground(ExecBackground):
                 pcap_to_pcapng(raw, self.out)
         finally:
             raw.unlink(missing_ok=True)
-            self.shell.run(["rm", "-f", str(raw)], check=False)
+            self.files.forget(raw)  # the teardown's copy leaves it where it is
         return code
 
 

@@ -16,7 +16,8 @@ from harness import cleanup as cleanup_mod
 from harness import tools
 from harness.cli import _parser
 from harness.docker import engine, images, labels
-from harness.docker.topology import container_argv, nsenter
+from harness.docker.commands import container_argv
+from harness.docker.files import candidate_paths, under
 from tests.harness.conftest import needs_tools
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,19 +89,22 @@ def test_router_and_host_addresses() -> None:
 
 def test_container_argv_swaps_the_hosts_python_and_cleans_the_environment() -> None:
     argv = container_argv(["env", "PYTHONPATH=/repo", sys.executable, "-m", "harness.echo"],
-                          {"LOG_LEVEL": "debug"})
+                          {"LOG_LEVEL": "debug"}, pythons={sys.executable})
     assert argv[:2] == ["env", "-i"]
     assert "LOG_LEVEL=debug" in argv
     assert sys.executable not in argv and "python3" in argv
     assert argv[-2:] == ["-m", "harness.echo"]
 
 
-def test_nsenter_argv() -> None:
-    full = nsenter(42, ["ip", "link"], workdir="/work")
-    assert full[:3] == ["nsenter", "-t", "42"] and "-m" in full and "--wd=/work" in full
-    assert full[-3:] == ["--", "ip", "link"]
-    net_only = nsenter(42, ["dumpcap"], mount=False)
-    assert net_only == ["nsenter", "-t", "42", "-n", "--", "dumpcap"]
+def test_the_files_a_command_names_under_the_output_folder() -> None:
+    """Words naming a file under the output folder (alone, after `=`, relative to the
+    working folder) are what goes into the container before the command."""
+    out, cwd = Path("/runs/out"), Path("/runs")
+    words = ["wg", "setconf", "wg0", "/runs/out/c/wg0.conf", "WG_KEYLOG_FILE=/runs/out/c/k",
+             "out/c/rel.conf", "198.18.1.2/24", "/etc/passwd", "--x=out/../elsewhere"]
+    named = [p for p in candidate_paths(words, cwd) if under(p, [out])]
+    assert named == [Path("/runs/out/c/wg0.conf"), Path("/runs/out/c/k"),
+                     Path("/runs/out/c/rel.conf")]
 
 
 # -- Dockerfiles -------------------------------------------------------------------------------
@@ -291,14 +295,13 @@ def test_leftovers_list_docker_resources() -> None:
     assert left.lines() == ["docker container wh1a2b-client"]
 
 
-class _Engine:
-    """What remote_reason asks of an engine: where it runs (`docker info`'s Name)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def info(self) -> dict[str, str]:
-        return {"Name": self.name}
+def test_the_engine_listens_on_tcp_only_on_loopback() -> None:
+    assert engine.tcp_listener("127.0.0.1:23750") == "tcp://127.0.0.1:23750"
+    assert engine.tcp_listener("[::1]:23750") == "tcp://[::1]:23750"
+    for bad in ("0.0.0.0:2375", "192.0.2.1:2375", "127.0.0.1", "localhost:2375",
+                "127.0.0.1:99999"):
+        with pytest.raises(engine.EngineError, match=f"--tcp {re.escape(bad)}: want a loopback"):
+            engine.tcp_listener(bad)
 
 
 def test_docker_host_names_the_engine_and_an_unreachable_one_says_where(
@@ -317,20 +320,3 @@ def test_docker_host_names_the_engine_and_an_unreachable_one_says_where(
         client.reset()
     monkeypatch.delenv("DOCKER_HOST")
     assert client.engine_url() == "unix:///var/run/docker.sock"
-
-
-def test_only_an_engine_on_this_machine_runs_docker_cells(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    import platform
-
-    from harness.docker.client import remote_reason
-
-    here, there = _Engine(platform.node()), _Engine("bighost")
-    for url in ("unix:///run/docker.sock", "tcp://127.0.0.1:2375", "tcp://localhost:2376"):
-        monkeypatch.setenv("DOCKER_HOST", url)
-        assert remote_reason(there) is None, url  # a local socket or port is this machine
-    monkeypatch.setenv("DOCKER_HOST", "ssh://ci@bighost")
-    assert remote_reason(here) is None  # ssh back to this machine
-    reason = remote_reason(there) or ""
-    assert f"DOCKER_HOST=ssh://ci@bighost runs on bighost, not on {platform.node()}" in reason
-    assert "nsenter" in reason and "Which engine" in reason

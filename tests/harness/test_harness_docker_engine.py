@@ -8,8 +8,6 @@ with cached images the test takes well under a minute.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,79 +15,24 @@ from typing import Any
 import pytest
 
 from harness.docker import client as docker_client
-from harness.docker import engine, labels
-from harness.results import PASS, CellResult, StepResult
+from harness.docker import labels
+from harness.results import PASS
 from harness.runner import Cell, CellRunner
 from harness.scenario import load_scenarios
-from tests.ci import skip_or_fail
+from tests.harness.docker_support import engine_for_tests, ensure_images
+from tests.harness.support import Quiet
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
 NEEDED_IMAGES = ["router", "wgref", "wireguard-go"]
 
 
-def _why_not() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (containers, nsenter)"
-    try:
-        import docker  # noqa: F401
-    except ImportError:
-        return "the Docker SDK is not installed (pip install docker)"
-    if shutil.which("nsenter") is None:
-        return "nsenter (util-linux) is missing"
-    if engine.api_answers():
-        return None
-    if shutil.which("dockerd") is None or shutil.which("containerd") is None:
-        return "no Docker engine answers and docker.io is not installed to start one"
-    return None
-
-
-class _Quiet:
-    def cell_started(self, cell: CellResult) -> None: ...
-    def step_done(self, cell: CellResult, step: StepResult) -> None: ...
-    def cell_done(self, cell: CellResult) -> None: ...
-
-
 @pytest.fixture(scope="module")
 def docker_engine() -> Iterator[Any]:
-    reason = _why_not()
-    if reason:
-        skip_or_fail(reason)
-    before = engine.read_sysctls()
-    started = None
-    if not engine.api_answers():
-        try:
-            started = engine.start(say=False)
-        except engine.EngineError as exc:
-            skip_or_fail(f"cannot start the Docker engine here: {exc}")
-    docker_client.reset()
-    try:
+    with engine_for_tests():
         client = docker_client.connect()
-        _ensure_images(client)
+        ensure_images(client, NEEDED_IMAGES)
         yield client
-    finally:
-        docker_client.reset()
-        if started is not None:
-            problems = engine.stop(say=False)
-            assert problems == []
-            assert engine.read_sysctls() == before
-
-
-def _ensure_images(client: Any) -> None:
-    import docker
-    from harness.docker.images import ImageError, build_all
-
-    missing = []
-    for name in NEEDED_IMAGES:
-        try:
-            client.images.get(labels.image_tag(name))
-        except docker.errors.ImageNotFound:
-            missing.append(name)
-    if missing:
-        try:
-            build_all(client, missing, say=lambda line: None)
-        except ImageError as exc:
-            skip_or_fail(f"cannot build the images {missing}: {exc}")
 
 
 def test_handshake_wgref_to_wireguard_go_in_containers(docker_engine: Any,
@@ -102,7 +45,7 @@ def test_handshake_wgref_to_wireguard_go_in_containers(docker_engine: Any,
     assert client_drv.unavailable() is None and server_drv.unavailable() is None
     assert "wireguard-go" in server_drv.version()
     scenario = next(s for s in load_scenarios(ROOT / "scenarios") if s.name == "handshake")
-    runner = CellRunner(Cell(client_drv, server_drv, scenario), tmp_path, _Quiet(),
+    runner = CellRunner(Cell(client_drv, server_drv, scenario), tmp_path, Quiet(),
                         topology_factory(tmp_path))
     result = runner.run()
     assert result.status == PASS, (result.reason, [s.detail for s in result.steps])
