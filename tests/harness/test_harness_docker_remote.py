@@ -144,7 +144,7 @@ def test_commands_are_bounded_and_programs_stop_by_their_session(
         time.sleep(0.05)
     assert "started" in log.read_text()
     assert proc.stop(grace=3.0) is not None and not proc.alive()
-    assert host.run(["sh", "-c", "pgrep -x sleep || true"]).stdout.strip() == ""
+    assert host.run(["sh", "-c", "pgrep -f 'sleep 30[0]' || true"]).stdout.strip() == ""
     assert topology.router is not None
     assert topology.router.run(["sysctl", "-n", "net.netfilter.nf_conntrack_udp_timeout"]
                                ).stdout.strip() == "5"
