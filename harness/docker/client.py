@@ -14,6 +14,7 @@ import types
 from typing import Any
 
 CLIENT_TIMEOUT = 120
+MAX_POOL_SIZE = 64
 SDK_MISSING = ("the Docker SDK is not installed: pip install 'wgref[harness]' "
                "(or pip install docker)")
 
@@ -52,7 +53,9 @@ def make_client(timeout: int = CLIENT_TIMEOUT) -> Any:
     docker = sdk()
     # from_env reads DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH; ssh:// goes through
     # the ssh binary (the user's keys and ~/.ssh/config), no paramiko needed
-    return docker.from_env(timeout=timeout, version="auto",
+    # each running program holds a connection for its output stream (a cell: peers, echo
+    # servers, captures; --jobs cells at once)
+    return docker.from_env(timeout=timeout, version="auto", max_pool_size=MAX_POOL_SIZE,
                            use_ssh_client=engine_url().startswith("ssh://"))
 
 
