@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import random
 import signal
 import sys
 import time
@@ -290,8 +291,10 @@ class DockerTopology(Topology):
             except Exception as exc:
                 if "overlap" not in str(exc).lower() or attempt == NETWORK_RETRIES - 1:
                     raise
+                # another cell took it meanwhile (--jobs cells start together and all choose
+                # the lowest free subnets): wait a random while, so they stop colliding
+                time.sleep(random.uniform(0.1, 0.3 * (attempt + 2)))
                 taken = [*host_networks(), *docker_networks(self._client)]
-                time.sleep(0.2)  # another run took it meanwhile: choose again
 
     def _create_network(self, host: DockerHost, v4: ipaddress.IPv4Network,
                         v6: ipaddress.IPv6Network) -> None:
