@@ -30,6 +30,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from .client import DockerUnavailable, connect, sdk
 from .commands import ContainerShell, ExecBackground
 from .files import FileError, FileSync
 
+_NETWORKS_LOCK = threading.Lock()
 NETWORK_RETRIES = 8
 CONNTRACK_UDP = ("net.netfilter.nf_conntrack_udp_timeout",
                  "net.netfilter.nf_conntrack_udp_timeout_stream")
@@ -279,6 +281,12 @@ class DockerTopology(Topology):
         return host
 
     def _create_networks(self, hosts: list[DockerHost]) -> None:
+        # Cells of one run (--jobs) choose and create their networks one at a time, so they
+        # never pick the same free subnets; other runs on the engine are met by the retries.
+        with _NETWORKS_LOCK:
+            self._create_networks_unlocked(hosts)
+
+    def _create_networks_unlocked(self, hosts: list[DockerHost]) -> None:
         taken = [*host_networks(), *docker_networks(self._client)]
         for attempt in range(NETWORK_RETRIES):
             subnets = labels.choose_subnets(len(hosts), taken)
@@ -291,8 +299,8 @@ class DockerTopology(Topology):
             except Exception as exc:
                 if "overlap" not in str(exc).lower() or attempt == NETWORK_RETRIES - 1:
                     raise
-                # another cell took it meanwhile (--jobs cells start together and all choose
-                # the lowest free subnets): wait a random while, so they stop colliding
+                # another run on the engine took it meanwhile: wait a random while, so that
+                # runs starting together stop choosing the same free subnets
                 time.sleep(random.uniform(0.1, 0.3 * (attempt + 2)))
                 taken = [*host_networks(), *docker_networks(self._client)]
 
