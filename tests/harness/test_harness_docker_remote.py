@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from tests.harness.docker_support import (
     ensure_images,
     tcp_to_engine,
 )
+from tests.netns import wait_for
 
 pytestmark = pytest.mark.docker
 NEEDED_IMAGES = ["router", "wgref", "wireguard-go"]
@@ -138,11 +138,8 @@ def test_commands_are_bounded_and_programs_stop_by_their_session(
     log = tmp_path / "sleeper.log"
     # a program with a child: stopping it ends the whole session, as the netns backend does
     proc = host.spawn("sleeper", ["sh", "-c", "sleep 300 & echo started; wait"], log)
-    deadline = time.monotonic() + 10
-    while "started" not in log.read_text() and time.monotonic() < deadline:
-        assert proc.alive()
-        time.sleep(0.05)
-    assert "started" in log.read_text()
+    wait_for(lambda: "started" in log.read_text() or not proc.alive(), 10, "the sleeper")
+    assert "started" in log.read_text() and proc.alive()
     assert proc.stop(grace=3.0) is not None and not proc.alive()
     assert host.run(["sh", "-c", "pgrep -f 'sleep 30[0]' || true"]).stdout.strip() == ""
     assert topology.router is not None
