@@ -26,6 +26,8 @@ from typing import Any
 
 from ..shell import Background, CommandError, Result
 
+CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PYTHON_IN_IMAGE = "python3"
 TIMED_OUT = (124, 137)  # timeout(1): the command was stopped at its time (TERM, then KILL)
 KILL_AFTER = 2.0  # seconds between timeout(1)'s TERM and KILL
 # sh -c SCRIPT PIDFILE ARGV...: record the pid (= the session's id under setsid), become ARGV
@@ -93,9 +95,6 @@ def container_argv(argv: Sequence[str], env: dict[str, str] | None = None,
     extra = [f"{k}={v}" for k, v in (env or {}).items()]
     return ["env", "-i", f"PATH={CONTAINER_PATH}", "HOME=/root", *extra, *words]
 
-
-CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-PYTHON_IN_IMAGE = "python3"
 
 
 class ContainerShell:

@@ -465,7 +465,9 @@ class DockerTopology(Topology):
         for host in everyone:
             for proc in host.background:
                 proc.stop(grace=2.0)
-        for host in everyone:  # what the programs wrote (key logs), before the containers go
+        # what the programs wrote (key logs), before the containers go; the router runs only
+        # captures, which copied theirs when they stopped
+        for host in self.hosts.values():
             if isinstance(host, DockerHost) and host.running and host.files is not None:
                 try:
                     host.files.pull()
