@@ -1,11 +1,12 @@
 """The Docker backend: the same topology as :mod:`harness.topology`, with containers as hosts.
 
 * Every host is a container of its peer's image (``--cap-add NET_ADMIN --device
-  /dev/net/tun``), alone on a user-defined bridge network (its "link"); a privileged router
-  container is on every link, forwards, NATs and drops with nftables (one table named after
-  the run prefix, as in the netns backend) and has short conntrack timeouts when asked.
+  /dev/net/tun``), alone on a user-defined bridge network (its "link"); a router container
+  is on every link, forwards, NATs and drops with nftables (one table named after the run
+  prefix, as in the netns backend) and has short conntrack timeouts when asked (sysctls given
+  when it is created: /proc/sys is read-only in a container).
 * Subnets: /24s of 198.18.0.0/15 and /64s of 2001:db8::/32 that overlap none of the host's
-  routes and addresses nor any other Docker network (host i prefers 198.18.i.0/24). The
+  routes and addresses (this machine's) nor any of the engine's Docker networks (host i prefers 198.18.i.0/24). The
   router is ``.254`` on each link, a host ``.2`` (``.3``... after roaming); docker's bridge
   address ``.1`` is never used as a gateway (the hosts' default route goes to the router).
 * Roaming disconnects the host's container from its network and connects it again with the
@@ -17,7 +18,8 @@
   the containers wrote there (key logs) is copied back before they are removed; a program's
   output streams into its log here.
 * Captures run ``tcpdump`` in the router container on its side of the host's link (it sees
-  the same outer packets and survives roaming), streamed here and written as pcapng.
+  the same outer packets and survives roaming) into a file there, copied here when it stops
+  and written as pcapng.
 * Everything carries the run prefix in its name and in the label ``org.wgref.harness.run``;
   :meth:`DockerTopology.down` and `python -m harness cleanup` remove it.
 """
