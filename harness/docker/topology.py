@@ -5,10 +5,11 @@
   is on every link, forwards, NATs and drops with nftables (one table named after the run
   prefix, as in the netns backend) and has short conntrack timeouts when asked (sysctls given
   when it is created: /proc/sys is read-only in a container).
-* Subnets: /24s of 198.18.0.0/15 and /64s of 2001:db8::/32 that overlap none of the host's
-  routes and addresses (this machine's) nor any of the engine's Docker networks (host i prefers 198.18.i.0/24). The
-  router is ``.254`` on each link, a host ``.2`` (``.3``... after roaming); docker's bridge
-  address ``.1`` is never used as a gateway (the hosts' default route goes to the router).
+* Subnets: /24s of 198.18.0.0/15 and /64s of 2001:db8::/32 that overlap none of this
+  machine's routes and addresses nor any of the engine's Docker networks (host i prefers
+  198.18.i.0/24). The router is ``.254`` on each link, a host ``.2`` (``.3``... after
+  roaming); docker's bridge address ``.1`` is never used as a gateway (the hosts' default
+  route goes to the router).
 * Roaming disconnects the host's container from its network and connects it again with the
   next address.
 * Nothing but the engine's API is needed (it may run on another machine, ``DOCKER_HOST``):
