@@ -381,7 +381,8 @@ class Client:
             header = packet.rewrite(data[:th], info, src=flow.nat_src, sport=sport,
                                     dst=flow.nat_dst or None, checksums=False)
             try:
-                packets += offload.segment(header + data[th:], tcp_off, max(size, 8))
+                whole = b"".join((header, memoryview(data)[th:]))  # one copy, not two
+                packets += offload.segment(whole, tcp_off, max(size, 8))
             except ValueError:
                 log.debug("dropped a malformed TCP super-packet")
             return
@@ -415,7 +416,7 @@ class Client:
         already), then each given its flow's address back and injected. A merged packet is
         cut again for a forwarded flow (the LAN has its own MTU)."""
         inbound, mtu = self.flows.inbound, self.config.mtu
-        for data, gso_size in offload.merge(packets):
+        for data, gso_size, whole_header, payloads in offload.merge(packets):
             try:
                 info = packet.parse(data)
                 if not gso_size or info is None:
@@ -427,13 +428,14 @@ class Client:
                     continue
                 flow.last_seen = now
                 tcp_off = info.header_len
-                th = tcp_off + (data[tcp_off + 12] >> 4) * 4
+                th = len(whole_header)
                 header = packet.rewrite(
-                    data[:th], info, dst=flow.src, src=flow.dst if flow.nat_dst else None,
+                    whole_header, info, dst=flow.src, src=flow.dst if flow.nat_dst else None,
                     dport=flow.sport if flow.nat_sport != flow.sport else None,
                     checksums=False)
                 if flow.forwarded:
-                    for piece in offload.segment(header + data[th:], tcp_off, mtu - th):
+                    whole = b"".join((header, *payloads))
+                    for piece in offload.segment(whole, tcp_off, mtu - th):
                         self._inject(piece, flow.src)
                     continue
                 if self.loopback is not None:
@@ -445,12 +447,13 @@ class Client:
                     if self.loopback.send(
                             offload.vnet_header(info.version, tcp_off, th, gso_size,
                                                 link=LoopbackInjector.LINK_HEADER), head,
-                            memoryview(data)[th:]):
+                            payloads):
                         self.counters["injected"] += 1
                         self.counters["merged_through_lo"] += 1
                         continue
                 buf = bytearray(header)
-                buf += memoryview(data)[th:]
+                for payload in payloads:
+                    buf += payload
                 offload.finish_tcp(buf, tcp_off)
                 self._inject(buf, flow.src)
             except Exception:
