@@ -28,6 +28,7 @@ import ipaddress
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from .client import DockerUnavailable, connect, sdk
 ROOT = Path(__file__).resolve().parent.parent.parent
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PYTHON_IN_IMAGE = "python3"
+_NETWORKS_LOCK = threading.Lock()
 NETWORK_RETRIES = 8
 
 
@@ -261,6 +263,12 @@ class DockerTopology(Topology):
         return host
 
     def _create_networks(self, hosts: list[DockerHost]) -> None:
+        # Cells of one run (--jobs) choose and create their networks one at a time, so they
+        # never pick the same free subnets; other runs on the engine are met by the retries.
+        with _NETWORKS_LOCK:
+            self._create_networks_unlocked(hosts)
+
+    def _create_networks_unlocked(self, hosts: list[DockerHost]) -> None:
         taken = [*host_networks(), *docker_networks(self._client)]
         for attempt in range(NETWORK_RETRIES):
             subnets = labels.choose_subnets(len(hosts), taken)
