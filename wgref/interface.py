@@ -32,11 +32,9 @@ from .routes import RouteCache, RouteMtus
 from .tun import DEFAULT_MTU, Tun, TunGone
 from .uapi import UapiConnection
 from .uapi_server import SOCKET_DIR, UapiServer, open_listener
-from .udp import RECV_BATCH, BatchReceiver, UdpSockets, send_batch
+from .udp import RECV_BATCH, BatchReceiver, UdpSockets
 
-# BatchReceiver and send_batch lived here before wgref/udp.py: re-exported for the callers
-# (wgref/client) until they import wgref.udp.
-__all__ = ["SOCKET_DIR", "BatchReceiver", "Interface", "main", "send_batch"]
+__all__ = ["SOCKET_DIR", "Interface", "main"]
 
 BATCH = 64  # TUN frames / recvmmsg calls per readable fd per loop iteration
 HOUSEKEEPING = 1.0  # seconds between MTU polls and liveness checks

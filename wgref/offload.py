@@ -299,6 +299,17 @@ def _new_run(packet: bytes, tcp_off: int, th: int, length: int, seq: int, ident:
 
 def _super_packet(run: _Run) -> bytes:
     """vnet header + the run's first header (lengths, IPv4 checksum, PSH fixed) + payloads."""
+    header, gso_type = super_header(run)
+    vnet = VNET_HDR.pack(
+        VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type, run.th, run.gso_size, run.tcp_off, 16
+    )
+    return b"".join((vnet, header, *run.payloads))
+
+
+def super_header(run: _Run) -> tuple[bytearray, int]:
+    """The IP and TCP headers of the run's super-packet (its first segment's, with the
+    lengths of the whole, the IPv4 checksum, PSH of the last segment and the partial TCP
+    checksum) and its virtio GSO type."""
     first, tcp_off, th = run.first, run.tcp_off, run.th
     header = bytearray(first[:th])
     ip_length = th + run.size
@@ -317,8 +328,7 @@ def _super_packet(run: _Run) -> bytes:
     # adds the bytes from csum_start if it ever needs the full checksum (e.g. forwarding).
     partial = (pseudo + ip_length - tcp_off) % 0xFFFF
     header[tcp_off + 16 : tcp_off + 18] = partial.to_bytes(2, "big")
-    vnet = VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type, th, run.gso_size, tcp_off, 16)
-    return b"".join((vnet, header, *run.payloads))
+    return header, gso_type
 
 
 def coalesce(packets: list[bytes]) -> list[bytes]:
@@ -335,6 +345,21 @@ def coalesce(packets: list[bytes]) -> list[bytes]:
     on its own, is written unchanged with a zero header and checked by the kernel as usual."""
     if len(packets) < 2:
         return [ZERO_VNET_HDR + p for p in packets]
+    frames: list[bytes] = []
+    for item in runs(packets):
+        if isinstance(item, bytes):
+            frames.append(ZERO_VNET_HDR + item)
+        elif len(item.payloads) == 1:
+            frames.append(ZERO_VNET_HDR + item.first)
+        else:
+            frames.append(_super_packet(item))
+    return frames
+
+
+def runs(packets: list[bytes]) -> list[_Run | bytes]:
+    """:func:`coalesce` before the frames are built: each packet left alone, or a run of
+    segments to merge (its ``first`` segment, ``payloads`` and ``gso_size``; a run of one
+    segment is that segment alone), in the order of their first packets."""
     items: list[_Run | bytes] = []
     runs: dict[bytes, _Run] = {}
     v4_id_seq, v6_seq = _V4_ID_SEQ.unpack_from, _V6_SEQ.unpack_from
@@ -394,12 +419,4 @@ def coalesce(packets: list[bytes]) -> list[bytes]:
         run.last_flags = flags
         if length < run.gso_size or flags & _PSH:
             run.closed = True
-    frames: list[bytes] = []
-    for item in items:
-        if isinstance(item, bytes):
-            frames.append(ZERO_VNET_HDR + item)
-        elif len(item.payloads) == 1:
-            frames.append(ZERO_VNET_HDR + item.first)
-        else:
-            frames.append(_super_packet(item))
-    return frames
+    return items

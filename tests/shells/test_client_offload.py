@@ -47,17 +47,18 @@ def test_segment_then_merge_roundtrip(version: int) -> None:
             del check[IP].chksum
         assert bytes(check.__class__(bytes(check))) == seg  # both checksums as scapy has them
     assert [p[TCP].flags.P for p in map(IP if version == 4 else IPv6, segments)][-1]
-    [(merged, gso_size)] = offload.merge(segments)
-    assert gso_size == 1368
-    buf = bytearray(merged)
+    [merged] = offload.merge(segments)
+    assert merged.gso_size == 1368 and len(merged.payloads) == len(segments)
+    assert merged.packet == segments[0]
+    buf = bytearray(merged.joined())
     offload.finish_tcp(buf, tcp_off)
     assert bytes(buf) == whole
 
 
 def test_merge_leaves_other_packets_alone() -> None:
     syn = bytes(IP(src="1.2.3.4", dst="5.6.7.8") / TCP(flags="S"))
-    [(out, gso_size)] = offload.merge([syn])
-    assert out == syn and gso_size == 0
+    [out] = offload.merge([syn])
+    assert out.packet == syn and out.gso_size == 0 and out.joined() == syn
 
 
 @pytest.mark.parametrize("size", [0, 1, 1367, 60_001])
@@ -116,3 +117,23 @@ def test_partial_checksum_and_vnet_header_for_lo() -> None:
         "=BBHHHH", offload.vnet_header(4, 20, 40, 1368, link=14))
     assert (flags, gso_type, hdr_len, gso_size, start, offset) == (1, 1, 54, 1368, 34, 16)
     assert struct.unpack("=BBHHHH", offload.vnet_header(6, 40, 60, 1348))[1] == 4
+
+
+def test_merge_keeps_interleaved_flows_apart() -> None:
+    """Segments of two flows alternating (as several streams arrive): one merged packet per
+    flow, each equal to its flow's segments joined."""
+    tcp_off = 20
+    flows = []
+    for sport in (40000, 40001):
+        whole = bytes(IP(src="10.0.0.1", dst="10.99.0.2") / TCP(sport=sport, dport=5201,
+                                                                seq=7, flags="A")
+                      / (bytes([sport & 0xFF]) * 13_680))
+        flows.append((whole, offload.segment(whole, tcp_off, 1368)))
+    interleaved = [seg for pair in zip(flows[0][1], flows[1][1], strict=True) for seg in pair]
+    merged = offload.merge(interleaved)
+    assert [m.packet for m in merged] == [flows[0][1][0], flows[1][1][0]]
+    for m, (whole, segments) in zip(merged, flows, strict=True):
+        assert m.gso_size == 1368 and len(m.payloads) == len(segments)
+        buf = bytearray(m.joined())
+        offload.finish_tcp(buf, tcp_off)
+        assert bytes(buf) == whole

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Sequence
 from typing import ClassVar
 
 log = logging.getLogger("wgref.client")
@@ -59,10 +60,11 @@ class LoopbackInjector:
                 values.append(0)
         return max(values) == 1
 
-    def send(self, vnet: bytes, header: bytearray, payload: memoryview) -> bool:
+    def send(self, vnet: bytes, header: bytearray, payloads: Sequence[memoryview]) -> bool:
+        """One packet: ``header`` then ``payloads``, gathered by the kernel (no copy here)."""
         link = self._link + self.ETHERTYPE[header[0] >> 4]
         try:
-            self.sock.sendmsg([vnet, link, header, payload])
+            self.sock.sendmsg([vnet, link, header, *payloads])
         except OSError as exc:
             log.debug("inject through lo: %s", exc)
             return False

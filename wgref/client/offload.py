@@ -10,6 +10,7 @@ offload code (wgref/offload.py: TSO split, userspace GRO) shared with the interf
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 from .. import offload as shared
 
@@ -22,17 +23,36 @@ def segment(packet: bytes, tcp_off: int, payload_size: int) -> list[bytes]:
     return shared._split_tcp(packet, payload_size, tcp_off)
 
 
-def merge(packets: list[bytes]) -> list[tuple[bytes, int]]:
-    """``(packet, gso_size)`` for ``packets``: in-order TCP data segments of one flow become
-    one packet, with the payload size of its segments (0 for a packet left alone; a merged
-    packet's TCP checksum field is not valid and must be set); order within a flow is
-    kept."""
-    out: list[tuple[bytes, int]] = []
-    unpack = shared.VNET_HDR.unpack_from
-    for frame in shared.coalesce(packets):
-        _flags, gso_type, _hdr_len, gso_size, _start, _offset = unpack(frame)
-        merged = gso_type != shared.VIRTIO_NET_HDR_GSO_NONE
-        out.append((frame[shared.VNET_HDR_LEN :], gso_size if merged else 0))
+class Merged(NamedTuple):
+    """A packet to inject: one left alone (``gso_size`` 0), or in-order segments of a flow
+    merged, kept as their pieces so that no 64 KiB copy is made here (the socket gathers
+    them): ``header`` (the IP and TCP headers of the whole: lengths set, checksums not
+    valid and to be set) and the segments' ``payloads`` of ``gso_size`` bytes each (the last
+    may be shorter)."""
+
+    packet: bytes  # the packet, or a merged packet's first segment (whole, for parsing)
+    gso_size: int = 0
+    header: bytes = b""
+    payloads: tuple[memoryview, ...] = ()
+
+    def joined(self) -> bytes:
+        """The merged packet in one piece (the packet itself when not merged)."""
+        return b"".join((self.header, *self.payloads)) if self.gso_size else self.packet
+
+
+def merge(packets: list[bytes]) -> list[Merged]:
+    """``packets`` with the in-order TCP data segments of each flow merged (as the shared
+    userspace GRO, wgref/offload.py :func:`~wgref.offload.coalesce`, merges them); order
+    within a flow is kept."""
+    out: list[Merged] = []
+    for item in shared.runs(packets):
+        if isinstance(item, bytes):
+            out.append(Merged(item))
+        elif len(item.payloads) == 1:
+            out.append(Merged(item.first))
+        else:
+            header, _gso_type = shared.super_header(item)
+            out.append(Merged(item.first, item.gso_size, bytes(header), tuple(item.payloads)))
     return out
 
 

@@ -25,11 +25,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
+import functools
 import ipaddress
 import logging
 import os
-import select
-import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from typing import Any
 from ..allowedips import AllowedIPs
 from ..allowedips_calc import subtract
 from ..device import Device
+from ..eventloop import EventLoop
 from ..peer import Peer
 from ..results import (
     Batch,
@@ -47,7 +47,7 @@ from ..results import (
     HandshakeCompleted,
     HandshakeInitiated,
 )
-from ..udp import SO_MARK, BatchReceiver, open_udp_socket, send_batch
+from ..udp import SO_MARK, BatchReceiver, UdpSockets
 from . import cgroup, conntrack, nft, offload, packet, procs, status
 from .config import ClientConfig, PeerConfig
 from .flows import BYPASS, TUNNEL, Flow, FlowTable
@@ -57,7 +57,8 @@ from .nfqueue import HOOK_FORWARD, HOOK_PREROUTING, NF_ACCEPT, NfQueue, QueuedPa
 log = logging.getLogger("wgref.client")
 
 BATCH = 64
-HOUSEKEEPING = 5.0
+HOUSEKEEPING = 5.0  # flow expiry
+WATCH = 1.0  # the missing-handshake warning
 DEFAULT_QUEUE = 30567
 HANDSHAKE_WARNING = 15.0
 TCP_SYN = 0x02
@@ -123,21 +124,18 @@ class Client:
         self.reassembler = packet.Reassembler()
         self.counters = {"queued": 0, "injected": 0, "unsolicited": 0, "inject_errors": 0,
                          "malformed": 0, "merged_through_lo": 0}
-        self._stop = False
         self._psk_warned = 0.0
         self._first_attempt: float | None = None
         self._sockets: list[socket.socket] = []
-        self.sock4: socket.socket | None = None
-        self.sock6: socket.socket | None = None
+        self.udp = UdpSockets(self._source_gone)
         self.queue: NfQueue | None = None  # TCP, super-packets whole
         self.queue_other: NfQueue | None = None  # everything else
-        self._receivers: dict[int, BatchReceiver] = {}
         self.status: socket.socket | None = None
         self.tables_installed = False
         self.exec_cgroup: str | None = None  # its path, while the client owns it
         self.loopback: LoopbackInjector | None = None
-        self._epoll = select.epoll()
-        self._wake_r, self._wake_w = socket.socketpair()
+        self.loop = EventLoop()
+        self._next_expiry = 0.0
         try:
             self._open()
         except BaseException:
@@ -155,16 +153,11 @@ class Client:
         return sock
 
     def _open(self) -> None:
-        port = self.config.listen_port
-        self.sock4 = open_udp_socket(socket.AF_INET, port, nft.OWN_MARK)
-        self._sockets.append(self.sock4)
-        port = self.sock4.getsockname()[1]
-        try:
-            self.sock6 = open_udp_socket(socket.AF_INET6, port, nft.OWN_MARK)
-            self._sockets.append(self.sock6)
-        except OSError as exc:
-            log.debug("no IPv6 UDP socket: %s", exc)
-        self.listen_port = port
+        self.udp.set_mark(nft.OWN_MARK)
+        self.udp.bind(self.config.listen_port)
+        if self.udp.sock6 is None:
+            log.debug("no IPv6 UDP socket")
+        self.listen_port = self.udp.port
         self.raw4 = self._marked(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.raw6: socket.socket | None
         try:
@@ -205,15 +198,11 @@ class Client:
             dns4=4 in self.dns,
             dns6=6 in self.dns,
         ))
-        for fd in (self.queue.fileno(), self.queue_other.fileno(), self.status.fileno(),
-                   self._wake_r.fileno()):
-            self._epoll.register(fd, select.EPOLLIN)
-        for sock in (self.sock4, self.sock6):
-            if sock is not None:
-                self._receivers[sock.fileno()] = BatchReceiver(sock)
-                self._epoll.register(sock.fileno(), select.EPOLLIN)
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        for queue in (self.queue, self.queue_other):
+            self.loop.add(queue.fileno(), functools.partial(self._on_queue, queue))
+        self.loop.add(self.status.fileno(), self._on_status)
+        for fd, receiver in self.udp.receivers.items():
+            self.loop.add(fd, functools.partial(self._on_udp, receiver))
 
     def _dns_servers(self) -> dict[int, bytes]:
         """The first ``DNS =`` server of each IP version that a peer's AllowedIPs cover
@@ -392,7 +381,8 @@ class Client:
             header = packet.rewrite(data[:th], info, src=flow.nat_src, sport=sport,
                                     dst=flow.nat_dst or None, checksums=False)
             try:
-                packets += offload.segment(header + data[th:], tcp_off, max(size, 8))
+                whole = b"".join((header, memoryview(data)[th:]))  # one copy, not two
+                packets += offload.segment(whole, tcp_off, max(size, 8))
             except ValueError:
                 log.debug("dropped a malformed TCP super-packet")
             return
@@ -426,7 +416,7 @@ class Client:
         already), then each given its flow's address back and injected. A merged packet is
         cut again for a forwarded flow (the LAN has its own MTU)."""
         inbound, mtu = self.flows.inbound, self.config.mtu
-        for data, gso_size in offload.merge(packets):
+        for data, gso_size, whole_header, payloads in offload.merge(packets):
             try:
                 info = packet.parse(data)
                 if not gso_size or info is None:
@@ -438,13 +428,14 @@ class Client:
                     continue
                 flow.last_seen = now
                 tcp_off = info.header_len
-                th = tcp_off + (data[tcp_off + 12] >> 4) * 4
+                th = len(whole_header)
                 header = packet.rewrite(
-                    data[:th], info, dst=flow.src, src=flow.dst if flow.nat_dst else None,
+                    whole_header, info, dst=flow.src, src=flow.dst if flow.nat_dst else None,
                     dport=flow.sport if flow.nat_sport != flow.sport else None,
                     checksums=False)
                 if flow.forwarded:
-                    for piece in offload.segment(header + data[th:], tcp_off, mtu - th):
+                    whole = b"".join((header, *payloads))
+                    for piece in offload.segment(whole, tcp_off, mtu - th):
                         self._inject(piece, flow.src)
                     continue
                 if self.loopback is not None:
@@ -456,12 +447,13 @@ class Client:
                     if self.loopback.send(
                             offload.vnet_header(info.version, tcp_off, th, gso_size,
                                                 link=LoopbackInjector.LINK_HEADER), head,
-                            memoryview(data)[th:]):
+                            payloads):
                         self.counters["injected"] += 1
                         self.counters["merged_through_lo"] += 1
                         continue
                 buf = bytearray(header)
-                buf += memoryview(data)[th:]
+                for payload in payloads:
+                    buf += payload
                 offload.finish_tcp(buf, tcp_off)
                 self._inject(buf, flow.src)
             except Exception:
@@ -532,14 +524,9 @@ class Client:
         (UDP_SEGMENT trains), events logged."""
         if out.packets:
             self._deliver(out.packets, now)
+        send = self.udp.send
         for destination, datagrams in out.sends:
-            sock = self.sock6 if ":" in destination.host else self.sock4
-            if sock is None:
-                continue
-            try:
-                send_batch(sock, destination.address, datagrams)
-            except OSError as exc:
-                log.debug("sendto %s: %s", destination, exc)
+            send(destination, datagrams)
         for event in out.events:
             if isinstance(event, HandshakeInitiated):
                 if self._first_attempt is None:
@@ -634,20 +621,35 @@ class Client:
 
     # ----------------------------------------------------------------- loop
 
-    def _on_signal(self, _signum: int, _frame: object) -> None:
-        self._stop = True
+    def _on_queue(self, queue: NfQueue, _mask: int) -> None:
+        self._read_queue(queue, time.monotonic())
+
+    def _on_udp(self, receiver: BatchReceiver, _mask: int) -> None:
+        self._read_udp(receiver, time.monotonic())
+
+    def _on_status(self, _mask: int) -> None:
+        assert self.status is not None
+        status.answer(self.status, self.stats(time.monotonic()))
+
+    def _on_timer(self, now: float) -> None:
+        self._flush(self.device.handle_timer(now), now)
+
+    def _housekeeping(self, now: float) -> None:
+        self._watch_handshake(now)
+        if now >= self._next_expiry:
+            self._next_expiry = now + HOUSEKEEPING
+            self.flows.expire(now)
+
+    def _source_gone(self, endpoint: Endpoint) -> None:
+        """A send from a peer's remembered source failed: forget it (kernel socket.c
+        send4/send6 clear ``src4``/``src6`` and route again)."""
+        for entry in self.peers:
+            if entry.peer.endpoint == endpoint:
+                self.device.clear_endpoint_source(entry.peer)
 
     def run(self) -> None:
-        assert self.queue is not None and self.queue_other is not None
-        assert self.status is not None and self.sock4 is not None
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
-        queues = {q.fileno(): q for q in (self.queue, self.queue_other)}
-        status_fd, wake_fd = self.status.fileno(), self._wake_r.fileno()
-        receivers = self._receivers
-        device = self.device
-        next_housekeeping = time.monotonic() + HOUSEKEEPING
+        """Serve until SIGTERM/SIGINT (:class:`~wgref.eventloop.EventLoop`)."""
+        assert self.queue is not None and self.status is not None
         shown = ", ".join(str(n) for n in self.tunnelled[:6]) or "nothing"
         if len(self.tunnelled) > 6:
             shown += f" and {len(self.tunnelled) - 6} more prefixes"
@@ -655,41 +657,16 @@ class Client:
                  self.listen_port, shown)
         # Handshake at once, as the seed's client does, rather than on the first packet.
         for entry in self.peers:
-            self._flush(device.initiate_handshake(entry.peer, time.monotonic()),
+            self._flush(self.device.initiate_handshake(entry.peer, time.monotonic()),
                         time.monotonic())
-        while not self._stop:
-            now = time.monotonic()
-            deadline = device.next_timer()
-            timeout = min(next_housekeeping, deadline if deadline is not None else 1e18) - now
-            events = self._epoll.poll(max(0.0, min(timeout, 1.0)))
-            now = time.monotonic()
-            for fd, _mask in events:
-                queue = queues.get(fd)
-                if queue is not None:
-                    self._read_queue(queue, now)
-                elif fd in receivers:
-                    self._read_udp(receivers[fd], now)
-                elif fd == status_fd:
-                    status.answer(self.status, self.stats(now))
-                elif fd == wake_fd:
-                    with contextlib.suppress(OSError):
-                        while self._wake_r.recv(64):
-                            pass
-            now = time.monotonic()
-            deadline = device.next_timer()
-            if deadline is not None and deadline <= now:
-                self._flush(device.handle_timer(now), now)
-            self._watch_handshake(now)
-            if now >= next_housekeeping:
-                next_housekeeping = now + HOUSEKEEPING
-                self.flows.expire(now)
+        self._next_expiry = time.monotonic() + HOUSEKEEPING
+        # Housekeeping every WATCH seconds: the missing-handshake warning is due to the second.
+        self.loop.run(self.device.next_timer, self._on_timer, self._housekeeping, WATCH)
         log.info("stopping")
 
     def close(self) -> None:
         """Undo everything: the tables (unless the kill switch keeps them), the queue, the
         sockets and the status socket. Safe to call more than once."""
-        with contextlib.suppress(ValueError, OSError):
-            signal.set_wakeup_fd(-1)
         if self.tables_installed:
             self.tables_installed = False
             if self.kill_switch:
@@ -721,6 +698,5 @@ class Client:
         for sock in self._sockets:
             sock.close()
         self._sockets.clear()
-        self._epoll.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        self.udp.close()
+        self.loop.close()
