@@ -18,6 +18,7 @@ from harness import required
 from harness.cli import exit_code, main
 from harness.results import FAIL, PASS, SKIPPED, UNSUPPORTED, CellResult, StepResult
 from harness.runner import end_of_cell
+from harness.tools import TOOLS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,34 +82,29 @@ def test_a_cell_whose_steps_were_all_skipped_is_unsupported() -> None:
 NETNS_TOOLS = ("ip", "nft", "wg", "wireguard-go", "dumpcap", "ping")
 
 
-def harness(*args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    if path is not None:
-        env["PATH"] = path
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, env=env,
+def harness(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO,
+                          env={**os.environ, **(env or {})},
                           capture_output=True, text=True, timeout=300, check=False)
 
 
 @pytest.mark.netns
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (harness run)")
-@pytest.mark.skipif(shutil.which("wireguard-go") is None, reason="needs wireguard-go")
 def test_a_required_peer_made_unavailable_fails_the_run(tmp_path: Path) -> None:
-    """wireguard-go off PATH: its cells turn unsupported. Without a list the run still
-    exits 0 (grey is not red); with wireguard-go required it exits 1 and says which cell."""
+    """The pinned wireguard-go taken away (an empty tools cache): its cells turn unsupported.
+    Without a list the run still exits 0 (grey is not red); with wireguard-go required it
+    exits 1 and says which cell."""
     rules = write(tmp_path, "wgref wireguard-go *\n")
-    no_wireguard_go = os.pathsep.join(
-        p for p in os.environ["PATH"].split(os.pathsep)
-        if not (Path(p) / "wireguard-go").exists())
+    no_tools = {"WGREF_TOOLS_CACHE": str(tmp_path / "empty-tools-cache")}
     args = ["run", "--client", "wgref", "--server", "wireguard-go", "--scenario", "handshake",
             "--plain"]
-    grey = harness(*args, "--out", str(tmp_path / "grey"), path=no_wireguard_go)
+    grey = harness(*args, "--out", str(tmp_path / "grey"), env=no_tools)
     assert grey.returncode == 0, grey.stdout + grey.stderr
-    red = harness(*args, "--out", str(tmp_path / "red"), "--required", str(rules),
-                  path=no_wireguard_go)
+    red = harness(*args, "--out", str(tmp_path / "red"), "--required", str(rules), env=no_tools)
     assert red.returncode == 1, red.stdout + red.stderr
     assert ("required cell wgref -> wireguard-go: handshake is unsupported "
-            f"({rules}:1: wgref wireguard-go *): server wireguard-go: wireguard-go is not "
-            "installed") in red.stderr
+            f"({rules}:1: wgref wireguard-go *): server wireguard-go: wireguard-go "
+            f"{TOOLS['wireguard-go'].version} is not built") in red.stderr
     cells = json.loads((tmp_path / "red" / "results.json").read_text())["cells"]
     assert [c["status"] for c in cells] == ["unsupported"]
 
