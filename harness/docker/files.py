@@ -111,7 +111,9 @@ class FileSync:
     def push(self, words: Iterable[str], extra_dirs: Sequence[Path] = ()) -> None:
         """Copy in the files under the roots that ``words`` name (new or changed since the
         last copy); make the folders of those that do not exist here."""
-        dirs: list[Path] = [d for folder in extra_dirs for d in _parents(folder)]
+        # Relative folders mean the same as in a command: under the working folder (a
+        # relative `--out` such as .ci/run's), not under the container's root.
+        dirs: list[Path] = [d for folder in extra_dirs for d in _parents(self.cwd / folder)]
         files: list[tuple[Path, os.stat_result]] = []
         for path in candidate_paths(words, self.cwd):
             if not under(path, self.roots):
