@@ -112,7 +112,9 @@ def start_transfer(host: Host, dst: str, seconds: float, log: Path, *,
 
 def transfer_result(proc: Background) -> TrafficResult:
     text = proc.log.read_text(errors="replace")
-    start = text.find("{")
+    # iperf3 -J prints one document whose outer braces start a line; a log reused by a run
+    # into the same folder holds earlier ones before it: read the last.
+    start = text.rfind("\n{") + 1 or text.find("{")
     try:
         data: dict[str, Any] = json.loads(text[start:]) if start >= 0 else {}
     except ValueError:
