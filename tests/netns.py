@@ -90,6 +90,17 @@ def pubkey(private: str) -> str:
     ).stdout.strip()
 
 
+def assert_no_leftovers() -> None:
+    """No namespace or UAPI socket of this process's labs is left (Lab names carry the pid)."""
+    pid = os.getpid() % 100000
+    namespaces = subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, timeout=10
+    ).stdout
+    assert f"wgt-{pid}" not in namespaces, namespaces
+    leftover = [p.name for p in SOCKET_DIR.glob(f"wgt{pid}*.sock")]
+    assert not leftover, leftover
+
+
 class Lab:
     """Namespaces, daemons and files of one test; ``close`` undoes all of it."""
 

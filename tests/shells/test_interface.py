@@ -6,7 +6,6 @@ Root only; every subprocess and wait is bounded, and every fixture cleans up in 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -21,6 +20,7 @@ from tests.netns import (
     SOCKET_DIR,
     Lab,
     Pair,
+    assert_no_leftovers,
     genkey,
     holds_for,
     pubkey,
@@ -37,13 +37,7 @@ BIG_MTU = 34816 - 1500 + 1420
 def _no_leftovers() -> Iterator[None]:
     require_netns()
     yield
-    prefix = f"wgt-{os.getpid() % 100000}"
-    namespaces = subprocess.run(
-        ["ip", "netns", "list"], capture_output=True, text=True, timeout=10
-    ).stdout
-    assert prefix not in namespaces, namespaces
-    leftover = [p.name for p in SOCKET_DIR.glob(f"wgt{os.getpid() % 100000}*.sock")]
-    assert not leftover, leftover
+    assert_no_leftovers()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ fd00:aa::2/96); tunnel addresses 192.168.241.1/24, fd00::1/112 and .2, ::2.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import time
@@ -19,7 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import SOCKET_DIR, Lab, Pair, genkey, pubkey, require_netns, wait_for
+from tests.netns import (
+    Lab,
+    Pair,
+    assert_no_leftovers,
+    genkey,
+    pubkey,
+    require_netns,
+    wait_for,
+)
 
 pytestmark = pytest.mark.netns
 
@@ -30,8 +37,7 @@ PORT1, PORT2 = 1, 2
 def _no_leftovers() -> Iterator[None]:
     require_netns()
     yield
-    leftover = [p.name for p in SOCKET_DIR.glob(f"wgt{os.getpid() % 100000}*.sock")]
-    assert not leftover, leftover
+    assert_no_leftovers()
 
 
 @pytest.fixture
