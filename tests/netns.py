@@ -90,6 +90,19 @@ def pubkey(private: str) -> str:
     ).stdout.strip()
 
 
+def stop_processes(procs: Sequence[subprocess.Popen[bytes]], grace: float) -> None:
+    """SIGTERM every process still running, wait up to ``grace`` s for each, then SIGKILL."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
 def assert_no_leftovers() -> None:
     """No namespace or UAPI socket of this process's labs is left (Lab names carry the pid)."""
     pid = os.getpid() % 100000
@@ -169,15 +182,7 @@ class Lab:
             return ""
 
     def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_processes(self.procs, grace=5)
         for ns in self._created:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
         for name in self.ifnames:

@@ -30,7 +30,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import REPO, SOCKET_DIR, genkey, netns_skip_reason, pubkey, wait_for
+from tests.netns import (
+    REPO,
+    SOCKET_DIR,
+    genkey,
+    netns_skip_reason,
+    pubkey,
+    stop_processes,
+    wait_for,
+)
 
 pytestmark = pytest.mark.netns
 
@@ -333,15 +341,7 @@ class ClientLab:
         return (int(out[1]), int(out[2])) if len(out) >= 3 else (0, 0)
 
     def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_processes(self.procs, grace=10)
         for ns in self.namespaces:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
         for sock in [SOCKET_DIR / f"{self.wg_if}.sock", *self.extra_sockets]:
