@@ -42,6 +42,10 @@ class VMError(RuntimeError):
     """The VM did not boot, died, or a guest command failed or timed out."""
 
 
+class GuestCommandFailed(VMError):
+    """A guest command ran and exited non-zero (the script's fault, not the VM's)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Accel:
     name: str  # "kvm" or "tcg"
@@ -289,6 +293,17 @@ class KernelVM:
     def qemu_tail(self, chars: int = 400) -> str:
         return _tail(self.qemu_log, chars)
 
+    def keep_logs(self, tag: str) -> list[Path]:
+        """Rename this VM's console and QEMU logs aside (``NAME.TAG.log``) so that another VM
+        on the same tap writes fresh ones; the renamed paths."""
+        kept = []
+        for path in (self.console_log, self.qemu_log):
+            if path.exists():
+                target = path.with_name(f"{path.stem}.{tag}{path.suffix}")
+                path.replace(target)
+                kept.append(target)
+        return kept
+
     def stop(self) -> None:
         """Stop QEMU (by PID) and remove the tap; safe to call twice."""
         self._teardown()
@@ -347,7 +362,7 @@ class KernelVM:
                 if line is None:
                     self._check_alive("during a command")
                     raise VMError(f"guest command timed out after {timeout:g} s: "
-                                  f"{script[:120]!r}")
+                                  f"{script[:120]!r}; console: {self.console_tail(400)}")
                 if line == f"{guest.OUT} {ident}":
                     collecting, chunks = True, []
                 elif collecting and line.startswith(f"{guest.END} {ident} "):
@@ -361,7 +376,8 @@ class KernelVM:
         """Like :meth:`run`, but a non-zero status raises VMError."""
         rc, out = self.run(script, timeout=timeout)
         if rc != 0:
-            raise VMError(f"guest command exited {rc}: {script[:160]!r}: {out.strip()[-400:]}")
+            raise GuestCommandFailed(f"guest command exited {rc}: {script[:160]!r}: "
+                                     f"{out.strip()[-400:]}")
         return out
 
     def write_file(self, path: str, data: str, mode: int = 0o600) -> None:

@@ -28,8 +28,8 @@ from harness.kernelvm import build, cpio, elf, guest, plumbing
 from harness.kernelvm.build import Artefacts, BuildError, Progress
 from harness.kernelvm.driver import KernelVMDriver, KernelVMInstance
 from harness.kernelvm.vm import KernelVM, VMError, choose_accel, kill_pidfile, qemu_missing
-from harness.peers.base import InterfaceConfig, PeerEntry, PeerInstance
-from harness.peers.uapi import UapiDriver, wgref, wireguard_go
+from harness.peers.base import DriverError, InterfaceConfig, PeerDriver, PeerEntry, PeerInstance
+from harness.peers.uapi import wgref, wireguard_go
 from harness.topology import Host, Topology
 from harness.traffic import ping, start_iperf_server, start_transfer, transfer_result
 from tests.ci import skip_or_fail
@@ -240,7 +240,7 @@ def _configs(topo: Topology, vm_is_server: bool, *, psk_server: str | None = Non
 
 
 def _start_pair(topo: Topology, instances: list[PeerInstance], tmp_path: Path,
-                other: UapiDriver, vm_is_server: bool, **psks: str | None
+                other: PeerDriver, vm_is_server: bool, **psks: str | None
                 ) -> tuple[KernelVMInstance, PeerInstance]:
     if other.unavailable():
         pytest.skip(f"{other.name}: {other.unavailable()}")
@@ -354,6 +354,42 @@ def test_wireguard_go(artefacts: Artefacts, topo: Topology, instances: list[Peer
                  result.measurements["transfer_mbps"])
     finally:
         iperf.stop()
+
+
+@netns
+def test_setup_that_hangs_gets_one_fresh_vm(artefacts: Artefacts, topo: Topology,
+                                            instances: list[PeerInstance], tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A guest that stops answering during wg0's setup (seen once in CI under TCG) costs one
+    more boot, not the cell; a setup script that fails is the configuration's fault and is
+    not retried."""
+    from harness.kernelvm import driver as driver_module
+    real_script = plumbing.guest_wireguard_script
+    calls: list[int] = []
+
+    def first_hangs(conf_path: str, addresses: tuple[str, ...], mtu: int) -> str:
+        calls.append(1)
+        script = real_script(conf_path, addresses, mtu)
+        return f"sleep 20\n{script}" if len(calls) == 1 else script
+
+    monkeypatch.setattr(driver_module, "SETUP_TIMEOUT", 5.0)
+    monkeypatch.setattr(plumbing, "guest_wireguard_script", first_hangs)
+    vm, _ = _start_pair(topo, instances, tmp_path, wireguard_go(), vm_is_server=True)
+    assert len(calls) == 2
+    own_log = (tmp_path / "vm-kernel-vm.log").read_text()
+    assert "attempt 1 failed, booting a fresh VM: guest command timed out after 5 s" in own_log
+    assert (tmp_path / f"{vm.vm.tap}-console.attempt1.log").exists()
+    result = ping(topo.host("peer"), SERVER_V4, count=1, timeout=10)
+    assert result.ok, result.detail  # the second VM is the peer in use
+
+    calls.clear()
+    monkeypatch.setattr(plumbing, "guest_wireguard_script",
+                        lambda conf_path, addresses, mtu: "exit 7\n")
+    other = topo.host("peer")
+    with pytest.raises(DriverError, match="guest command exited 7"):
+        KernelVMDriver(Progress(quiet=True)).start(other, _configs(topo, True)[1],
+                                                   tmp_path / "fails")
+    assert not (tmp_path / "fails" / "peer-kernel-vm.log").exists(), "a failing script was retried"
 
 
 @netns
