@@ -13,13 +13,23 @@ from scapy.layers.inet6 import IPv6
 from wgref.client import netlink as nl
 from wgref.client import offload, packet
 from wgref.client.nfqueue import (
+    HOOK_OUTPUT,
     NF_ACCEPT,
     NF_DROP,
+    NFQA_IFINDEX_INDEV,
+    NFQA_IFINDEX_OUTDEV,
     NFQA_MARK,
+    NFQA_PACKET_HDR,
+    NFQA_PAYLOAD,
+    NFQA_SKB_CSUMNOTREADY,
+    NFQA_SKB_GSO,
+    NFQA_SKB_INFO,
     NFQA_VERDICT_HDR,
+    NFQNL_MSG_PACKET,
     NFQNL_MSG_VERDICT,
     NFQNL_MSG_VERDICT_BATCH,
     NfQueue,
+    QueuedPacket,
 )
 
 
@@ -102,6 +112,54 @@ def test_verdicts_single_first_then_one_batch_drop() -> None:
     assert struct.unpack(">I", single[NFQA_MARK]) == (0x1234,)
     assert struct.unpack(">II", batch[NFQA_VERDICT_HDR]) == (NF_DROP, 12)
     assert all(bytes(p[2:4]) == (7).to_bytes(2, "big") for _k, _f, _s, p in sent)
+
+
+def queued_message(packet_id: int, payload: bytes, *, mark: int | None = None,
+                   skb_info: int | None = None, header: bool = True,
+                   kind: int = NFQNL_MSG_PACKET) -> bytes:
+    """A packet message as nfnetlink_queue sends it (nfnetlink_queue.c
+    nfqnl_build_packet_message: the packet header first, the payload last)."""
+    attrs = [nl.attr(NFQA_PACKET_HDR, struct.pack(">IHB", packet_id, 0x0800, HOOK_OUTPUT))
+             ] if header else []
+    if mark is not None:
+        attrs.append(nl.attr(NFQA_MARK, struct.pack(">I", mark)))
+    attrs += [nl.attr(NFQA_IFINDEX_OUTDEV, struct.pack(">I", 3)),
+              nl.attr(NFQA_IFINDEX_INDEV | nl.NLA_F_NESTED, b"\x01")]  # malformed: skipped
+    if skb_info is not None:
+        attrs.append(nl.attr(NFQA_SKB_INFO, struct.pack(">I", skb_info)))
+    attrs.append(nl.attr(NFQA_PAYLOAD, payload))
+    return nl.message((3 << 8) | kind, 0, 0, nl.nfgen(socket.AF_UNSPEC, 7) + b"".join(attrs))
+
+
+def _queue_on(sock: socket.socket) -> NfQueue:
+    """An NfQueue reading from ``sock`` (one end of a socket pair) instead of the kernel."""
+    queue = NfQueue.__new__(NfQueue)
+    queue.number, queue.sock = 7, sock
+    queue._pending, queue._drop_upto, queue._nfgen = [], -1, nl.nfgen(0, 7)
+    queue._buffer = bytearray(1 << 17)
+    queue._view = memoryview(queue._buffer)
+    return queue
+
+
+def test_receive_reads_packet_messages() -> None:
+    """Each datagram may hold several messages; messages of other kinds and packets without
+    a packet header are skipped; the flags of NFQA_SKB_INFO come through."""
+    data = bytes(IP(src="10.0.0.1", dst="10.99.0.9") / TCP() / (b"u" * 1400))
+    ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with ours, kernel:
+        ours.setblocking(False)
+        queue = _queue_on(ours)
+        kernel.send(queued_message(1, data, mark=0x77)
+                    + queued_message(2, data, header=False)
+                    + queued_message(3, data, kind=NFQNL_MSG_VERDICT))
+        kernel.send(queued_message(4, data[:60], skb_info=NFQA_SKB_GSO | NFQA_SKB_CSUMNOTREADY))
+        kernel.send(queued_message(5, b"", skb_info=NFQA_SKB_CSUMNOTREADY))
+        got = queue.receive(64)
+    assert got == [
+        QueuedPacket(1, HOOK_OUTPUT, data, 0x77, 0, 3, gso=False, csum_partial=False),
+        QueuedPacket(4, HOOK_OUTPUT, data[:60], 0, 0, 3, gso=True, csum_partial=True),
+        QueuedPacket(5, HOOK_OUTPUT, b"", 0, 0, 3, gso=False, csum_partial=True),
+    ]
 
 
 def test_partial_checksum_and_vnet_header_for_lo() -> None:

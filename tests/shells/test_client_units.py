@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 
@@ -170,6 +172,38 @@ def test_rewrite_fixes_checksums(version: int, kind: str) -> None:
     if kind == "tcp":
         parsed = IP(out) if version == 4 else IPv6(out)
         assert dict(parsed[TCP].options)["MSS"] == 1380
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(version=st.sampled_from([4, 6]), kind=st.sampled_from(["tcp", "syn", "udp", "icmp"]),
+       payload=st.binary(max_size=300), src=st.binary(min_size=16, max_size=16),
+       dst=st.binary(min_size=16, max_size=16), port=st.integers(0, 0xFFFF),
+       options=st.booleans())
+def test_rewrite_updates_valid_checksums_as_summing_them_again(
+        version: int, kind: str, payload: bytes, src: bytes, dst: bytes, port: int,
+        options: bool) -> None:
+    """RFC 1624's update of complete checksums gives the bytes a full recomputation gives,
+    for the changes the client makes (addresses, port, echo identifier, MSS clamp)."""
+    layer: Any
+    base: Any = (IP(src="10.200.0.2", dst="10.200.0.1", options=b"\x01" * 4 if options
+                    else b"") if version == 4 else IPv6(src="fd20::2", dst="fd20::1"))
+    size = 4 if version == 4 else 16
+    if kind in ("tcp", "syn"):
+        layer = TCP(sport=4000, dport=80, flags="S" if kind == "syn" else "PA",
+                    options=[("MSS", 1460), ("NOP", None), ("SAckOK", b"")] if options else [])
+    elif kind == "udp":
+        layer = UDP(sport=4000, dport=53)
+    else:
+        layer = ICMP(id=77) if version == 4 else ICMPv6EchoRequest(id=77)
+    raw = bytes(base / layer / payload)
+    results = []
+    for valid in (False, True):
+        info = packet.parse(raw)
+        assert info is not None and not info.fragment
+        results.append(packet.rewrite(raw, info, src=src[:size], dst=dst[:size], sport=port,
+                                      mss=1380, valid=valid))
+    assert results[0] == results[1]
+    _scapy_ok(results[1])
 
 
 def test_mss_is_only_lowered() -> None:

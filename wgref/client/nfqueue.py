@@ -19,7 +19,7 @@ import os
 import select
 import socket
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import netlink as nl
 
@@ -65,14 +65,17 @@ RECV_SIZE = 1 << 17  # a 64 KiB packet with its netlink headers and attributes
 _PACKET_KIND = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
 _VERDICT_KIND = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT
 _BATCH_KIND = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT_BATCH
+_NLMSG = struct.Struct("=IH")  # nlmsghdr's length and type
+_NLATTR = struct.Struct("=HH")  # nlattr's length and type
+_BODY = nl.HEADER.size + nl.NFGEN.size  # a message's first attribute
+_BE32_ATTRS = frozenset((NFQA_MARK, NFQA_IFINDEX_INDEV, NFQA_IFINDEX_OUTDEV, NFQA_SKB_INFO))
 
 
 class QueueError(OSError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class QueuedPacket:
+class QueuedPacket(NamedTuple):
     packet_id: int
     hook: int
     payload: bytes
@@ -80,6 +83,9 @@ class QueuedPacket:
     indev: int
     outdev: int
     gso: bool = False  # a GSO super-packet (only on a queue bound with gso=True)
+    # its transport checksum left partial (NFQA_SKB_CSUMNOTREADY; only on a queue bound with
+    # gso=True: without it the kernel completes the checksum before queueing)
+    csum_partial: bool = False
 
 
 class NfQueue:
@@ -138,7 +144,7 @@ class NfQueue:
     def receive(self, limit: int) -> list[QueuedPacket]:
         """Up to ``limit`` queued packets (fewer when the socket is drained)."""
         out: list[QueuedPacket] = []
-        recv_into, buffer, view = self.sock.recv_into, self._buffer, self._view
+        recv_into, buffer = self.sock.recv_into, self._buffer
         for _ in range(limit):
             try:
                 size = recv_into(buffer)
@@ -148,32 +154,51 @@ class NfQueue:
                 if exc.errno == errno.ENOBUFS:
                     continue
                 raise
-            for kind, _flags, _seq, body in nl.messages(view[:size]):
-                if kind != _PACKET_KIND:
-                    continue
-                attrs = nl.attributes(body[nl.NFGEN.size :])
-                header = attrs.get(NFQA_PACKET_HDR)
-                payload = attrs.get(NFQA_PAYLOAD)
-                if header is None or len(header) < _PACKET_HDR.size:
-                    continue
-                packet_id, _hw, hook = _PACKET_HDR.unpack_from(header)
-                mark = attrs.get(NFQA_MARK)
-                indev = attrs.get(NFQA_IFINDEX_INDEV)
-                outdev = attrs.get(NFQA_IFINDEX_OUTDEV)
-                info = attrs.get(NFQA_SKB_INFO)
-                skb_info = _BE32.unpack(info)[0] if info is not None and len(info) == 4 else 0
-                out.append(
-                    QueuedPacket(
-                        packet_id,
-                        hook,
-                        bytes(payload) if payload is not None else b"",
-                        _BE32.unpack(mark)[0] if mark is not None and len(mark) == 4 else 0,
-                        _BE32.unpack(indev)[0] if indev is not None and len(indev) == 4 else 0,
-                        _BE32.unpack(outdev)[0] if outdev is not None and len(outdev) == 4 else 0,
-                        bool(skb_info & NFQA_SKB_GSO),
-                    )
-                )
+            offset = 0
+            while offset + _NLMSG.size <= size:
+                length, kind = _NLMSG.unpack_from(buffer, offset)
+                if length < nl.HEADER.size or offset + length > size:
+                    break
+                if kind == _PACKET_KIND:
+                    item = self._packet(offset + _BODY, offset + length)
+                    if item is not None:
+                        out.append(item)
+                offset += (length + 3) & ~3
         return out
+
+    def _packet(self, offset: int, end: int) -> QueuedPacket | None:
+        """The packet whose attributes are in the receive buffer from ``offset`` to ``end``
+        (one pass over them, none copied but the payload)."""
+        buffer = self._buffer
+        packet_id = hook = mark = indev = outdev = skb_info = 0
+        payload = b""
+        have_header = False
+        while offset + 4 <= end:
+            length, kind = _NLATTR.unpack_from(buffer, offset)
+            if length < 4 or offset + length > end:
+                break
+            kind &= nl.NLA_TYPE_MASK
+            if kind == NFQA_PAYLOAD:
+                payload = bytes(self._view[offset + 4 : offset + length])
+            elif length == 8 and kind in _BE32_ATTRS:
+                value = _BE32.unpack_from(buffer, offset + 4)[0]
+                if kind == NFQA_MARK:
+                    mark = value
+                elif kind == NFQA_IFINDEX_INDEV:
+                    indev = value
+                elif kind == NFQA_IFINDEX_OUTDEV:
+                    outdev = value
+                else:
+                    skb_info = value
+            elif kind == NFQA_PACKET_HDR and length >= 4 + _PACKET_HDR.size:
+                packet_id, _hw, hook = _PACKET_HDR.unpack_from(buffer, offset + 4)
+                have_header = True
+            offset += (length + 3) & ~3
+        if not have_header:
+            return None
+        return QueuedPacket(packet_id, hook, payload, mark, indev, outdev,
+                            bool(skb_info & NFQA_SKB_GSO),
+                            bool(skb_info & NFQA_SKB_CSUMNOTREADY))
 
     def verdict(self, packet_id: int, verdict: int, mark: int | None = None) -> None:
         """A verdict for one packet, sent by the next :meth:`flush` (before the batch drop)."""

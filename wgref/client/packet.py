@@ -11,7 +11,7 @@ import os
 import struct
 from dataclasses import dataclass
 
-from ..offload import checksum
+from ..offload import _sum16, checksum
 
 TCP = 6
 UDP = 17
@@ -165,10 +165,13 @@ def rewrite(
     dport: int | None = None,
     mss: int | None = None,
     checksums: bool = True,
+    valid: bool = False,
 ) -> bytes:
     """A copy with new addresses/ports (an echo identifier counts as the requester's port),
     the MSS clamped and every checksum recomputed (unless ``checksums`` is false: for a
-    super-packet that is about to be segmented, which sets them per segment)."""
+    super-packet that is about to be segmented, which sets them per segment). With
+    ``valid`` (the checksums of ``packet`` are complete, not left partial) they are updated
+    for what changed instead (:func:`update_checksums`), as the kernel's NAT does."""
     buf = bytearray(packet)
     if info.version == 4:
         a, b = 12, 16
@@ -193,9 +196,62 @@ def rewrite(
                 buf[start + 4 : start + 6] = ident.to_bytes(2, "big")
         if mss is not None:
             clamp_mss(buf, info, mss)
-    if checksums:
+    if valid:
+        update_checksums(packet, buf, info)
+    elif checksums:
         fix_checksums(buf, info)
     return bytes(buf)
+
+
+def _transport_span(buf: bytes | bytearray, info: Info) -> int:
+    """How many bytes from the upper-layer header's start :func:`rewrite` may change (ports,
+    an echo identifier, the MSS option) and the checksum covers; 0 when it has none."""
+    if info.fragment:
+        return 0
+    if info.proto == TCP:
+        return (buf[info.header_len + 12] >> 4) * 4
+    if info.proto in (UDP, ICMP, ICMPV6):
+        return 8
+    return 0
+
+
+def update_checksums(old: bytes | bytearray, buf: bytearray, info: Info) -> None:
+    """Update the IPv4 header checksum and the TCP/UDP/ICMP checksum of ``buf``, a copy of
+    ``old`` (whose checksums are valid) with its addresses and upper-layer header changed:
+    RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), over the changed spans only (nf_nat_proto.c:
+    ``inet_proto_csum_replace4`` and friends). A wrong checksum stays wrong, as through the
+    kernel's NAT."""
+    size = 4 if info.version == 4 else 16
+    a = 12 if info.version == 4 else 8
+    addresses = slice(a, a + 2 * size)
+    delta = _sum16(buf[addresses]) - _sum16(old[addresses])
+    if info.version == 4:
+        field = (buf[10] << 8) | buf[11]
+        value = 0xFFFF - (0xFFFF - field + delta) % 0xFFFF
+        buf[10:12] = value.to_bytes(2, "big")
+    start = info.header_len
+    span = _transport_span(buf, info)
+    if not span:
+        return
+    if info.proto == TCP:
+        where = start + 16
+    elif info.proto == UDP:
+        where = start + 6
+    else:
+        where = start + 2
+    end = start + span
+    if end > len(buf) or where + 2 > end:  # malformed: summed whole, as before
+        fix_checksums(buf, info)
+        return
+    field = (buf[where] << 8) | buf[where + 1]
+    if info.proto == UDP and field == 0 and info.version == 4:
+        return  # IPv4 UDP without a checksum stays without one
+    if info.proto == ICMP:
+        delta = 0  # no pseudo header (RFC 792)
+    delta += _sum16(buf[start:end]) - _sum16(old[start:end])
+    # never 0: UDP's 0 means "no checksum"; for TCP and ICMP 0xFFFF is the same sum
+    value = 0xFFFF - (0xFFFF - field + delta) % 0xFFFF
+    buf[where : where + 2] = value.to_bytes(2, "big")
 
 
 def mss_option(packet: bytes, info: Info) -> int | None:

@@ -339,7 +339,8 @@ class Client:
         queue.drop(item.packet_id)
         if info.proto == packet.TCP and info.tcp_flags & 0x05:  # FIN or RST
             flow.closing = True
-        self._outbound(flow, item.payload, info, item.gso, packets)
+        self._outbound(flow, item.payload, info, item.gso, packets,
+                       valid=not item.csum_partial)
 
     def _icmp_error(self, queue: NfQueue, item: QueuedPacket, info: packet.Info,
                     packets: list[bytes]) -> bool:
@@ -367,7 +368,9 @@ class Client:
         return True
 
     def _outbound(self, flow: Flow, data: bytes, info: packet.Info, gso: bool,
-                  packets: list[bytes]) -> None:
+                  packets: list[bytes], *, valid: bool = False) -> None:
+        """``valid``: the packet's checksums are complete (updated for the rewrite, not
+        summed again)."""
         mtu = self.config.mtu
         sport = flow.nat_sport if flow.nat_sport != flow.sport else None
         if gso and info.proto == packet.TCP and len(data) > mtu:
@@ -389,7 +392,8 @@ class Client:
         original = packet.Info(info.version, info.proto, info.header_len, info.src, info.dst,
                                info.fragment, info.sport, info.dport, info.tcp_flags)
         rewritten = packet.rewrite(data, info, src=flow.nat_src, sport=sport,
-                                   dst=flow.nat_dst or None, mss=self.mss[info.version])
+                                   dst=flow.nat_dst or None, mss=self.mss[info.version],
+                                   valid=valid)
         if len(rewritten) <= mtu:
             packets.append(rewritten)
             return
