@@ -11,7 +11,7 @@ import os
 import struct
 from dataclasses import dataclass
 
-from ..offload import _sum16, checksum
+from ..offload import checksum
 
 TCP = 6
 UDP = 17
@@ -220,15 +220,14 @@ def update_checksums(old: bytes | bytearray, buf: bytearray, info: Info) -> None
     ``old`` (whose checksums are valid) with its addresses and upper-layer header changed:
     RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), over the changed spans only (nf_nat_proto.c:
     ``inet_proto_csum_replace4`` and friends). A wrong checksum stays wrong, as through the
-    kernel's NAT."""
-    size = 4 if info.version == 4 else 16
+    kernel's NAT. A span of whole 16-bit words read as one big-endian number is its ones'
+    complement sum mod 0xFFFF (2**16 == 1 mod 0xFFFF), so m' - m is one subtraction."""
     a = 12 if info.version == 4 else 8
-    addresses = slice(a, a + 2 * size)
-    delta = _sum16(buf[addresses]) - _sum16(old[addresses])
+    e = 20 if info.version == 4 else 40
+    delta = int.from_bytes(buf[a:e], "big") - int.from_bytes(old[a:e], "big")
     if info.version == 4:
         field = (buf[10] << 8) | buf[11]
-        value = 0xFFFF - (0xFFFF - field + delta) % 0xFFFF
-        buf[10:12] = value.to_bytes(2, "big")
+        buf[10:12] = (0xFFFF - (0xFFFF - field + delta) % 0xFFFF).to_bytes(2, "big")
     start = info.header_len
     span = _transport_span(buf, info)
     if not span:
@@ -248,10 +247,9 @@ def update_checksums(old: bytes | bytearray, buf: bytearray, info: Info) -> None
         return  # IPv4 UDP without a checksum stays without one
     if info.proto == ICMP:
         delta = 0  # no pseudo header (RFC 792)
-    delta += _sum16(buf[start:end]) - _sum16(old[start:end])
+    delta += int.from_bytes(buf[start:end], "big") - int.from_bytes(old[start:end], "big")
     # never 0: UDP's 0 means "no checksum"; for TCP and ICMP 0xFFFF is the same sum
-    value = 0xFFFF - (0xFFFF - field + delta) % 0xFFFF
-    buf[where : where + 2] = value.to_bytes(2, "big")
+    buf[where : where + 2] = (0xFFFF - (0xFFFF - field + delta) % 0xFFFF).to_bytes(2, "big")
 
 
 def mss_option(packet: bytes, info: Info) -> int | None:
