@@ -67,6 +67,13 @@ TCP_SYN = 0x02
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+@functools.lru_cache(maxsize=1024)
+def _sockaddr(address: bytes) -> tuple[str, int]:
+    """A raw socket's destination for a packed address (a flow's host: few of them)."""
+    return socket.inet_ntop(socket.AF_INET if len(address) == 4 else socket.AF_INET6,
+                            address), 0
+
+
 @dataclass(eq=False)
 class ClientPeer:
     """A [Peer] of the config, its device peer and the prefixes tunnelled to it."""
@@ -389,8 +396,6 @@ class Client:
             except ValueError:
                 log.debug("dropped a malformed TCP super-packet")
             return
-        original = packet.Info(info.version, info.proto, info.header_len, info.src, info.dst,
-                               info.fragment, info.sport, info.dport, info.tcp_flags)
         rewritten = packet.rewrite(data, info, src=flow.nat_src, sport=sport,
                                    dst=flow.nat_dst or None, mss=self.mss[info.version],
                                    valid=valid)
@@ -408,7 +413,9 @@ class Client:
         else:
             refuse = flow.forwarded or info.proto == packet.TCP
         if refuse:
-            self._inject(packet.too_big(data, original, mtu, flow.nat_src), flow.src)
+            original = packet.parse(data)  # ``info`` now describes the rewritten packet
+            if original is not None:
+                self._inject(packet.too_big(data, original, mtu, flow.nat_src), flow.src)
             return
         packets += packet.fragment(rewritten, info, mtu)
 
@@ -505,8 +512,7 @@ class Client:
         sock = self.raw4 if len(destination) == 4 else self.raw6
         if sock is None:
             return
-        family = socket.AF_INET if len(destination) == 4 else socket.AF_INET6
-        address = (socket.inet_ntop(family, destination), 0)
+        address = _sockaddr(destination)
         try:
             sock.sendto(data, address)
             self.counters["injected"] += 1
