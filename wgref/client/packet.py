@@ -203,18 +203,6 @@ def rewrite(
     return bytes(buf)
 
 
-def _transport_span(buf: bytes | bytearray, info: Info) -> int:
-    """How many bytes from the upper-layer header's start :func:`rewrite` may change (ports,
-    an echo identifier, the MSS option) and the checksum covers; 0 when it has none."""
-    if info.fragment:
-        return 0
-    if info.proto == TCP:
-        return (buf[info.header_len + 12] >> 4) * 4
-    if info.proto in (UDP, ICMP, ICMPV6):
-        return 8
-    return 0
-
-
 def update_checksums(old: bytes | bytearray, buf: bytearray, info: Info) -> None:
     """Update the IPv4 header checksum and the TCP/UDP/ICMP checksum of ``buf``, a copy of
     ``old`` (whose checksums are valid) with its addresses and upper-layer header changed:
@@ -222,31 +210,33 @@ def update_checksums(old: bytes | bytearray, buf: bytearray, info: Info) -> None
     ``inet_proto_csum_replace4`` and friends). A wrong checksum stays wrong, as through the
     kernel's NAT. A span of whole 16-bit words read as one big-endian number is its ones'
     complement sum mod 0xFFFF (2**16 == 1 mod 0xFFFF), so m' - m is one subtraction."""
-    a = 12 if info.version == 4 else 8
-    e = 20 if info.version == 4 else 40
-    delta = int.from_bytes(buf[a:e], "big") - int.from_bytes(old[a:e], "big")
-    if info.version == 4:
+    version, proto, start = info.version, info.proto, info.header_len
+    if version == 4:
+        delta = int.from_bytes(buf[12:20], "big") - int.from_bytes(old[12:20], "big")
         field = (buf[10] << 8) | buf[11]
         buf[10:12] = (0xFFFF - (0xFFFF - field + delta) % 0xFFFF).to_bytes(2, "big")
-    start = info.header_len
-    span = _transport_span(buf, info)
-    if not span:
-        return
-    if info.proto == TCP:
-        where = start + 16
-    elif info.proto == UDP:
-        where = start + 6
+        if proto == ICMP:
+            delta = 0  # no pseudo header (RFC 792)
     else:
-        where = start + 2
-    end = start + span
+        delta = int.from_bytes(buf[8:40], "big") - int.from_bytes(old[8:40], "big")
+    if info.fragment:
+        return
+    # the checksum field, and the end of what rewrite may change (ports, echo identifier,
+    # the MSS option)
+    if proto == UDP:
+        where, end = start + 6, start + 8
+    elif proto == TCP:
+        where, end = start + 16, start + (buf[start + 12] >> 4) * 4
+    elif proto in (ICMP, ICMPV6):
+        where, end = start + 2, start + 8
+    else:
+        return
     if end > len(buf) or where + 2 > end:  # malformed: summed whole, as before
         fix_checksums(buf, info)
         return
     field = (buf[where] << 8) | buf[where + 1]
-    if info.proto == UDP and field == 0 and info.version == 4:
+    if field == 0 and proto == UDP and version == 4:
         return  # IPv4 UDP without a checksum stays without one
-    if info.proto == ICMP:
-        delta = 0  # no pseudo header (RFC 792)
     delta += int.from_bytes(buf[start:end], "big") - int.from_bytes(old[start:end], "big")
     # never 0: UDP's 0 means "no checksum"; for TCP and ICMP 0xFFFF is the same sum
     buf[where : where + 2] = (0xFFFF - (0xFFFF - field + delta) % 0xFFFF).to_bytes(2, "big")
