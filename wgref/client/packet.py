@@ -21,6 +21,8 @@ FRAGMENT = 44
 _EXTENSIONS = (0, 43, 60)  # hop-by-hop, routing, destination options
 ECHO_REQUEST = {4: 8, 6: 128}
 ECHO_REPLY = {4: 0, 6: 129}
+_IPV4 = struct.Struct(">2xH2xHxB2x4s4s")  # total length, flags+offset, protocol, addresses
+_PORTS = struct.Struct(">HH")
 
 
 @dataclass(slots=True)
@@ -44,11 +46,10 @@ def parse(packet: bytes | bytearray) -> Info | None:
     version = packet[0] >> 4
     if version == 4:
         ihl = (packet[0] & 0x0F) * 4
-        total = (packet[2] << 8) | packet[3]
+        total, frag, proto, src, dst = _IPV4.unpack_from(packet)
         if ihl < 20 or total < ihl or total > len(packet):
             return None
-        frag = ((packet[6] << 8) | packet[7]) & 0x3FFF
-        info = Info(4, packet[9], ihl, bytes(packet[12:16]), bytes(packet[16:20]), frag != 0)
+        info = Info(4, proto, ihl, src, dst, frag & 0x3FFF != 0)
     elif version == 6:
         if len(packet) < 40 or 40 + ((packet[4] << 8) | packet[5]) > len(packet):
             return None
@@ -66,19 +67,20 @@ def parse(packet: bytes | bytearray) -> Info | None:
         return None
     if info.fragment:
         return info
-    offset = info.header_len
-    if info.proto in (TCP, UDP) and offset + (20 if info.proto == TCP else 8) <= len(packet):
-        info.sport, info.dport = struct.unpack_from(">HH", packet, offset)
-        if info.proto == TCP:
-            info.tcp_flags = packet[offset + 13]
-    elif info.proto == (ICMP if version == 4 else ICMPV6) and offset + 8 <= len(packet):
+    offset, proto = info.header_len, info.proto
+    if proto == UDP and offset + 8 <= len(packet):
+        info.sport, info.dport = _PORTS.unpack_from(packet, offset)
+    elif proto == TCP and offset + 20 <= len(packet):
+        info.sport, info.dport = _PORTS.unpack_from(packet, offset)
+        info.tcp_flags = packet[offset + 13]
+    elif proto == (ICMP if version == 4 else ICMPV6) and offset + 8 <= len(packet):
         kind = packet[offset]
         ident = (packet[offset + 4] << 8) | packet[offset + 5]
         if kind == ECHO_REQUEST[version]:
             info.sport = ident
         elif kind == ECHO_REPLY[version]:
             info.dport = ident
-    elif info.proto in (TCP, UDP, ICMP, ICMPV6):
+    elif proto in (TCP, UDP, ICMP, ICMPV6):
         return None
     return info
 
