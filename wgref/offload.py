@@ -167,7 +167,7 @@ def _split_struct(version: int, tcp_off: int, th: int) -> struct.Struct:
     return layout
 
 
-def _split_tcp(packet: bytes, mss: int, tcp_off: int) -> list[bytes]:
+def _split_tcp(packet: bytes | bytearray, mss: int, tcp_off: int) -> list[bytes]:
     """Cut a TCP super-packet into segments of ``mss`` payload bytes, as the kernel's
     tcp_gso_segment would: IP lengths, IPv4 ids (+1 each) and checksums, TCP sequence
     numbers; FIN and PSH on the last segment only, CWR on the first only; TCP checksums."""

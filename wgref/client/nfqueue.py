@@ -78,7 +78,7 @@ class QueueError(OSError):
 class QueuedPacket(NamedTuple):
     packet_id: int
     hook: int
-    payload: bytes
+    payload: bytearray  # the client's own copy: a super-packet's headers are rewritten in it
     mark: int
     indev: int
     outdev: int
@@ -171,7 +171,7 @@ class NfQueue:
         (one pass over them, none copied but the payload)."""
         buffer = self._buffer
         packet_id = hook = mark = indev = outdev = skb_info = 0
-        payload = b""
+        payload = bytearray()
         have_header = False
         while offset + 4 <= end:
             length, kind = _NLATTR.unpack_from(buffer, offset)
@@ -179,7 +179,7 @@ class NfQueue:
                 break
             kind &= nl.NLA_TYPE_MASK
             if kind == NFQA_PAYLOAD:
-                payload = bytes(self._view[offset + 4 : offset + length])
+                payload = bytearray(self._view[offset + 4 : offset + length])
             elif length == 8 and kind in _BE32_ATTRS:
                 value = _BE32.unpack_from(buffer, offset + 4)[0]
                 if kind == NFQA_MARK:

@@ -158,7 +158,7 @@ def clamp_mss(buf: bytearray, info: Info, mss: int) -> bool:
 
 
 def rewrite(
-    packet: bytes,
+    packet: bytes | bytearray,
     info: Info,
     *,
     src: bytes | None = None,
@@ -303,7 +303,7 @@ def fragment(packet: bytes, info: Info, mtu: int) -> list[bytes]:
     return out
 
 
-def too_big(packet: bytes, info: Info, mtu: int, source: bytes) -> bytes:
+def too_big(packet: bytes | bytearray, info: Info, mtu: int, source: bytes) -> bytes:
     """An ICMP 'fragmentation needed' (IPv4) or 'packet too big' (IPv6) for ``packet``, from
     ``source`` to the packet's source, telling ``mtu``."""
     if info.version == 4:
@@ -436,7 +436,7 @@ class Quoted:
     dport: int
 
 
-def quoted(packet: bytes, info: Info) -> Quoted | None:
+def quoted(packet: bytes | bytearray, info: Info) -> Quoted | None:
     """The quoted packet of an ICMP/ICMPv6 error, or None for anything else."""
     if info.fragment or info.proto != (ICMP if info.version == 4 else ICMPV6):
         return None
@@ -469,7 +469,7 @@ def quoted(packet: bytes, info: Info) -> Quoted | None:
 
 
 def rewrite_icmp_error_out(
-    packet: bytes, info: Info, q: Quoted, tunnel: bytes, port: int | None
+    packet: bytes | bytearray, info: Info, q: Quoted, tunnel: bytes, port: int | None
 ) -> bytes:
     """An ICMP error the host sends about a packet it received from the tunnel, made to come
     from the tunnel address: the outer source and the quoted packet's destination (and its

@@ -374,7 +374,7 @@ class Client:
         log.debug("%s: ICMP error tunnelled", self._describe(info))
         return True
 
-    def _outbound(self, flow: Flow, data: bytes, info: packet.Info, gso: bool,
+    def _outbound(self, flow: Flow, data: bytearray, info: packet.Info, gso: bool,
                   packets: list[bytes], *, valid: bool = False) -> None:
         """``valid``: the packet's checksums are complete (updated for the rewrite, not
         summed again)."""
@@ -388,11 +388,11 @@ class Client:
             size = mtu - th
             if flow.peer_mss:
                 size = min(size, flow.peer_mss - (th - tcp_off - 20))
-            header = packet.rewrite(data[:th], info, src=flow.nat_src, sport=sport,
-                                    dst=flow.nat_dst or None, checksums=False)
+            # the headers rewritten in place: the 64 KiB are copied once, into the segments
+            data[:th] = packet.rewrite(data[:th], info, src=flow.nat_src, sport=sport,
+                                       dst=flow.nat_dst or None, checksums=False)
             try:
-                whole = b"".join((header, memoryview(data)[th:]))  # one copy, not two
-                packets += offload.segment(whole, tcp_off, max(size, 8))
+                packets += offload.segment(data, tcp_off, max(size, 8))
             except ValueError:
                 log.debug("dropped a malformed TCP super-packet")
             return
