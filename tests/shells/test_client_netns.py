@@ -724,10 +724,13 @@ def answer(query, address):
     record = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + socket.inet_aton(address)
     return struct.pack(">HHHHHH", ident, 0x8180, 1, 1, 0, 0) + question + record
 
+def family(addr):
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
 def serve(addr, reply):
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp = socket.socket(family(addr), socket.SOCK_DGRAM)
     udp.bind((addr, 53))
-    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp = socket.socket(family(addr), socket.SOCK_STREAM)
     tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     tcp.bind((addr, 53))
     tcp.listen(8)
@@ -754,7 +757,7 @@ def ask(mode, resolver, name):
     query += struct.pack(">HH", 1, 1)
     try:
         if mode == "udp":
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            with socket.socket(family(resolver), socket.SOCK_DGRAM) as s:
                 s.settimeout(3)
                 s.sendto(query, (resolver, 53))
                 data, source = s.recvfrom(2048)
@@ -811,6 +814,39 @@ def test_dns_of_tunnelled_apps_goes_through_the_tunnel(lab: ClientLab) -> None:
     # the host's resolver configuration is untouched
     now = Path("/etc/resolv.conf").read_bytes() if Path("/etc/resolv.conf").exists() else b""
     assert now == resolv
+
+
+def test_dns_over_ipv6_of_tunnelled_apps_goes_through_the_tunnel(lab: ClientLab) -> None:
+    """`DNS =` with an IPv6 server: IPv6 queries of a tunnelled app (UDP and TCP) go to it
+    through the tunnel, an untunnelled app's reach the host's IPv6 resolver."""
+    dns = lab.tmp / "dns.py"
+    dns.write_text(DNS)
+    for address, reply, log in (("fd99::1", "10.1.1.6", "dns6-tunnel.log"),
+                                ("fd20::3", "10.2.2.6", "dns6-host.log")):
+        proc = lab.spawn(lab.server_ns, [sys.executable, str(dns), "serve", address, reply],
+                         log)
+        def up(log: str = log, proc: subprocess.Popen[bytes] = proc) -> bool:
+            return "ready" in lab.log(log) or proc.poll() is not None
+
+        wait_for(up, 10, log)
+        assert proc.poll() is None, lab.log(log)
+    config = lab.config("#@ws:AllowedApps = appA\n", allowed="10.99.0.0/24, fd99::/64")
+    config.write_text(config.read_text().replace("DNS = 10.99.0.1\n",
+                                                 "DNS = 10.99.0.1, fd99::1\n"))
+    lab.start_client(config)
+    assert "DNS = fd99::1: queries of tunnelled applications go there" in lab.log("client.log")
+
+    def ask(app: str, mode: str, resolver: str = "fd20::3") -> str:
+        result = lab.sh(lab.client_ns, str(lab.tmp / app), str(dns), "ask", mode,
+                        resolver, "www.example.test", check=False, timeout=30)
+        return (result.stdout.strip() or result.stderr.strip()).splitlines()[-1]
+
+    for mode in ("udp", "tcp"):
+        assert ask("appA", mode) == "10.1.1.6", lab.log("client.log")
+        assert ask("appB", mode) == "10.2.2.6", lab.log("client.log")
+    log = lab.log("client.log")
+    assert re.search(r"udp \[fd20::2\]:\d+ -> \[fd20::3\]:53: tunnel \(DNS to fd99::1: "
+                     r"appA\[\d+\] in AllowedApps\)", log), log
 
 
 # ----------------------------------------------------------------- other protocols, ICMP
