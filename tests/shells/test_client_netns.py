@@ -724,10 +724,13 @@ def answer(query, address):
     record = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + socket.inet_aton(address)
     return struct.pack(">HHHHHH", ident, 0x8180, 1, 1, 0, 0) + question + record
 
+def family(addr):
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
 def serve(addr, reply):
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp = socket.socket(family(addr), socket.SOCK_DGRAM)
     udp.bind((addr, 53))
-    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp = socket.socket(family(addr), socket.SOCK_STREAM)
     tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     tcp.bind((addr, 53))
     tcp.listen(8)
@@ -754,7 +757,7 @@ def ask(mode, resolver, name):
     query += struct.pack(">HH", 1, 1)
     try:
         if mode == "udp":
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            with socket.socket(family(resolver), socket.SOCK_DGRAM) as s:
                 s.settimeout(3)
                 s.sendto(query, (resolver, 53))
                 data, source = s.recvfrom(2048)
@@ -775,34 +778,44 @@ else:
 '''
 
 
-def test_dns_of_tunnelled_apps_goes_through_the_tunnel(lab: ClientLab) -> None:
-    dns = lab.tmp / "dns.py"
-    dns.write_text(DNS)
-    # the tunnel's resolver answers 10.1.1.1; the host's (outside the tunnel) 10.2.2.2
-    for address, reply, log in (("10.99.0.1", "10.1.1.1", "dns-tunnel.log"),
-                                ("10.200.0.3", "10.2.2.2", "dns-host.log")):
-        proc = lab.spawn(lab.server_ns, [sys.executable, str(dns), "serve", address, reply],
-                         log)
-        def up(log: str = log, proc: subprocess.Popen[bytes] = proc) -> bool:
-            return "ready" in lab.log(log) or proc.poll() is not None
+class DnsLab:
+    """Resolvers in the server namespace (each answering every A query with its own address)
+    and one query from an app in the client namespace."""
 
-        wait_for(up, 10, log)
-        assert proc.poll() is None, lab.log(log)
+    def __init__(self, lab: ClientLab, resolvers: dict[str, str]) -> None:
+        self.lab = lab
+        self.script = lab.tmp / "dns.py"
+        self.script.write_text(DNS)
+        for address, reply in resolvers.items():
+            log = f"dns-{address.replace(':', '_')}.log"
+            proc = lab.spawn(lab.server_ns,
+                             [sys.executable, str(self.script), "serve", address, reply], log)
+
+            def up(log: str = log, proc: subprocess.Popen[bytes] = proc) -> bool:
+                return "ready" in lab.log(log) or proc.poll() is not None
+
+            wait_for(up, 10, log)
+            assert proc.poll() is None, lab.log(log)
+
+    def ask(self, app: str, mode: str, resolver: str) -> str:
+        result = self.lab.sh(self.lab.client_ns, str(self.lab.tmp / app), str(self.script),
+                             "ask", mode, resolver, "www.example.test", check=False,
+                             timeout=30)
+        return (result.stdout.strip() or result.stderr.strip()).splitlines()[-1]
+
+
+def test_dns_of_tunnelled_apps_goes_through_the_tunnel(lab: ClientLab) -> None:
+    # the tunnel's resolver answers 10.1.1.1; the host's (outside the tunnel) 10.2.2.2
+    dns = DnsLab(lab, {"10.99.0.1": "10.1.1.1", "10.200.0.3": "10.2.2.2"})
     resolv = Path("/etc/resolv.conf").read_bytes() if Path("/etc/resolv.conf").exists() else b""
     lab.start_client(lab.config("#@ws:AllowedApps = appA\n", allowed="10.99.0.0/24"))
     assert "DNS = 10.99.0.1: queries of tunnelled applications go there" in \
         lab.log("client.log")
-
-    def ask(app: str, mode: str, resolver: str = "10.200.0.3") -> str:
-        result = lab.sh(lab.client_ns, str(lab.tmp / app), str(dns), "ask", mode,
-                        resolver, "www.example.test", check=False, timeout=30)
-        return (result.stdout.strip() or result.stderr.strip()).splitlines()[-1]
-
     for mode in ("udp", "tcp"):
-        assert ask("appA", mode) == "10.1.1.1", lab.log("client.log")
-        assert ask("appB", mode) == "10.2.2.2", lab.log("client.log")
+        assert dns.ask("appA", mode, "10.200.0.3") == "10.1.1.1", lab.log("client.log")
+        assert dns.ask("appB", mode, "10.200.0.3") == "10.2.2.2", lab.log("client.log")
     # a resolver inside the tunnel that is not the DNS server: redirected all the same
-    assert ask("appA", "udp", "10.99.0.5") == "10.1.1.1", lab.log("client.log")
+    assert dns.ask("appA", "udp", "10.99.0.5") == "10.1.1.1", lab.log("client.log")
     log = lab.log("client.log")
     assert re.search(r"udp 10\.200\.0\.2:\d+ -> 10\.200\.0\.3:53: tunnel \(DNS to 10\.99\.0\.1: "
                      r"appA\[\d+\] in AllowedApps\)", log), log
@@ -811,6 +824,23 @@ def test_dns_of_tunnelled_apps_goes_through_the_tunnel(lab: ClientLab) -> None:
     # the host's resolver configuration is untouched
     now = Path("/etc/resolv.conf").read_bytes() if Path("/etc/resolv.conf").exists() else b""
     assert now == resolv
+
+
+def test_dns_over_ipv6_of_tunnelled_apps_goes_through_the_tunnel(lab: ClientLab) -> None:
+    """`DNS =` with an IPv6 server: IPv6 queries of a tunnelled app (UDP and TCP) go to it
+    through the tunnel, an untunnelled app's reach the host's IPv6 resolver."""
+    dns = DnsLab(lab, {"fd99::1": "10.1.1.6", "fd20::3": "10.2.2.6"})
+    config = lab.config("#@ws:AllowedApps = appA\n", allowed="10.99.0.0/24, fd99::/64")
+    config.write_text(config.read_text().replace("DNS = 10.99.0.1\n",
+                                                 "DNS = 10.99.0.1, fd99::1\n"))
+    lab.start_client(config)
+    assert "DNS = fd99::1: queries of tunnelled applications go there" in lab.log("client.log")
+    for mode in ("udp", "tcp"):
+        assert dns.ask("appA", mode, "fd20::3") == "10.1.1.6", lab.log("client.log")
+        assert dns.ask("appB", mode, "fd20::3") == "10.2.2.6", lab.log("client.log")
+    log = lab.log("client.log")
+    assert re.search(r"udp \[fd20::2\]:\d+ -> \[fd20::3\]:53: tunnel \(DNS to fd99::1: "
+                     r"appA\[\d+\] in AllowedApps\)", log), log
 
 
 # ----------------------------------------------------------------- other protocols, ICMP
