@@ -297,35 +297,25 @@ class Client:
     # ----------------------------------------------------------------- outbound
 
     def _read_queue(self, queue: NfQueue, now: float) -> None:
-        """One read of a queue: verdicts for all of it at once, sent before its tunnelled
-        packets are rewritten, cut, encrypted and sent together (a dropped packet is ours
-        once read: its verdict lets the host's TCP send on, see :mod:`.nfqueue`)."""
+        """One read of a queue: verdicts for all of it at once, then its tunnelled packets
+        encrypted and sent together."""
         batch = queue.receive(BATCH)
         self.counters["queued"] += len(batch)
         packets: list[bytes] = []
-        tunnelled: list[tuple[Flow, QueuedPacket, packet.Info]] = []
         for item in batch:
             try:
-                self._queued(queue, item, now, packets, tunnelled)
+                self._queued(queue, item, now, packets)
             except Exception:  # a bug must not take the host's networking down with it
                 log.exception("dropped a queued packet that could not be handled")
                 queue.drop(item.packet_id)
         queue.flush()
-        for flow, item, info in tunnelled:
-            try:
-                self._outbound(flow, item.payload, info, item.gso, packets,
-                               valid=not item.csum_partial)
-            except Exception:
-                log.exception("dropped a queued packet that could not be handled")
         if packets:
             out = Batch()
             self.device.send_packets(packets, now, out)
             self._flush(out, now)
 
-    def _queued(self, queue: NfQueue, item: QueuedPacket, now: float, packets: list[bytes],
-                tunnelled: list[tuple[Flow, QueuedPacket, packet.Info]]) -> None:
-        """The verdict for a queued packet; a tunnelled one is dropped and added to
-        ``tunnelled`` (for :meth:`_outbound`)."""
+    def _queued(self, queue: NfQueue, item: QueuedPacket, now: float,
+                packets: list[bytes]) -> None:
         info = packet.parse(item.payload)
         if info is None:  # malformed, or cut short (over NFQUEUE's copy range): fail closed
             self.counters["malformed"] += 1
@@ -356,7 +346,8 @@ class Client:
         queue.drop(item.packet_id)
         if info.proto == packet.TCP and info.tcp_flags & 0x05:  # FIN or RST
             flow.closing = True
-        tunnelled.append((flow, item, info))
+        self._outbound(flow, item.payload, info, item.gso, packets,
+                       valid=not item.csum_partial)
 
     def _icmp_error(self, queue: NfQueue, item: QueuedPacket, info: packet.Info,
                     packets: list[bytes]) -> bool:
