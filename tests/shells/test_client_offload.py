@@ -3,7 +3,6 @@ segments merged for injection, checksums, and the verdicts of one read sent in o
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import struct
 
@@ -31,7 +30,6 @@ from wgref.client.nfqueue import (
     NFQNL_MSG_VERDICT_BATCH,
     NfQueue,
     QueuedPacket,
-    VerdictSender,
 )
 
 
@@ -97,7 +95,6 @@ def test_verdicts_single_first_then_one_batch_drop() -> None:
     with ours, kernel:
         queue.number, queue.sock = 7, ours
         queue._pending, queue._drop_upto, queue._nfgen = [], -1, nl.nfgen(0, 7)
-        queue._sender = VerdictSender(ours, "test-verdicts")
         queue.drop(10)
         queue.verdict(11, NF_ACCEPT, 0x1234)
         queue.drop(12)
@@ -105,7 +102,6 @@ def test_verdicts_single_first_then_one_batch_drop() -> None:
         queue.flush()
         sent = list(nl.messages(kernel.recv(65536)))
         queue.flush()  # nothing left: nothing sent
-        queue._sender.close()
         kernel.setblocking(False)
         with pytest.raises(BlockingIOError):
             kernel.recv(65536)
@@ -116,24 +112,6 @@ def test_verdicts_single_first_then_one_batch_drop() -> None:
     assert struct.unpack(">I", single[NFQA_MARK]) == (0x1234,)
     assert struct.unpack(">II", batch[NFQA_VERDICT_HDR]) == (NF_DROP, 12)
     assert all(bytes(p[2:4]) == (7).to_bytes(2, "big") for _k, _f, _s, p in sent)
-
-
-def test_verdict_sender_keeps_order_and_sends_the_rest_on_close() -> None:
-    """Datagrams leave in the order given, those waiting together in one send; close sends
-    what is still waiting before the thread ends."""
-    ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    with ours, kernel:
-        ours.setblocking(False)
-        sender = VerdictSender(ours, "test-verdicts")
-        for i in range(200):
-            sender.put(i.to_bytes(4, "big"))
-        sender.close()
-        kernel.setblocking(False)
-        received = b""
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                received += kernel.recv(1 << 16)
-    assert received == b"".join(i.to_bytes(4, "big") for i in range(200))
 
 
 def queued_message(packet_id: int, payload: bytes, *, mark: int | None = None,
@@ -158,7 +136,6 @@ def _queue_on(sock: socket.socket) -> NfQueue:
     queue = NfQueue.__new__(NfQueue)
     queue.number, queue.sock = 7, sock
     queue._pending, queue._drop_upto, queue._nfgen = [], -1, nl.nfgen(0, 7)
-    queue._sender = None
     queue._buffer = bytearray(1 << 17)
     queue._view = memoryview(queue._buffer)
     return queue

@@ -10,32 +10,18 @@ single verdicts first, in order, then one ``NFQNL_MSG_VERDICT_BATCH`` that drops
 up to the highest id given :meth:`NfQueue.drop` (nfnetlink_queue.c
 ``nfqnl_recv_verdict_batch``: it applies to every packet of the queue with an id up to that
 one, so the single verdicts must reach the kernel first, as they do in one buffer).
-
-The verdicts leave from a thread of their own (:class:`VerdictSender`): a verdict that drops
-a host's TCP packet frees its skb, and the freeing runs the host's TCP transmit in the
-sender's context (tcp_output.c ``tcp_wfree``: TCP small queues hold a socket's sending back
-while its skbs are queued here, and the freeing schedules the deferred transmit as a tasklet
-on the freeing CPU: the next segments' TCP, IP, netfilter and NFQUEUE work). Sent from the
-run loop's thread, that work took the loop's core; from this thread (the GIL released in
-``send``) it runs beside it, as the TUN interface's host TCP does in the application's
-context (tun.c ``tun_net_xmit`` orphans the skb).
 """
 
 from __future__ import annotations
 
 import errno
-import logging
 import os
-import queue
 import select
 import socket
 import struct
-import threading
 from typing import NamedTuple
 
 from . import netlink as nl
-
-log = logging.getLogger("wgref.client")
 
 NFNL_SUBSYS_QUEUE = 3
 NFQNL_MSG_PACKET = 0
@@ -102,54 +88,6 @@ class QueuedPacket(NamedTuple):
     csum_partial: bool = False
 
 
-class VerdictSender:
-    """Sends the verdict datagrams it is given, in order, from a thread of its own
-    (module docstring: why); datagrams waiting together go in one ``send``."""
-
-    MAX_SEND = 1 << 16
-
-    def __init__(self, sock: socket.socket, name: str) -> None:
-        self._sock = sock
-        self._todo: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def put(self, datagram: bytes) -> None:
-        self._todo.put(datagram)
-
-    def _run(self) -> None:
-        todo = self._todo
-        while True:
-            first = todo.get()
-            if first is None:
-                return
-            chunk = [first]
-            size = len(first)
-            while size < self.MAX_SEND and not todo.empty():
-                more = todo.get_nowait()
-                if more is None:
-                    self._send(b"".join(chunk))
-                    return
-                chunk.append(more)
-                size += len(more)
-            self._send(b"".join(chunk))
-
-    def _send(self, data: bytes) -> None:
-        try:
-            try:
-                self._sock.send(data)
-            except BlockingIOError:
-                select.select([], [self._sock], [], 1.0)
-                self._sock.send(data)
-        except OSError as exc:  # the kernel times the packets out (nfnetlink_queue.c)
-            log.warning("NFQUEUE verdicts not sent: %s", exc)
-
-    def close(self) -> None:
-        """Send what is left, then end the thread."""
-        self._todo.put(None)
-        self._thread.join(5.0)
-
-
 class NfQueue:
     """One bound queue; ``receive`` is non-blocking, verdicts are batched until ``flush``."""
 
@@ -162,7 +100,6 @@ class NfQueue:
         self._view = memoryview(self._buffer)
         self._nfgen = nl.nfgen(socket.AF_UNSPEC, number)
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_NETFILTER)
-        self._sender: VerdictSender | None = None
         try:
             self.sock.bind((0, 0))
             try:
@@ -179,7 +116,6 @@ class NfQueue:
                 self._config(nl.attr(NFQA_CFG_FLAGS, _BE32.pack(NFQA_CFG_F_GSO)),
                              nl.attr(NFQA_CFG_MASK, _BE32.pack(NFQA_CFG_F_GSO)))
             self.sock.setblocking(False)
-            self._sender = VerdictSender(self.sock, f"nfqueue-{number}-verdicts")
         except BaseException:
             self.sock.close()
             raise
@@ -278,19 +214,20 @@ class NfQueue:
             self._drop_upto = packet_id
 
     def flush(self) -> None:
-        """Hand the queued verdicts to the :class:`VerdictSender`: the single ones, then the
-        batch drop, several netlink messages per datagram."""
+        """Send the queued verdicts: the single ones, then the batch drop, several netlink
+        messages per datagram."""
         pending, self._pending = self._pending, []
         if self._drop_upto >= 0:
             body = self._nfgen + nl.attr(NFQA_VERDICT_HDR, _VERDICT.pack(NF_DROP, self._drop_upto))
             pending.append(nl.message(_BATCH_KIND, nl.NLM_F_REQUEST, 0, body))
             self._drop_upto = -1
-        assert self._sender is not None
         for start in range(0, len(pending), 64):
-            self._sender.put(b"".join(pending[start : start + 64]))
+            chunk = b"".join(pending[start : start + 64])
+            try:
+                self.sock.send(chunk)
+            except BlockingIOError:
+                select.select([], [self.sock], [], 1.0)
+                self.sock.send(chunk)
 
     def close(self) -> None:
-        if self._sender is not None:
-            self._sender.close()
-            self._sender = None
         self.sock.close()
