@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import logging
+import select
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 log = logging.getLogger("wgref.client")
+
+SEND_WAIT = 0.5  # how long an injection waits for room in a full send buffer
+
+
+def send_waiting(sock: socket.socket, send: Callable[[], object]) -> None:
+    """``send()`` on the non-blocking ``sock``, once more after up to :data:`SEND_WAIT` s
+    for room if its buffer is full. (A socket with a timeout would poll before every send:
+    one more syscall per injected packet.) Raises OSError as the send does."""
+    try:
+        send()
+    except BlockingIOError:
+        select.select([], [sock], [], SEND_WAIT)
+        send()
 
 
 class LoopbackInjector:
@@ -46,7 +60,7 @@ class LoopbackInjector:
             log.debug("no PACKET_VNET_HDR on lo: %s", exc)
             sock.close()
             return None
-        sock.settimeout(0.5)
+        sock.setblocking(False)
         return cls(sock)
 
     @staticmethod
@@ -63,8 +77,9 @@ class LoopbackInjector:
     def send(self, vnet: bytes, header: bytearray, payloads: Sequence[memoryview]) -> bool:
         """One packet: ``header`` then ``payloads``, gathered by the kernel (no copy here)."""
         link = self._link + self.ETHERTYPE[header[0] >> 4]
+        parts: list[bytes | bytearray | memoryview] = [vnet, link, header, *payloads]
         try:
-            self.sock.sendmsg([vnet, link, header, *payloads])
+            send_waiting(self.sock, lambda: self.sock.sendmsg(parts))
         except OSError as exc:
             log.debug("inject through lo: %s", exc)
             return False

@@ -51,7 +51,7 @@ from ..udp import SO_MARK, BatchReceiver, UdpSockets
 from . import cgroup, conntrack, nft, offload, packet, procs, status
 from .config import ClientConfig, PeerConfig
 from .flows import BYPASS, TUNNEL, Flow, FlowTable
-from .loopback import LoopbackInjector
+from .loopback import LoopbackInjector, send_waiting
 from .nfqueue import HOOK_FORWARD, HOOK_PREROUTING, NF_ACCEPT, NfQueue, QueuedPacket
 
 log = logging.getLogger("wgref.client")
@@ -172,10 +172,6 @@ class Client:
         except OSError as exc:
             log.debug("no IPv6 raw socket: %s", exc)
             self.raw6 = None
-        for sock in (self.raw4, self.raw6):
-            if sock is not None:
-                sock.setblocking(True)
-                sock.settimeout(0.5)
         self.loopback = LoopbackInjector.open()
         if self.loopback is not None:
             self._sockets.append(self.loopback.sock)
@@ -514,14 +510,14 @@ class Client:
             return
         address = _sockaddr(destination)
         try:
-            sock.sendto(data, address)
+            send_waiting(sock, lambda: sock.sendto(data, address))
             self.counters["injected"] += 1
         except OSError as exc:
             info = packet.parse(data)
             if exc.errno == errno.EMSGSIZE and info is not None and not info.fragment:
                 for piece in packet.fragment(bytes(data), info, self.config.mtu):
                     with contextlib.suppress(OSError):
-                        sock.sendto(piece, address)
+                        send_waiting(sock, functools.partial(sock.sendto, piece, address))
                 self.counters["injected"] += 1
                 return
             self.counters["inject_errors"] += 1
