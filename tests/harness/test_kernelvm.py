@@ -370,14 +370,16 @@ def test_setup_that_hangs_gets_one_fresh_vm(artefacts: Artefacts, topo: Topology
     def first_hangs(conf_path: str, addresses: tuple[str, ...], mtu: int) -> str:
         calls.append(1)
         script = real_script(conf_path, addresses, mtu)
-        return f"sleep 20\n{script}" if len(calls) == 1 else script
+        return f"sleep 3600\n{script}" if len(calls) == 1 else script
 
-    monkeypatch.setattr(driver_module, "SETUP_TIMEOUT", 5.0)
+    # short enough for a test, long enough for the second VM's real setup on a busy machine
+    # (1-3 s idle; a 5 s limit failed once in CI)
+    monkeypatch.setattr(driver_module, "SETUP_TIMEOUT", 20.0)
     monkeypatch.setattr(plumbing, "guest_wireguard_script", first_hangs)
     vm, _ = _start_pair(topo, instances, tmp_path, wireguard_go(), vm_is_server=True)
     assert len(calls) == 2
     own_log = (tmp_path / "vm-kernel-vm.log").read_text()
-    assert "attempt 1 failed, booting a fresh VM: guest command timed out after 5 s" in own_log
+    assert "attempt 1 failed, booting a fresh VM: guest command timed out after 20 s" in own_log
     assert (tmp_path / f"{vm.vm.tap}-console.attempt1.log").exists()
     result = ping(topo.host("peer"), SERVER_V4, count=1, timeout=10)
     assert result.ok, result.detail  # the second VM is the peer in use
