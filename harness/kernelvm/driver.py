@@ -229,15 +229,12 @@ class KernelVMDriver(PeerDriver):
                      timeout=SETUP_TIMEOUT)
             plumbing.inner_routes_namespace(host.ns, vm.tap, config.addresses, config.mtu)
             instance._refresh_nat()
-        except GuestCommandFailed as exc:  # the configuration's fault: the same again
-            instance.stop()
+        except (GuestCommandFailed, plumbing.PlumbingError, DriverError) as exc:
+            instance.stop()  # the configuration's or the host's fault: the same again
             raise DriverError(f"kernel-vm on {host.name}: {exc}") from exc
         except VMError as exc:  # a VM that hung or died under TCG: worth one fresh boot
             instance.stop()
             raise _VMFlake(vm, exc) from exc
-        except (plumbing.PlumbingError, DriverError) as exc:
-            instance.stop()
-            raise DriverError(f"kernel-vm on {host.name}: {exc}") from exc
         except Exception:  # a reset console, a bug: the VM goes; the runner records the traceback
             instance.stop()
             raise
