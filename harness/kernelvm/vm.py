@@ -245,11 +245,15 @@ class KernelVM:
                 except OSError:
                     sock.close()
                 else:
-                    self._sock = sock
-                    self._reader = _LineReader(sock)
+                    self.attach_control(sock)
                     return
             time.sleep(0.02)
         raise VMError(f"QEMU made no control socket within {self.boot_timeout:g} s")
+
+    def attach_control(self, sock: socket.socket) -> None:
+        """Speak the control protocol (:mod:`.guest`) over ``sock``: QEMU's ttyS1 socket."""
+        self._sock = sock
+        self._reader = _LineReader(sock)
 
     def _wait_ready(self, deadline: float) -> None:
         assert self._sock is not None and self._reader is not None
@@ -348,22 +352,40 @@ class KernelVM:
                 raise VMError("the VM is not running")
             ident = next(self._ids)
             payload = base64.b64encode(script.encode()).decode()
-            self._sock.sendall(f"{guest.RUN} {ident} {payload}\n".encode())
+            request = f"{guest.RUN} {ident} {len(payload)} {payload}\n".encode()
+            self._sock.sendall(request)
             deadline = time.monotonic() + timeout
+            resend_at = time.monotonic() + guest.ACK_TIMEOUT
+            acked, resent = False, 0
             collecting = False
             chunks: list[str] = []
             while True:
                 try:
-                    line = self._reader.readline(deadline)
+                    line = self._reader.readline(deadline if acked else min(deadline, resend_at))
                 except (VMError, OSError) as exc:
                     time.sleep(0.5)  # let QEMU finish exiting, so problem() can say why
                     raise VMError(f"{exc}; {self.problem() or 'QEMU still runs'}; "
                                   f"console: {self.console_tail()}") from exc
                 if line is None:
+                    if not acked and time.monotonic() < deadline:
+                        resent += 1
+                        self._note(f"command {ident}: no {guest.ACK} in {guest.ACK_TIMEOUT:g} s, "
+                                   f"sent again ({resent})")
+                        self._sock.sendall(request)
+                        resend_at = time.monotonic() + guest.ACK_TIMEOUT
+                        continue
                     self._check_alive("during a command")
-                    raise VMError(f"guest command timed out after {timeout:g} s: "
+                    state = "acknowledged" if acked else f"never acknowledged, sent {resent + 1}x"
+                    raise VMError(f"guest command timed out after {timeout:g} s ({state}): "
                                   f"{script[:120]!r}; console: {self.console_tail(400)}")
-                if line == f"{guest.OUT} {ident}":
+                if line == f"{guest.ACK} {ident}":
+                    acked = True
+                elif line.startswith(f"{guest.BAD} {ident} ") and not acked:
+                    resent += 1
+                    self._note(f"command {ident} arrived damaged ({line}), sent again ({resent})")
+                    self._sock.sendall(request)
+                    resend_at = time.monotonic() + guest.ACK_TIMEOUT
+                elif line == f"{guest.OUT} {ident}":
                     collecting, chunks = True, []
                 elif collecting and line.startswith(f"{guest.END} {ident} "):
                     rc = int(line.split()[2])
@@ -371,6 +393,11 @@ class KernelVM:
                     return rc, text
                 elif collecting:
                     chunks.append(line.strip())
+
+    def _note(self, text: str) -> None:
+        """A line about the control channel in the QEMU log, kept with the run's artefacts."""
+        with self.qemu_log.open("a") as log:
+            log.write(f"# control channel: {text}\n")
 
     def check(self, script: str, *, timeout: float = 30.0) -> str:
         """Like :meth:`run`, but a non-zero status raises VMError."""
