@@ -286,6 +286,11 @@ class ClientLab:
             wait_for(lambda: "handshake with peer" in self.log("client.log"), 10,
                      "the client's handshake")
 
+    def verdict_helpers(self) -> list[int]:
+        """The client's child processes: its verdict helper (wgref/client/verdicts.py)."""
+        assert self.client is not None
+        return [pid for pid, ppid in _processes() if ppid == self.client.pid]
+
     def client_exited(self) -> bool:
         return self.client is not None and self.client.poll() is not None
 
@@ -346,6 +351,23 @@ class ClientLab:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
         for sock in [SOCKET_DIR / f"{self.wg_if}.sock", *self.extra_sockets]:
             sock.unlink(missing_ok=True)
+
+
+def _processes() -> list[tuple[int, int]]:
+    """(pid, parent pid) of every process."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            found.append((int(entry.name), int(stat.rpartition(")")[2].split()[1])))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    return not Path(f"/proc/{pid}").exists()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -533,11 +555,34 @@ def test_sigterm_removes_everything(lab: ClientLab) -> None:
     assert "wgref_client" in lab.tables()
     assert lab.run_app("appB", "udp", "10.200.0.1") == f"OK {DIRECT4}"  # a bypass flow
     assert _marked_conntrack(lab)
+    helpers = lab.verdict_helpers()
+    assert len(helpers) == 1
     assert lab.stop_client() == 0
+    wait_for(lambda: _gone(helpers[0]), 5, "the verdict helper to exit with the client")
     assert lab.tables() == before
     assert not lab.status_socket.exists()
     assert not _marked_conntrack(lab)
     assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {DIRECT4}"
+
+
+def test_client_sends_verdicts_itself_when_its_helper_dies(lab: ClientLab) -> None:
+    lab.start_client(lab.config("#@ws:AllowedApps = appA\n"))
+    assert lab.run_app("appA", "tcp", "10.200.0.1", size=200_000) == f"OK {TUNNEL4}"
+    (helper,) = lab.verdict_helpers()
+    os.kill(helper, signal.SIGTERM)
+    wait_for(lambda: not lab.verdict_helpers() or _zombie(helper), 5, "the helper to die")
+    for _ in range(3):  # new flows and bulk data: every verdict now from the client itself
+        assert lab.run_app("appA", "tcp", "10.200.0.1", size=200_000) == f"OK {TUNNEL4}"
+    assert lab.run_app("appB", "tcp", "10.200.0.1") == f"OK {DIRECT4}"
+    assert "stopped taking verdicts" in lab.log("client.log")
+    assert lab.stop_client() == 0
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def _marked_conntrack(lab: ClientLab) -> list[str]:
@@ -554,7 +599,10 @@ def test_kill9_then_cleanup(lab: ClientLab) -> None:
     assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {TUNNEL4}"
     assert lab.run_app("appB", "udp", "10.200.0.1") == f"OK {DIRECT4}"  # a bypass flow
     assert _marked_conntrack(lab)
+    helpers = lab.verdict_helpers()
     lab.stop_client(signal.SIGKILL)
+    # the verdict helper reads end-of-file when its client dies, and exits
+    wait_for(lambda: all(_gone(pid) for pid in helpers), 5, "the verdict helper to exit")
     assert "wgref_client" in lab.tables() and lab.status_socket.exists()
     # fail-open while down (no kill switch): the queue rules let packets through
     assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {DIRECT4}"

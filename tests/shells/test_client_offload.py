@@ -31,6 +31,7 @@ from wgref.client.nfqueue import (
     NfQueue,
     QueuedPacket,
 )
+from wgref.client.verdicts import VerdictWriter
 
 
 def _super_packet(version: int, size: int) -> bytes:
@@ -89,19 +90,23 @@ def test_mss_option_read() -> None:
     assert info is not None and packet.mss_option(ack, info) is None
 
 
-def test_verdicts_single_first_then_one_batch_drop() -> None:
+@pytest.mark.parametrize("helper", [False, True], ids=["direct", "verdict-helper"])
+def test_verdicts_single_first_then_one_batch_drop(helper: bool) -> None:
     queue = NfQueue.__new__(NfQueue)
     ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     with ours, kernel:
         queue.number, queue.sock = 7, ours
         queue._pending, queue._drop_upto, queue._nfgen = [], -1, nl.nfgen(0, 7)
+        queue.writer = VerdictWriter(ours) if helper else None
         queue.drop(10)
         queue.verdict(11, NF_ACCEPT, 0x1234)
         queue.drop(12)
         queue.drop(9)
         queue.flush()
+        kernel.settimeout(5)
         sent = list(nl.messages(kernel.recv(65536)))
         queue.flush()  # nothing left: nothing sent
+        queue.close()  # (the helper, if any, exits; the socket was ours to close)
         kernel.setblocking(False)
         with pytest.raises(BlockingIOError):
             kernel.recv(65536)

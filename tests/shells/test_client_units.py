@@ -6,6 +6,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
+import signal
+import socket
 import struct
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from wgref.client import netlink as nl
 from wgref.client import nft, packet, procs
 from wgref.client.flows import BYPASS, TUNNEL, Flow, FlowTable
 from wgref.client.nfqueue import NFQA_VERDICT_HDR, NFQNL_MSG_VERDICT
+from wgref.client.verdicts import VerdictWriter
 
 KEY = genkey()
 PEER = genkey()
@@ -442,3 +445,53 @@ def test_stale_status_socket(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:
         other.bind(path)  # bound but not listening: stale too
         assert status.remove_stale(path)
+
+
+# ----------------------------------------------------------------- the verdict helper
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_verdict_helper_copies_messages_in_order_and_exits_on_close() -> None:
+    # A socketpair stands in for the queue's netlink socket: what the helper writes to it
+    # arrives at the other end, one datagram a message, in order.
+    netlink, far = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    writer = VerdictWriter(netlink)
+    try:
+        assert writer.pid in _children(os.getpid())
+        messages = [bytes([n]) * (20 + n) for n in range(50)]
+        for message in messages:
+            assert writer.send(message)
+        far.settimeout(5)
+        assert [far.recv(4096) for _ in messages] == messages
+    finally:
+        writer.close()
+    assert writer.pid not in _children(os.getpid())  # exited and reaped
+    assert not writer.send(b"late")  # closed: the caller sends itself
+    netlink.close()
+    far.close()
+
+
+def test_a_dead_verdict_helper_hands_the_sending_back() -> None:
+    netlink, far = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    writer = VerdictWriter(netlink)
+    try:
+        os.kill(writer.pid, signal.SIGTERM)
+        os.waitpid(writer.pid, 0)
+        assert not writer.send(b"verdict")
+        assert not writer.alive
+    finally:
+        writer.close()
+        netlink.close()
+        far.close()

@@ -15,6 +15,7 @@ one, so the single verdicts must reach the kernel first, as they do in one buffe
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import select
 import socket
@@ -22,6 +23,9 @@ import struct
 from typing import NamedTuple
 
 from . import netlink as nl
+from .verdicts import VerdictWriter
+
+log = logging.getLogger("wgref.client")
 
 NFNL_SUBSYS_QUEUE = 3
 NFQNL_MSG_PACKET = 0
@@ -91,8 +95,12 @@ class QueuedPacket(NamedTuple):
 class NfQueue:
     """One bound queue; ``receive`` is non-blocking, verdicts are batched until ``flush``."""
 
-    def __init__(self, number: int, maxlen: int = 4096, *, gso: bool = False) -> None:
+    def __init__(self, number: int, maxlen: int = 4096, *, gso: bool = False,
+                 verdict_helper: bool = False) -> None:
+        """``verdict_helper``: verdicts are written by a helper process
+        (:mod:`.verdicts`, for the TCP queue), or by this one when it cannot be started."""
         self.number = number
+        self.writer: VerdictWriter | None = None
         self._seq = 0
         self._pending: list[bytes] = []
         self._drop_upto = -1
@@ -119,6 +127,12 @@ class NfQueue:
         except BaseException:
             self.sock.close()
             raise
+        if verdict_helper:
+            try:
+                self.writer = VerdictWriter(self.sock)
+            except OSError as exc:
+                log.warning("no verdict helper process (%s): the client sends verdicts "
+                            "itself", exc)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -223,6 +237,8 @@ class NfQueue:
             self._drop_upto = -1
         for start in range(0, len(pending), 64):
             chunk = b"".join(pending[start : start + 64])
+            if self.writer is not None and self.writer.send(chunk):
+                continue
             try:
                 self.sock.send(chunk)
             except BlockingIOError:
@@ -230,4 +246,6 @@ class NfQueue:
                 self.sock.send(chunk)
 
     def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
         self.sock.close()

@@ -186,7 +186,7 @@ class Client:
             log.warning("no cgroup for `wgref client exec` (%s): only AllowedApps select "
                         "applications", exc)
         # Bind the queue before any rule sends packets to it.
-        self.queue = NfQueue(self.queue_number, gso=True)
+        self.queue = NfQueue(self.queue_number, gso=True, verdict_helper=True)
         self.queue_other = NfQueue(self.queue_number + 1)
         self.tables_installed = True
         nft.install(nft.Rules(
