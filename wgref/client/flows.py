@@ -44,6 +44,7 @@ class Flow:
     packets: int = 0
     forwarded: bool = False
     peer_mss: int = 0  # TCP: the MSS the far end announced in its SYN (after the clamp)
+    answered: bool = False  # an answer went in through the raw socket (run.py)
 
     @property
     def key(self) -> Key:

@@ -74,7 +74,8 @@ class LoopbackInjector:
                 values.append(0)
         return max(values) == 1
 
-    def send(self, vnet: bytes, header: bytearray, payloads: Sequence[memoryview]) -> bool:
+    def send(self, vnet: bytes, header: bytes | bytearray,
+             payloads: Sequence[memoryview]) -> bool:
         """One packet: ``header`` then ``payloads``, gathered by the kernel (no copy here)."""
         link = self._link + self.ETHERTYPE[header[0] >> 4]
         parts: list[bytes | bytearray | memoryview] = [vnet, link, header, *payloads]

@@ -38,6 +38,7 @@ from ..allowedips import AllowedIPs
 from ..allowedips_calc import subtract
 from ..device import Device
 from ..eventloop import EventLoop
+from ..offload import ZERO_VNET_HDR
 from ..peer import Peer
 from ..results import (
     Batch,
@@ -130,7 +131,8 @@ class Client:
         self.flows = FlowTable()
         self.reassembler = packet.Reassembler()
         self.counters = {"queued": 0, "injected": 0, "unsolicited": 0, "inject_errors": 0,
-                         "malformed": 0, "merged_through_lo": 0}
+                         "malformed": 0, "merged_through_lo": 0,
+                         "answers_through_lo": 0}
         self._psk_warned = 0.0
         self._first_attempt: float | None = None
         self._sockets: list[socket.socket] = []
@@ -445,7 +447,7 @@ class Client:
                     for piece in offload.segment(whole, tcp_off, mtu - th):
                         self._inject(piece, flow.src)
                     continue
-                if self.loopback is not None:
+                if self.loopback is not None and flow.answered:
                     # Received on lo as a GSO packet with its checksum partial, as from a
                     # device with offloads: no checksum to compute or verify (the segments
                     # came out of an authenticated session).
@@ -462,7 +464,8 @@ class Client:
                 for payload in payloads:
                     buf += payload
                 offload.finish_tcp(buf, tcp_off)
-                self._inject(buf, flow.src)
+                if self._inject(buf, flow.src):
+                    self._answered(flow, buf[tcp_off + 13])
             except Exception:
                 log.exception("dropped a packet from the tunnel that could not be handled")
 
@@ -502,12 +505,33 @@ class Client:
         )
         if info.proto == packet.TCP and info.tcp_flags & 0x02:
             flow.peer_mss = packet.mss_option(rewritten, info) or 0
-        self._inject(rewritten, flow.src)
+        if (flow.answered and self.loopback is not None
+                and self.loopback.send(ZERO_VNET_HDR, rewritten, ())):
+            self.counters["injected"] += 1
+            self.counters["answers_through_lo"] += 1
+            return
+        if self._inject(rewritten, flow.src):
+            self._answered(flow, info.tcp_flags)
 
-    def _inject(self, data: bytes | bytearray, destination: bytes) -> None:
+    @staticmethod
+    def _answered(flow: Flow, tcp_flags: int) -> None:
+        """Note an answer that went through the raw socket. A TCP flow's packets from the
+        tunnel go in through ``lo`` (:class:`LoopbackInjector`: not through the output hooks
+        and back) once one such answer has started its conntrack entry and marked it
+        (nft.py: the host's packets, in its reply direction, are then queued, not let out
+        directly). A SYN-ACK does not start one: conntrack takes a connection up from the
+        middle only from a plain ACK (nf_conntrack_proto_tcp.c, ``nf_conntrack_tcp_loose``).
+        The host's own packets start none either: the queue drops them before conntrack
+        confirms them."""
+        if flow.proto == packet.TCP and not flow.forwarded and tcp_flags & 0x17 == 0x10:
+            flow.answered = True
+
+    def _inject(self, data: bytes | bytearray, destination: bytes) -> bool:
+        """``data`` to the host through the raw socket (the output hooks, then ``lo``);
+        whether it went."""
         sock = self.raw4 if len(destination) == 4 else self.raw6
         if sock is None:
-            return
+            return False
         address = _sockaddr(destination)
         try:
             send_waiting(sock, lambda: sock.sendto(data, address))
@@ -519,9 +543,11 @@ class Client:
                     with contextlib.suppress(OSError):
                         send_waiting(sock, functools.partial(sock.sendto, piece, address))
                 self.counters["injected"] += 1
-                return
+                return True
             self.counters["inject_errors"] += 1
             log.debug("inject to %s: %s", address[0], exc)
+            return False
+        return True
 
     # ----------------------------------------------------------------- the device
 
