@@ -18,6 +18,7 @@ every subprocess and wait is bounded and every test cleans up in `finally`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -582,6 +583,47 @@ def test_client_sends_verdicts_itself_when_its_helper_dies(lab: ClientLab) -> No
     assert lab.run_app("appB", "tcp", "10.200.0.1") == f"OK {DIRECT4}"
     assert "stopped taking verdicts" in lab.log("client.log")
     assert lab.stop_client() == 0
+
+
+def _client_processes(config: Path) -> list[int]:
+    found = []
+    for pid, _ppid in _processes():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"wgref.client" in argv and str(config).encode() in argv:
+            found.append(pid)
+    return found
+
+
+def test_background_client_and_its_verdict_helper(lab: ClientLab) -> None:
+    before = lab.tables()
+    config = lab.config("#@ws:AllowedApps = appA\n")
+    log = lab.tmp / "background.log"
+    with log.open("wb") as out:  # (the daemon keeps stdout and stderr: not pipes here)
+        code = subprocess.run(["ip", "netns", "exec", lab.client_ns, sys.executable, "-m",
+                               "wgref.client", str(config), "--socket", str(lab.status_socket)],
+                              stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=REPO,
+                              timeout=30, check=False).returncode  # returns once up
+    pids = _client_processes(config)
+    try:
+        assert code == 0, log.read_text()
+        assert lab.run_app("appA", "tcp", "10.200.0.1", size=200_000) == f"OK {TUNNEL4}"
+        assert int(str(lab.status()["queued"])) > 0
+        # the daemon leads its own session; the verdict helper, forked before the daemon
+        # was, does not, and outlives the process that forked it until the daemon stops
+        daemons = [pid for pid in pids if os.getsid(pid) == pid]
+        assert len(daemons) == 1 and len(pids) == 2, pids
+        os.kill(daemons[0], signal.SIGTERM)
+        wait_for(lambda: all(_gone(pid) or _zombie(pid) for pid in pids), 10,
+                 "the daemon and its helper to exit")
+        assert lab.tables() == before
+        assert not lab.status_socket.exists()
+    finally:
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _zombie(pid: int) -> bool:
