@@ -90,6 +90,19 @@ def pubkey(private: str) -> str:
     ).stdout.strip()
 
 
+def processes() -> list[tuple[int, int]]:
+    """(pid, parent pid) of every process now."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            found.append((int(entry.name), int(stat.rpartition(")")[2].split()[1])))
+    return found
+
+
 def stop_processes(procs: Sequence[subprocess.Popen[bytes]], grace: float) -> None:
     """SIGTERM every process still running, wait up to ``grace`` s for each, then SIGKILL."""
     for proc in procs:

@@ -36,6 +36,7 @@ from tests.netns import (
     SOCKET_DIR,
     genkey,
     netns_skip_reason,
+    processes,
     pubkey,
     stop_processes,
     wait_for,
@@ -290,7 +291,7 @@ class ClientLab:
     def verdict_helpers(self) -> list[int]:
         """The client's child processes: its verdict helper (wgref/client/verdicts.py)."""
         assert self.client is not None
-        return [pid for pid, ppid in _processes() if ppid == self.client.pid]
+        return [pid for pid, ppid in processes() if ppid == self.client.pid]
 
     def client_exited(self) -> bool:
         return self.client is not None and self.client.poll() is not None
@@ -352,19 +353,6 @@ class ClientLab:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
         for sock in [SOCKET_DIR / f"{self.wg_if}.sock", *self.extra_sockets]:
             sock.unlink(missing_ok=True)
-
-
-def _processes() -> list[tuple[int, int]]:
-    """(pid, parent pid) of every process."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            found.append((int(entry.name), int(stat.rpartition(")")[2].split()[1])))
-    return found
 
 
 def _gone(pid: int) -> bool:
@@ -587,7 +575,7 @@ def test_client_sends_verdicts_itself_when_its_helper_dies(lab: ClientLab) -> No
 
 def _client_processes(config: Path) -> list[int]:
     found = []
-    for pid, _ppid in _processes():
+    for pid, _ppid in processes():
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 
-from tests.netns import genkey
+from tests.netns import genkey, processes
 from wgref.client import config as cfg
 from wgref.client import netlink as nl
 from wgref.client import nft, packet, procs
@@ -451,16 +451,7 @@ def test_stale_status_socket(tmp_path: Path) -> None:
 
 
 def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
+    return [child for child, parent in processes() if parent == pid]
 
 
 def test_verdict_helper_copies_messages_in_order_and_exits_on_close() -> None:
