@@ -9,6 +9,7 @@ import random
 import signal
 import socket
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -454,6 +455,16 @@ def _children(pid: int) -> list[int]:
     return [child for child, parent in processes() if parent == pid]
 
 
+def _reap(pid: int, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if os.waitpid(pid, os.WNOHANG) != (0, 0):
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"process {pid} did not exit on SIGTERM within {timeout:g} s")
+
+
 def test_verdict_helper_copies_messages_in_order_and_exits_on_close() -> None:
     # A socketpair stands in for the queue's netlink socket: what the helper writes to it
     # arrives at the other end, one datagram a message, in order.
@@ -476,10 +487,16 @@ def test_verdict_helper_copies_messages_in_order_and_exits_on_close() -> None:
 
 def test_a_dead_verdict_helper_hands_the_sending_back() -> None:
     netlink, far = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    writer = VerdictWriter(netlink)
+    # A Python SIGTERM handler here, as the client (and a harness run in this process) has:
+    # the helper must not inherit it, even when the signal comes before it has started.
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
     try:
-        os.kill(writer.pid, signal.SIGTERM)
-        os.waitpid(writer.pid, 0)
+        writer = VerdictWriter(netlink)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    try:
+        os.kill(writer.pid, signal.SIGTERM)  # at once: the helper may not have started yet
+        _reap(writer.pid)
         assert not writer.send(b"verdict")
         assert not writer.alive
     finally:

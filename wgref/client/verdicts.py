@@ -36,14 +36,19 @@ class VerdictWriter:
 
     def __init__(self, netlink: socket.socket) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # SIGINT and SIGTERM wait (blocked) until the child has its own dispositions: one
+        # that came before would meet the client's Python handler there, and be lost.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             pid = os.fork()
         except OSError:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             parent.close()
             child.close()
             raise
         if pid == 0:  # pragma: no cover - the child's coverage is not collected
-            _serve(child.fileno(), netlink.fileno())
+            _serve(child.fileno(), netlink.fileno(), mask)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         child.close()
         parent.setblocking(False)
         self.pid = pid
@@ -96,7 +101,8 @@ def _sleep(seconds: float) -> None:
     select.select([], [], [], seconds)
 
 
-def _serve(source: int, netlink: int) -> None:  # pragma: no cover - runs in the child
+def _serve(source: int, netlink: int,  # pragma: no cover - runs in the child
+           mask: set[int | signal.Signals]) -> None:
     """The helper's whole life: copy each message from ``source`` to ``netlink`` until the
     client closes its end (or dies: kill -9 closes it too)."""
     status = 0
@@ -106,6 +112,7 @@ def _serve(source: int, netlink: int) -> None:  # pragma: no cover - runs in the
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         keep = {source, netlink, 2}
         for name in os.listdir("/proc/self/fd"):
             fd = int(name)
