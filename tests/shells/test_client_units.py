@@ -9,7 +9,6 @@ import random
 import signal
 import socket
 import struct
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 
-from tests.netns import genkey, processes
+from tests.netns import genkey, processes, wait_for
 from wgref.client import config as cfg
 from wgref.client import netlink as nl
 from wgref.client import nft, packet, procs
@@ -456,13 +455,14 @@ def _children(pid: int) -> list[int]:
 
 
 def _reap(pid: int, timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if os.waitpid(pid, os.WNOHANG) != (0, 0):
-            return
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    raise AssertionError(f"process {pid} did not exit on SIGTERM within {timeout:g} s")
+    """Wait (bounded) for the child ``pid`` to exit, and reap it; kill it if it does not."""
+    try:
+        wait_for(lambda: os.waitpid(pid, os.WNOHANG) != (0, 0), timeout,
+                 f"process {pid} to exit on SIGTERM")
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
 
 
 def test_verdict_helper_copies_messages_in_order_and_exits_on_close() -> None:
