@@ -13,14 +13,15 @@ log = logging.getLogger("wgref.client")
 SEND_WAIT = 0.5  # how long an injection waits for room in a full send buffer
 
 
-def send_waiting(sock: socket.socket, send: Callable[[], object]) -> None:
-    """``send()`` on the non-blocking ``sock``, once more after up to :data:`SEND_WAIT` s
-    for room if its buffer is full. (A socket with a timeout would poll before every send:
-    one more syscall per injected packet.) Raises OSError as the send does."""
+def send_waiting(sock: socket.socket | int, send: Callable[[], object],
+                 wait: float = SEND_WAIT) -> None:
+    """``send()`` on the non-blocking ``sock`` (a socket or a descriptor), once more after up
+    to ``wait`` s for room if its buffer is full. (A socket with a timeout would poll before
+    every send: one more syscall per injected packet.) Raises OSError as the send does."""
     try:
         send()
     except BlockingIOError:
-        select.select([], [sock], [], SEND_WAIT)
+        select.select([], [sock], [], wait)
         send()
 
 

@@ -15,6 +15,7 @@ one, so the single verdicts must reach the kernel first, as they do in one buffe
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import select
@@ -23,6 +24,7 @@ import struct
 from typing import NamedTuple
 
 from . import netlink as nl
+from .loopback import send_waiting
 from .verdicts import VerdictWriter
 
 log = logging.getLogger("wgref.client")
@@ -239,11 +241,7 @@ class NfQueue:
             chunk = b"".join(pending[start : start + 64])
             if self.writer is not None and self.writer.send(chunk):
                 continue
-            try:
-                self.sock.send(chunk)
-            except BlockingIOError:
-                select.select([], [self.sock], [], 1.0)
-                self.sock.send(chunk)
+            send_waiting(self.sock, functools.partial(self.sock.send, chunk), 1.0)
 
     def close(self) -> None:
         if self.writer is not None:

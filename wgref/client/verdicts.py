@@ -19,11 +19,14 @@ Measured on the 2-core bench machine (tcp-up, wireguard-go server, 3 interleaved
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import select
 import signal
 import socket
+
+from .loopback import send_waiting
 
 log = logging.getLogger("wgref.client")
 
@@ -65,11 +68,7 @@ class VerdictWriter:
         if sock is None:
             return False
         try:
-            try:
-                sock.send(data)
-            except BlockingIOError:
-                select.select([], [sock], [], SEND_WAIT)
-                sock.send(data)
+            send_waiting(sock, lambda: sock.send(data), SEND_WAIT)
         except OSError as exc:
             # Verdicts still in the socketpair are lost with it; their packets go with the
             # client's next batch drop.
@@ -127,11 +126,7 @@ def _serve(source: int, netlink: int,  # pragma: no cover - runs in the child
             if not data:
                 break
             try:
-                try:
-                    os.write(netlink, data)
-                except BlockingIOError:
-                    select.select([], [netlink], [], SEND_WAIT)
-                    os.write(netlink, data)
+                send_waiting(netlink, functools.partial(os.write, netlink, data), SEND_WAIT)
             except OSError as exc:
                 failures += 1
                 if failures & (failures - 1) == 0:  # the 1st, 2nd, 4th, 8th, ...
