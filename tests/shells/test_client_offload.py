@@ -200,3 +200,48 @@ def test_merge_keeps_interleaved_flows_apart() -> None:
         buf = bytearray(m.joined())
         offload.finish_tcp(buf, tcp_off)
         assert bytes(buf) == whole
+
+
+_TS = [("NOP", None), ("NOP", None), ("Timestamp", (7, 9))]
+
+
+def _ack(number: int, *, sport: int = 5201, flags: str = "A",
+         options: list[tuple[str, object]] | None = None, data: bytes = b"",
+         version: int = 4) -> bytes:
+    ip = IP(src="10.0.0.1", dst="10.99.0.2") if version == 4 else IPv6(src="fd00::1",
+                                                                       dst="fd99::2")
+    tcp = TCP(sport=sport, dport=40000, seq=1, ack=number, flags=flags,
+              options=_TS if options is None else options)
+    return bytes(ip / tcp / data)
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_thin_acks_keeps_the_latest_pure_ack_of_a_flow(version: int) -> None:
+    acks = [_ack(n, version=version) for n in (1000, 2000, 3000)]
+    assert offload.thin_acks(acks) == acks[2:]
+    plain = [_ack(n, options=[], version=version) for n in (1000, 2000)]
+    assert offload.thin_acks(plain) == plain[1:]
+
+
+def test_thin_acks_keeps_what_the_receiver_acts_on() -> None:
+    # duplicate ACKs (fast retransmit counts them) and window updates: equal numbers
+    dupes = [_ack(1000), _ack(1000), _ack(1000)]
+    assert offload.thin_acks(dupes) == dupes
+    # a SACK block, another flag, data: kept, and the ACK before them is kept too
+    sack = _ack(1500, options=[("NOP", None), ("NOP", None), ("SAck", (3000, 4000))])
+    for other in (sack, _ack(1500, flags="FA"), _ack(1500, flags="AE"), _ack(1500, data=b"x")):
+        batch = [_ack(1000), other, _ack(2000)]
+        assert offload.thin_acks(batch) == batch
+    # a lower number later (reordered): nothing superseded
+    backwards = [_ack(2000), _ack(1000)]
+    assert offload.thin_acks(backwards) == backwards
+    # not TCP, not IP: left alone
+    udp = bytes(IP(src="10.0.0.1", dst="10.99.0.2") / (b"\0" * 30))
+    assert offload.thin_acks([udp, b"", b"\x99" * 40]) == [udp, b"", b"\x99" * 40]
+
+
+def test_thin_acks_flows_apart_and_sequence_wrap() -> None:
+    batch = [_ack(100, sport=1), _ack(100, sport=2), _ack(200, sport=1), _ack(300, sport=2)]
+    assert offload.thin_acks(batch) == [batch[2], batch[3]]
+    wrapped = [_ack(0xFFFF_FF00), _ack(0x10)]  # 0x10 is after 0xFFFFFF00 (RFC 1982)
+    assert offload.thin_acks(wrapped) == wrapped[1:]

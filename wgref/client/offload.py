@@ -122,3 +122,57 @@ def finish_tcp(buf: bytearray, tcp_off: int) -> None:
     buf[tcp_off + 16 : tcp_off + 18] = b"\0\0"
     total = (_sum16(memoryview(buf)[tcp_off:end]) + pseudo) % 0xFFFF
     buf[tcp_off + 16 : tcp_off + 18] = (0xFFFF - total).to_bytes(2, "big")
+
+
+
+_TIMESTAMPS_ONLY = b"\x01\x01\x08\x0a"  # NOP, NOP, timestamps: Linux's only option on ACKs
+_SERIAL_HALF = 1 << 31
+
+
+def _ack_of(packet: bytes) -> tuple[bytes, int] | tuple[bytes, None] | None:
+    """For a TCP packet: its flow (addresses and ports) and, for a pure ACK, its
+    acknowledgment number (None for any other TCP packet); None for the rest. A pure ACK has
+    flags ACK alone, no payload and no option but timestamps (so it carries no SACK block)."""
+    first = packet[0] if packet else 0
+    if first == 0x45:  # IPv4 without options
+        if len(packet) < 40 or packet[9] != 6 or packet[6] & 0x3F or packet[7]:
+            return None
+        tcp_off, flow = 20, packet[12:24]
+    elif first >> 4 == 6:
+        if len(packet) < 60 or packet[6] != 6:
+            return None
+        tcp_off, flow = 40, packet[8:44]
+    else:
+        return None
+    th = tcp_off + ((packet[tcp_off + 12] >> 4) << 2)
+    options = packet[tcp_off + 20 : th]
+    if (len(packet) != th or packet[tcp_off + 13] != 0x10
+            or (options and (len(options) != 12 or options[:4] != _TIMESTAMPS_ONLY))):
+        return flow, None
+    return flow, int.from_bytes(packet[tcp_off + 8 : tcp_off + 12], "big")
+
+
+def thin_acks(packets: list[bytes]) -> list[bytes]:
+    """``packets`` without the pure ACKs that a later pure ACK of the same flow among them
+    supersedes with a higher acknowledgment number (sch_cake.c ``cake_ack_filter``, its
+    conservative mode, is the model): the receiver's TCP takes one ACK for what several
+    acknowledged, and nothing it would act on is lost. Kept: ACKs with equal numbers
+    (duplicate ACKs, window updates), anything with a SACK block, data or another flag, and
+    an ACK followed by any other packet of its flow."""
+    last: dict[bytes, tuple[int, int]] = {}  # flow -> (index, number) of its latest pure ACK
+    superseded: set[int] = set()
+    for index, packet in enumerate(packets):
+        found = _ack_of(packet)
+        if found is None:
+            continue
+        flow, number = found
+        if number is None:
+            last.pop(flow, None)
+            continue
+        before = last.get(flow)
+        if before is not None and 0 < (number - before[1]) % (1 << 32) < _SERIAL_HALF:
+            superseded.add(before[0])
+        last[flow] = (index, number)
+    if not superseded:
+        return packets
+    return [packet for index, packet in enumerate(packets) if index not in superseded]
