@@ -59,7 +59,7 @@ from .nfqueue import HOOK_FORWARD, HOOK_PREROUTING, NF_ACCEPT, NfQueue, QueuedPa
 log = logging.getLogger("wgref.client")
 
 BATCH = 64
-SEND_BATCH = 64  # packets sealed and sent together (a TSO frame's worth and more)
+SEND_BATCH = 64  # packets sealed and sent together (a super-packet's worth and more)
 HOUSEKEEPING = 5.0  # flow expiry
 WATCH = 1.0  # the missing-handshake warning
 DEFAULT_QUEUE = 30567
@@ -299,8 +299,9 @@ class Client:
     def _read_queue(self, queue: NfQueue, now: float) -> None:
         """One read of a queue in two passes: first every packet's verdict (sent at once, so
         the kernel frees what is dropped and the host's TCP sends on while this process
-        encrypts), then the tunnelled packets cut, sealed and sent a few at a time, each
-        while its bytes are still in the CPU's cache (as the TUN interface does a frame)."""
+        encrypts), then the tunnelled packets cut, and sealed and sent SEND_BATCH at a time
+        (measured against sealing each super-packet apart, 0.86x against 0.80x of the TUN
+        interface, and against one burst per read, no different)."""
         batch = queue.receive(BATCH)
         self.counters["queued"] += len(batch)
         tunnelled: list[tuple[Flow, QueuedPacket, packet.Info]] = []
