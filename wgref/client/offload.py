@@ -124,7 +124,6 @@ def finish_tcp(buf: bytearray, tcp_off: int) -> None:
     buf[tcp_off + 16 : tcp_off + 18] = (0xFFFF - total).to_bytes(2, "big")
 
 
-
 _TIMESTAMPS_ONLY = b"\x01\x01\x08\x0a"  # NOP, NOP, timestamps: Linux's only option on ACKs
 _SERIAL_HALF = 1 << 31
 _PURE_ACK_MAX = 40 + 32  # the longest pure ACK: IPv6, TCP with timestamps
