@@ -13,27 +13,29 @@ source left to routing and reports the endpoint, so the caller forgets the sourc
 socket.c send4/send6 do (``endpoint->src4.s_addr = 0`` and a new route lookup).
 
 Batching: per-datagram syscalls dominated the profile (recvfrom, sendto), so datagrams move in
-batches: recvmmsg(2) (not in Python's socket module, hence ctypes) fills preallocated
-buffers, and UDP_GRO lets the kernel hand over a train of same-size datagrams from one sender
-as one buffer; sendmsg with UDP_SEGMENT (GSO) sends a run of same-size datagrams to one
-endpoint in one call, the kernel cutting them apart (the wire sees ordinary datagrams). Linux
-include/uapi/linux/udp.h, include/uapi/linux/in.h, include/uapi/linux/in6.h and
+batches: recvmmsg(2) (wgref/mmsg.py) fills preallocated buffers, and UDP_GRO lets the kernel
+hand over a train of same-size datagrams from one sender as one buffer; sendmsg with
+UDP_SEGMENT (GSO) sends a run of same-size datagrams to one endpoint in one call, the kernel
+cutting them apart (the wire sees ordinary datagrams). Linux include/uapi/linux/udp.h,
+include/uapi/linux/in.h, include/uapi/linux/in6.h and
 Documentation/networking/segmentation-offloads.rst.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import logging
 import mmap
-import os
 import socket
 import struct
 import sys
 from collections.abc import Callable
 
+from .mmsg import IOVEC as _IOVEC
+from .mmsg import MMSGHDR as _MMSGHDR
+from .mmsg import address_of as _address_of
+from .mmsg import recvmmsg
 from .results import Endpoint
 from .routes import RouteCache
 
@@ -57,7 +59,6 @@ UDP_GRO = 104
 IP_PKTINFO = 8  # linux/in.h
 IPV6_RECVPKTINFO = 49  # linux/in6.h
 IPV6_PKTINFO = 50
-MSG_DONTWAIT = 0x40
 GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS on older kernels (128 since 6.x)
 GSO_MAX_BYTES = 0xFFFF - 20 - 8  # a UDP payload in an IPv4 packet
 RECV_SIZE = 1 << 16  # one datagram, or one UDP_GRO train
@@ -74,10 +75,7 @@ _META_SIZE = _CONTROL_AT + _CONTROL_SIZE
 # source proves the source was the problem.
 SOURCE_GONE = frozenset({errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH})
 
-# Native layouts (C alignment): struct mmsghdr is a msghdr (name, namelen, iov, iovlen,
-# control, controllen, flags) and msg_len; struct iovec; a cmsghdr (len, level, type).
-_MMSGHDR = struct.Struct("@PIPNPNi0PI0P")
-_IOVEC = struct.Struct("@PN")
+# A cmsghdr (len, level, type), native layout.
 _CMSGHDR = struct.Struct("@Nii")
 _CMSG_ALIGN = struct.calcsize("@N")
 _INT = struct.Struct("@i")
@@ -85,16 +83,6 @@ _IN_PKTINFO = struct.Struct("@i4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
 _IN6_PKTINFO = struct.Struct("@16si")  # ipi6_addr, ipi6_ifindex
 _SOCKADDR_IN = struct.Struct("=H2s4s")  # family, port (network order), address
 _SOCKADDR_IN6 = struct.Struct("=H2sI16sI")  # family, port, flowinfo, address, scope id
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_recvmmsg = _libc.recvmmsg
-_recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
-_recvmmsg.restype = ctypes.c_int
-
-
-def _address_of(buffer: bytearray | mmap.mmap) -> int:
-    return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
-
 
 def _sockaddr(name: bytes) -> tuple[str, int]:
     """(host, port) from a raw sockaddr_in/in6, as recvfrom would give them."""
@@ -195,12 +183,9 @@ class BatchReceiver:
         """The datagrams waiting (up to ``count`` messages) and where each came from and
         arrived; empty lists when there are none. OSError for a socket error (e.g. an ICMP
         error reported)."""
-        n = _recvmmsg(self.sock.fileno(), self._address, self.count, MSG_DONTWAIT, None)
-        if n <= 0:
-            code = ctypes.get_errno()
-            if n == 0 or code in (errno.EAGAIN, errno.EWOULDBLOCK):
-                return [], []
-            raise OSError(code, os.strerror(code))
+        n = recvmmsg(self.sock.fileno(), self._address, self.count)
+        if not n:
+            return [], []
         datagrams: list[bytes] = []
         sources: list[Endpoint] = []
         view, meta = self._view, self._meta

@@ -28,10 +28,13 @@ from wgref.client.nfqueue import (
     NFQNL_MSG_PACKET,
     NFQNL_MSG_VERDICT,
     NFQNL_MSG_VERDICT_BATCH,
+    RECV_SIZE,
+    RECV_SLOTS,
     NfQueue,
     QueuedPacket,
 )
 from wgref.client.verdicts import VerdictWriter
+from wgref.mmsg import Slots
 
 
 def _super_packet(version: int, size: int) -> bytes:
@@ -141,7 +144,8 @@ def _queue_on(sock: socket.socket) -> NfQueue:
     queue = NfQueue.__new__(NfQueue)
     queue.number, queue.sock = 7, sock
     queue._pending, queue._drop_upto, queue._nfgen = [], -1, nl.nfgen(0, 7)
-    queue._buffer = bytearray(1 << 17)
+    queue._slots = Slots(RECV_SLOTS, RECV_SIZE)
+    queue._buffer = queue._slots.buffer
     queue._view = memoryview(queue._buffer)
     return queue
 

@@ -13,12 +13,13 @@ out to the host on the LAN. The raw and UDP sockets carry :data:`OWN_MARK`, neve
 
 The data path works in batches, as the TUN interface does: TCP is queued with
 ``NFQA_CFG_F_GSO`` (one queued super-packet, cut into tunnel-sized segments here), a read's
-verdicts go back in one message (``NFQNL_MSG_VERDICT_BATCH``), the packets go through
-:meth:`Device.send_packets` and leave as UDP_SEGMENT trains; datagrams are read with
-recvmmsg (and UDP_GRO) and opened by :meth:`Device.receive_datagrams`, and
-in-order TCP segments of a flow are merged before injection (userspace GRO; for the host
-itself through ``lo``, :class:`~wgref.client.loopback.LoopbackInjector`), and a read's pure
-ACKs that a later one of their flow supersedes are left out (:func:`offload.thin_acks`).
+queued packets come in one recvmmsg and its verdicts go back in one message
+(``NFQNL_MSG_VERDICT_BATCH``), the packets go through :meth:`Device.send_packets` and leave as
+UDP_SEGMENT trains; datagrams are read with recvmmsg (and UDP_GRO) and opened by
+:meth:`Device.receive_datagrams`, and in-order TCP segments of a flow are merged before
+injection (userspace GRO; for the host itself through ``lo``,
+:class:`~wgref.client.loopback.LoopbackInjector`), and a read's pure ACKs that a later one of
+their flow supersedes are left out (:func:`offload.thin_acks`).
 """
 
 from __future__ import annotations
