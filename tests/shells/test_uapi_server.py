@@ -19,6 +19,7 @@ import pytest
 
 from tests.netns import SOCKET_DIR, Lab, Pair, genkey, pubkey, require_netns, wait_for
 from wgref.device import Device
+from wgref.interface import HOUSEKEEPING
 from wgref.uapi import MAX_LINE, MemoryHost, UapiConnection, request
 
 PEER = "11" * 32
@@ -255,10 +256,13 @@ def test_wg_calls_in_parallel(lab: Lab) -> None:
 def test_out_of_descriptors_pauses_accepting_without_spinning(lab: Lab) -> None:
     """With the descriptor limit reached, accept fails (EMFILE) while the listener stays
     readable: the daemon stops watching it until a client leaves, instead of looping on
-    the error, and serves `wg` again once descriptors are free."""
+    the error, and serves `wg` again once descriptors are free. It tries again once per
+    housekeeping turn (HOUSEKEEPING s), so the log has about one error per such turn while
+    the descriptors are taken, however slow the machine."""
     ifname = lab.ifname("a")
     proc = lab.start("wgref", lab.ns[0], ifname, {"LOG_LEVEL": "error"})
     subprocess.run(["prlimit", "--pid", str(proc.pid), "--nofile=48:48"], check=True, timeout=10)
+    started = time.monotonic()
     hogs = [_connect(ifname) for _ in range(80)]  # more than the daemon has descriptors
     try:
         for sock in hogs[:5]:  # the first ones are accepted and answered
@@ -272,10 +276,13 @@ def test_out_of_descriptors_pauses_accepting_without_spinning(lab: Lab) -> None:
     finally:
         for sock in hogs:
             sock.close()
+    held = time.monotonic() - started
     assert "listening port" in lab.sh(None, "wg", "show", ifname, timeout=10).stdout
     assert proc.poll() is None
     errors = lab.log(ifname).count("UAPI accept")
-    assert 1 <= errors <= 5, errors  # paused, not one error per loop turn
+    # paused: the first error, one per housekeeping resume while held (and one at the edge),
+    # not one per loop turn (a spinning loop logs thousands a second)
+    assert 1 <= errors <= 2 + held / HOUSEKEEPING, (errors, held)
 
 
 def test_tunnel_traffic_flows_while_a_client_refuses_to_read(lab: Lab) -> None:
