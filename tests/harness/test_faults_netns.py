@@ -6,12 +6,15 @@ scenarios/README.md (a test below keeps them in step).
 
 Cells are kept short: a shipped scenario is cut after the step meant to fail, and waits for
 something that must not come are shortened (``CAPS``) in the fault cell and its control
-alike, so both see the same scenario."""
+alike, so both see the same scenario. The selected tests' cells all run first, at once, as
+`harness run --jobs` runs a matrix (:func:`harness.parallel.run_jobs`: each cell in
+namespaces of its own, timing-sensitive ones alone); each test then checks its own."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,9 @@ import pytest
 
 from harness import cleanup
 from harness.faults import FAULTS, fault, fault_driver, fault_table
+from harness.parallel import Job, default_jobs, run_jobs
 from harness.peers.base import PeerDriver
+from harness.peers.spec import slots
 from harness.peers.uapi import wgref, wireguard_go
 from harness.probes.registry import select
 from harness.probes.runner import ProbeCell
@@ -136,6 +141,7 @@ expect = "failure"
 name = "flood-stop"
 description = "A flood of initiations; when it stops, the server must have sent cookies."
 timeout = 60
+exclusive = true
 topology = { extra_hosts = ["attacker"] }
 config = { log_level = "error" }
 [[steps]]
@@ -239,8 +245,13 @@ def without(sc: Scenario, action: str) -> Scenario:
     return dataclasses.replace(sc, steps=tuple(s for s in sc.steps if s.action != action))
 
 
-def run_cell(client: PeerDriver, server: PeerDriver, sc: Scenario, out: Path) -> CellResult:
-    result = CellRunner(Cell(client, server, sc), out, Quiet()).run()
+def cell_job(client: PeerDriver, server: PeerDriver, sc: Scenario, out: Path) -> Job:
+    return Job(lambda progress: CellRunner(Cell(client, server, sc), out, progress),
+               exclusive=sc.exclusive, slots=slots(client.name) + slots(server.name) - 1)
+
+
+def cleaned_up(result: CellResult) -> CellResult:
+    """The cell's result, once its namespaces and everything under its prefix are gone."""
     assert result.prefix not in run(["ip", "netns", "list"]).stdout
     assert cleanup.find(result.prefix, force=True).empty()
     return result
@@ -262,38 +273,23 @@ def _id(row: Row) -> str:
     return f"{'+'.join(row.actions)}-{row.fault}-{row.scenario}"
 
 
-_CONTROLS: dict[tuple[str, str, str], CellResult] = {}
-
-
-def control(row: Row, out: Path) -> CellResult:
-    """The row's cell with plain wgref for the fault peer, run once for every row of the
-    same scenario and peers (cut after the last step any of them checks)."""
+def control_key(row: Row) -> str:
     client, server = peers(row, faulty=False)
-    key = (row.scenario, client.name, server.name)
-    if key not in _CONTROLS:
-        same = [r for r in ACTION_ROWS if r.scenario == row.scenario and tuple(
-            d.name for d in peers(r, faulty=False)) == key[1:]]
-        labels = [s.label for s in load(row.scenario).steps]
-        full = scenario(row.scenario, max((r.step for r in same), key=labels.index))
-        _CONTROLS[key] = run_cell(client, server, full, out)
-    return _CONTROLS[key]
+    return f"control {row.scenario} {client.name} {server.name}"
 
 
-@netns
-@pytest.mark.parametrize("row", ACTION_ROWS, ids=_id)
-def test_action_catches_its_fault(row: Row, tmp_path: Path) -> None:
-    good = control(row, tmp_path / "control")
-    assert good.status == "pass", f"control {good.client} -> {good.server}: {good.reason}"
-    assert row.step in [s.label for s in good.steps]
+def control_scenario(row: Row) -> Scenario:
+    """The row's control: the cell with plain wgref for the fault peer, one for every row of
+    the same scenario and peers, cut after the last step any of them checks."""
+    key = control_key(row)
+    same = [r for r in ACTION_ROWS if r.scenario == row.scenario and control_key(r) == key]
+    labels = [s.label for s in load(row.scenario).steps]
+    return scenario(row.scenario, max((r.step for r in same), key=labels.index))
+
+
+def broken_scenario(row: Row) -> Scenario:
     sc = scenario(row.scenario, row.step)
-    broken = without(sc, row.fault[1:]) if row.fault.startswith("-") else sc
-    client, server = peers(row, faulty=True)
-    result = run_cell(client, server, broken, tmp_path / "broken")
-    index = [s.label for s in broken.steps].index(row.step) + 1
-    assert result.status == "fail", f"{result.status}: {result.reason}"
-    assert result.reason.startswith(f"step {index} ({row.step}): "), result.reason
-    assert re.search(row.reason, result.reason), result.reason
-    assert [s.status for s in result.steps] == ["pass"] * (index - 1) + ["fail"]
+    return without(sc, row.fault[1:]) if row.fault.startswith("-") else sc
 
 
 # ----------------------------------------------------------------------- probes
@@ -314,12 +310,10 @@ def probe_rows() -> list[tuple[str, str]]:
 PROBE_FAULTS = sorted({name for name, _ in probe_rows()})
 
 
-def probe_cell(driver: PeerDriver, name: str, out: Path) -> CellResult:
+def probe_job(driver: PeerDriver, name: str, out: Path) -> Job:
     (probe,) = select([name], slow=True)
-    result = ProbeCell(driver, probe, out, Quiet()).run()
-    assert result.prefix not in run(["ip", "netns", "list"]).stdout
-    assert cleanup.find(result.prefix, force=True).empty()
-    return result
+    return Job(lambda progress: ProbeCell(driver, probe, out, progress),
+               exclusive=probe.exclusive, slots=slots(driver.name))
 
 
 PROBE_REASONS = {
@@ -343,16 +337,65 @@ PROBE_REASONS = {
 }
 
 
+# ----------------------------------------------------------------------- the cells
+
+
+def _selected(request: pytest.FixtureRequest, test: str, param: str) -> list[Any]:
+    return [item.callspec.params[param] for item in request.session.items
+            if isinstance(item, pytest.Function) and item.module is request.module
+            and item.originalname == test and hasattr(item, "callspec")]
+
+
+@pytest.fixture(scope="module")
+def cells(request: pytest.FixtureRequest,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, CellResult]]:
+    """Every cell the selected tests check, run at once, by key: the action rows' fault
+    cells and their controls, each probe fault's probes and its control probe."""
+    out = tmp_path_factory.mktemp("faults")
+    jobs: dict[str, Job] = {}
+    for row in _selected(request, "test_action_catches_its_fault", "row"):
+        key = control_key(row)
+        if key not in jobs:
+            jobs[key] = cell_job(*peers(row, faulty=False), control_scenario(row),
+                                 out / f"control-{len(jobs)}")
+        jobs[_id(row)] = cell_job(*peers(row, faulty=True), broken_scenario(row),
+                                  out / f"broken-{len(jobs)}")
+    for name in _selected(request, "test_probes_catch_their_fault", "name"):
+        for probe in (p for f, p in probe_rows() if f == name):
+            jobs[f"{name} {probe}"] = probe_job(fault_driver(name), probe,
+                                                out / f"probe-{len(jobs)}")
+        jobs[f"{name} control"] = probe_job(fault_driver(name), PROBE_CONTROL[name],
+                                            out / f"probe-{len(jobs)}")
+    results, interrupted = run_jobs(list(jobs.values()), default_jobs(), Quiet())
+    assert not interrupted
+    yield dict(zip(jobs, results, strict=True))
+
+
+@netns
+@pytest.mark.parametrize("row", ACTION_ROWS, ids=_id)
+def test_action_catches_its_fault(row: Row, cells: dict[str, CellResult]) -> None:
+    good = cleaned_up(cells[control_key(row)])
+    assert good.status == "pass", f"control {good.client} -> {good.server}: {good.reason}"
+    assert row.step in [s.label for s in good.steps]
+    broken = broken_scenario(row)
+    result = cleaned_up(cells[_id(row)])
+    index = [s.label for s in broken.steps].index(row.step) + 1
+    assert result.status == "fail", f"{result.status}: {result.reason}"
+    assert result.reason.startswith(f"step {index} ({row.step}): "), result.reason
+    assert re.search(row.reason, result.reason), result.reason
+    assert [s.status for s in result.steps] == ["pass"] * (index - 1) + ["fail"]
+
+
 @netns
 @pytest.mark.parametrize("name", PROBE_FAULTS)
-def test_probes_catch_their_fault(name: str, tmp_path: Path) -> None:
+def test_probes_catch_their_fault(name: str, cells: dict[str, CellResult]) -> None:
     """Each probe meant for the fault fails it, with what it saw; a probe about something
     else passes it."""
     for probe in (p for f, p in probe_rows() if f == name):
-        result = probe_cell(fault_driver(name), probe, tmp_path / probe)
+        result = cleaned_up(cells[f"{name} {probe}"])
         assert result.status == "fail", f"{probe}: {result.status}: {result.reason}"
         assert PROBE_REASONS[probe] in result.reason, f"{probe}: {result.reason}"
-    other = probe_cell(fault_driver(name), PROBE_CONTROL[name], tmp_path / "control")
+    other = cleaned_up(cells[f"{name} control"])
     assert other.status == "pass", f"{PROBE_CONTROL[name]}: {other.reason}"
 
 
