@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .packet import ICMP, ICMPV6, TCP
+from .packet import ICMP, ICMPV6, TCP, Translation
 
 TUNNEL = "tunnel"
 BYPASS = "bypass"
@@ -45,6 +45,9 @@ class Flow:
     forwarded: bool = False
     peer_mss: int = 0  # TCP: the MSS the far end announced in its SYN (after the clamp)
     answered: bool = False  # an answer went in through the raw socket (run.py)
+    # the NAT of its packets to the tunnel and of those from it, once worked out (run.py)
+    outbound_nat: Translation | None = None
+    inbound_nat: Translation | None = None
 
     @property
     def key(self) -> Key:
@@ -53,6 +56,23 @@ class Flow:
     @property
     def reverse_key(self) -> Key:
         return (self.proto, self.nat_dst or self.dst, self.dport, self.nat_src, self.nat_sport)
+
+    def outbound_translation(self) -> Translation:
+        """From how the host sent it to how it goes into the tunnel."""
+        if self.outbound_nat is None:
+            self.outbound_nat = Translation.between(
+                self.version, self.proto, (self.src, self.sport, self.dst, self.dport),
+                (self.nat_src, self.nat_sport, self.nat_dst or self.dst, self.dport))
+        return self.outbound_nat
+
+    def inbound_translation(self) -> Translation:
+        """From how a reply comes out of the tunnel to how the host expects it."""
+        if self.inbound_nat is None:
+            self.inbound_nat = Translation.between(
+                self.version, self.proto,
+                (self.nat_dst or self.dst, self.dport, self.nat_src, self.nat_sport),
+                (self.dst, self.dport, self.src, self.sport))
+        return self.inbound_nat
 
     def timeout(self) -> float:
         if self.decision == BYPASS:

@@ -244,7 +244,62 @@ def update_checksums(old: bytes | bytearray, buf: bytearray, info: Info) -> None
     buf[where : where + 2] = (0xFFFF - (0xFFFF - field + delta) % 0xFFFF).to_bytes(2, "big")
 
 
-def mss_option(packet: bytes, info: Info) -> int | None:
+@dataclass(frozen=True, slots=True)
+class Translation:
+    """One direction of a flow's NAT for its packets that need nothing else (TCP past the
+    SYN, UDP; not fragments): the addresses and ports they get, and what that changes in
+    their checksums, computed once per flow rather than per packet (the kernel's NAT also
+    keeps one tuple per connection, nf_nat_core.c). The checksums are updated by RFC 1624
+    eqn. 3 as in :func:`update_checksums`; the fields are 16-bit aligned."""
+
+    version: int
+    proto: int
+    addresses: bytes  # source and destination, as written
+    ports: bytes  # source and destination port
+    ip_delta: int  # the IPv4 header checksum's m' - m (mod 0xFFFF)
+    l4_delta: int  # the transport checksum's: the pseudo header's addresses and the ports
+
+    @classmethod
+    def between(cls, version: int, proto: int, old: tuple[bytes, int, bytes, int],
+                new: tuple[bytes, int, bytes, int]) -> Translation:
+        """From a packet's (src, sport, dst, dport) to the new ones."""
+        old_addresses, new_addresses = old[0] + old[2], new[0] + new[2]
+        old_ports, new_ports = _PORTS.pack(old[1], old[3]), _PORTS.pack(new[1], new[3])
+        addresses = (int.from_bytes(new_addresses, "big")
+                     - int.from_bytes(old_addresses, "big")) % 0xFFFF
+        ports = (int.from_bytes(new_ports, "big") - int.from_bytes(old_ports, "big")) % 0xFFFF
+        return cls(version, proto, new_addresses, new_ports,
+                   addresses if version == 4 else 0, (addresses + ports) % 0xFFFF)
+
+    def applies(self, info: Info) -> bool:
+        """Whether ``info``'s packet can take this translation (else :func:`rewrite`)."""
+        return (not info.fragment and info.proto == self.proto
+                and (self.proto == UDP or (self.proto == TCP and not info.tcp_flags & 0x02)))
+
+    def apply(self, buf: bytearray, info: Info) -> None:
+        """Translate ``buf`` (a packet of the flow, which :meth:`applies`) in place; ``info``
+        follows its addresses (as after :func:`rewrite`). A wrong checksum stays wrong, as
+        through the kernel's NAT."""
+        if self.version == 4:
+            buf[12:20] = self.addresses
+            field = (buf[10] << 8) | buf[11]
+            buf[10:12] = (0xFFFF - (0xFFFF - field + self.ip_delta) % 0xFFFF).to_bytes(2, "big")
+            info.src, info.dst = self.addresses[:4], self.addresses[4:]
+        else:
+            buf[8:40] = self.addresses
+            info.src, info.dst = self.addresses[:16], self.addresses[16:]
+        start = info.header_len
+        buf[start : start + 4] = self.ports
+        where = start + (6 if self.proto == UDP else 16)
+        field = (buf[where] << 8) | buf[where + 1]
+        if field == 0 and self.proto == UDP and self.version == 4:
+            return  # IPv4 UDP without a checksum stays without one
+        # never 0: UDP's 0 means "no checksum"; for TCP 0xFFFF is the same sum
+        buf[where : where + 2] = (
+            0xFFFF - (0xFFFF - field + self.l4_delta) % 0xFFFF).to_bytes(2, "big")
+
+
+def mss_option(packet: bytes | bytearray, info: Info) -> int | None:
     """The MSS option of a TCP SYN, or None."""
     if info.proto != TCP or not info.tcp_flags & 0x02 or info.fragment:
         return None

@@ -416,6 +416,11 @@ class Client:
             except ValueError:
                 log.debug("dropped a malformed TCP super-packet")
             return
+        translation = flow.outbound_translation()
+        if valid and len(data) <= mtu and translation.applies(info):
+            translation.apply(data, info)  # the client's own copy of the queued packet
+            packets.append(bytes(data))
+            return
         rewritten = packet.rewrite(data, info, src=flow.nat_src, sport=sport,
                                    dst=flow.nat_dst or None, mss=self.mss[info.version],
                                    valid=valid)
@@ -525,11 +530,17 @@ class Client:
         flow.last_seen = now
         if info.proto == packet.TCP and info.tcp_flags & 0x05:
             flow.closing = True
-        rewritten = packet.rewrite(
-            data, info, dst=flow.src, src=flow.dst if flow.nat_dst else None,
-            dport=flow.sport if flow.nat_sport != flow.sport else None,
-            mss=self.mss[info.version], valid=True,  # the peer's checksums, kept as NAT does
-        )
+        translation = flow.inbound_translation()
+        rewritten: bytes | bytearray
+        if translation.applies(info):
+            rewritten = bytearray(data)
+            translation.apply(rewritten, info)
+        else:
+            rewritten = packet.rewrite(
+                data, info, dst=flow.src, src=flow.dst if flow.nat_dst else None,
+                dport=flow.sport if flow.nat_sport != flow.sport else None,
+                mss=self.mss[info.version], valid=True,  # the peer's checksums, as NAT keeps
+            )
         if info.proto == packet.TCP and info.tcp_flags & 0x02:
             flow.peer_mss = packet.mss_option(rewritten, info) or 0
         if (flow.answered and self.loopback is not None
