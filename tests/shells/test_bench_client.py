@@ -1,6 +1,7 @@
 """Benchmarks of the transparent client's per-packet outbound work (pytest-benchmark; no
-timing assertions): reading a batch of queued packets off the NFQUEUE socket, and the
-rewrite of one UDP datagram with its checksums updated (RFC 1624) or summed again.
+timing assertions): reading a batch of queued packets off the NFQUEUE socket, the rewrite
+of one UDP datagram with its checksums updated (RFC 1624) or summed again, and its flow's
+translation worked out once and applied (what the client does per packet of a known flow).
 
 ``--benchmark-disable`` is in the pytest addopts, so these run once as plain tests; compare
 them with ``python3 -m pytest tests/shells/test_bench_client.py --benchmark-enable``.
@@ -42,6 +43,27 @@ def test_bench_rewrite_udp(benchmark, valid: bool) -> None:  # type: ignore[no-u
     check = IP(out)
     del check[IP].chksum, check[UDP].chksum
     assert bytes(IP(bytes(check))) == out  # both checksums as scapy sums them
+
+
+def test_bench_translate_udp(benchmark) -> None:  # type: ignore[no-untyped-def]
+    """packet.parse and a flow's Translation.apply of the same datagram, in the client's
+    own copy (as NfQueue hands it over)."""
+    old = packet.parse(DATAGRAM)
+    assert old is not None
+    translation = packet.Translation.between(4, packet.UDP, (old.src, 40000, old.dst, 5201),
+                                             (TUNNEL_SRC, 40001, old.dst, 5201))
+
+    def translate() -> bytearray:
+        data = bytearray(DATAGRAM)
+        info = packet.parse(data)
+        assert info is not None and translation.applies(info)
+        translation.apply(data, info)
+        return data
+
+    out = benchmark(translate)
+    info = packet.parse(DATAGRAM)
+    assert info is not None
+    assert out == packet.rewrite(DATAGRAM, info, src=TUNNEL_SRC, sport=40001, valid=True)
 
 
 def test_bench_receive_batch(benchmark) -> None:  # type: ignore[no-untyped-def]
