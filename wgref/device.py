@@ -364,7 +364,8 @@ class Device:
             size = len(packet)
             if size:
                 sent_data = True
-                if size & 15 or size > mtu:
+                # a full-MTU packet (every segment of a TSO frame but the last) is not padded
+                if (size & 15 and size != mtu) or size > mtu:
                     padded = padded_length(size, mtu)
                     if padded != size:
                         pad = padded - size
