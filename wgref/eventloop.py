@@ -10,6 +10,7 @@ to stop, e.g. when its TUN link is deleted).
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import select
 import signal
@@ -20,9 +21,26 @@ from collections.abc import Callable, Mapping
 
 from . import loglevel
 
-__all__ = ["EventLoop", "setup_logging"]
+__all__ = ["EventLoop", "serve_long_lived", "setup_logging"]
 
 Handler = Callable[[int], None]  # called with the epoll event mask
+
+# Young collections once this many more tracked objects are alive than at the last one
+# (CPython's default is 700). A packet loop allocates short-lived containers (parses,
+# batches, tuples) that reference counting frees; at 700 the ones a read holds at once set
+# collections off: 2.5 % of the client's samples (perf) under tcp-down-p4, none with this.
+YOUNG_THRESHOLD = 20_000
+
+
+def serve_long_lived() -> None:
+    """Before a daemon's loop: what setup allocated (modules, configuration, tables) lives as
+    long as the process, so the cyclic collector stops walking it (:func:`gc.freeze`), and
+    young collections run at :data:`YOUNG_THRESHOLD`. (Not for a process that goes on to do
+    other things, such as the test suite.)"""
+    gc.collect()
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, middle, old)
 
 
 class EventLoop:

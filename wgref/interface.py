@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from . import __version__
 from .checks import ALL_CHECKS, Checks
 from .device import Device, destination_address
-from .eventloop import EventLoop, setup_logging
+from .eventloop import EventLoop, serve_long_lived, setup_logging
 from .icmp import ErrorRateLimit, unreachable, wants_error
 from .keylog import KeyLogWriter
 from .results import Batch, DropReason, Endpoint
@@ -505,6 +505,7 @@ def main(argv: list[str], *, checks: Checks = ALL_CHECKS) -> int:
         os.dup2(null, 0)
         os.close(null)
         # stdout/stderr stay as they are: wireguard-go keeps logging to them
+    serve_long_lived()
     try:
         interface.run()
     except Exception:  # pragma: no cover - reported, not hidden

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ipaddress
 import select
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -129,6 +131,17 @@ def _ping(version: int, src: str, dst: str) -> bytes:
     from scapy.layers.inet6 import ICMPv6EchoRequest
 
     return bytes(IPv6(src=src, dst=dst) / ICMPv6EchoRequest() / (b"p" * 56))
+
+
+def test_a_daemon_freezes_its_setup_and_collects_young_objects_less_often() -> None:
+    """What `wgref IFNAME` and `wgref client` call before their loop (in a process of its
+    own: it would freeze the test suite's objects too)."""
+    code = ("import gc; from wgref.eventloop import YOUNG_THRESHOLD, serve_long_lived; "
+            "frozen = gc.get_freeze_count(); serve_long_lived(); "
+            "print(gc.get_threshold()[0] == YOUNG_THRESHOLD, gc.get_freeze_count() > frozen)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert run.stdout.split() == ["True", "True"]
 
 
 def test_icmp_unreachable_v4_is_what_the_kernel_sends() -> None:

@@ -193,6 +193,7 @@ def main(argv: list[str]) -> int:
         os.dup2(null, 0)
         os.close(null)
     code = 0
+    eventloop.serve_long_lived()
     try:
         client.run()
     except Exception:
