@@ -488,6 +488,9 @@ def main(argv: list[str], *, checks: Checks = ALL_CHECKS) -> int:
     setup_logging(options.name)
     log.debug("Starting wgref version %s", __version__)
     _raise_file_limit()
+    # Before the UAPI socket appears: from then on a SIGTERM must find the loop's handler,
+    # and the collection here can take a while.
+    serve_long_lived()
     try:
         interface = Interface(options.name, options.keylog, checks=checks)
     except (OSError, ValueError) as exc:
@@ -505,7 +508,6 @@ def main(argv: list[str], *, checks: Checks = ALL_CHECKS) -> int:
         os.dup2(null, 0)
         os.close(null)
         # stdout/stderr stay as they are: wireguard-go keeps logging to them
-    serve_long_lived()
     try:
         interface.run()
     except Exception:  # pragma: no cover - reported, not hidden

@@ -176,6 +176,9 @@ def main(argv: list[str]) -> int:
     if os.geteuid() != 0:
         sys.stderr.write("wgref client: needs root (nftables, NFQUEUE, raw sockets)\n")
         return 1
+    # Before the status socket and the tables appear: from then on a SIGTERM must find the
+    # loop's handler, and the collection here can take a while.
+    eventloop.serve_long_lived()
     try:
         client = Client(config, queue=args.queue, status_path=args.socket,
                         forward=args.forward or None, kill_switch=args.kill_switch or None)
@@ -193,7 +196,6 @@ def main(argv: list[str]) -> int:
         os.dup2(null, 0)
         os.close(null)
     code = 0
-    eventloop.serve_long_lived()
     try:
         client.run()
     except Exception:
