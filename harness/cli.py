@@ -285,13 +285,15 @@ def exit_code(cells: list[CellResult], rules: list[required.Pattern] | None) -> 
     return 1 if problems else 0
 
 
-def _jobs(cells: list[Cell], out: Path, topology: TopologyFactory | None) -> list[Job]:
-    def job(cell: Cell) -> Job:
-        return Job(lambda progress: CellRunner(cell, out, progress, topology),
-                   exclusive=cell.scenario.exclusive,
-                   slots=slots(cell.client.name) + slots(cell.server.name) - 1)
+def cell_job(cell: Cell, out: Path, topology: TopologyFactory | None = None) -> Job:
+    """One matrix cell for the scheduler (also the mutation test's)."""
+    return Job(lambda progress: CellRunner(cell, out, progress, topology),
+               exclusive=cell.scenario.exclusive,
+               slots=slots(cell.client.name) + slots(cell.server.name) - 1)
 
-    return [job(cell) for cell in cells]
+
+def _jobs(cells: list[Cell], out: Path, topology: TopologyFactory | None) -> list[Job]:
+    return [cell_job(cell, out, topology) for cell in cells]
 
 
 def _shard(run: RunResult, cells: list[Cell], shard: Shard) -> list[Cell]:

@@ -82,7 +82,8 @@ def _on_signal(signum: int, frame: object) -> None:
     raise Interrupted(f"signal {signum}")
 
 
-def _job(driver: PeerDriver, probe: Probe, out: Path) -> Job:
+def probe_job(driver: PeerDriver, probe: Probe, out: Path) -> Job:
+    """One probe cell for the scheduler (also the mutation test's)."""
     return Job(lambda progress: ProbeCell(driver, probe, out, progress),
                exclusive=probe.exclusive, slots=slots(driver.name))
 
@@ -131,7 +132,7 @@ def cmd_probe(args: argparse.Namespace, drivers: list[PeerDriver]) -> int:
     probe_run = RunResult(started=now_iso())
     try:
         probe_run.cells, run.interrupted = run_jobs(
-            [_job(driver, probe, out) for driver, probe in cells], args.jobs, progress)
+            [probe_job(driver, probe, out) for driver, probe in cells], args.jobs, progress)
     finally:
         progress.close()
         probe_run.ended = run.ended = now_iso()

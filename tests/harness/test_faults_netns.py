@@ -21,15 +21,15 @@ from typing import Any
 import pytest
 
 from harness import cleanup
+from harness.cli import cell_job
 from harness.faults import FAULTS, fault, fault_driver, fault_table
 from harness.parallel import Job, default_jobs, run_jobs
 from harness.peers.base import PeerDriver
-from harness.peers.spec import slots
 from harness.peers.uapi import wgref, wireguard_go
+from harness.probes.cli import probe_job
 from harness.probes.registry import select
-from harness.probes.runner import ProbeCell
 from harness.results import CellResult
-from harness.runner import Cell, CellRunner
+from harness.runner import Cell
 from harness.scenario import Scenario, load_scenario, parse_scenario
 from harness.shell import run
 from tests.harness.support import Quiet, netns_marks
@@ -245,11 +245,6 @@ def without(sc: Scenario, action: str) -> Scenario:
     return dataclasses.replace(sc, steps=tuple(s for s in sc.steps if s.action != action))
 
 
-def cell_job(client: PeerDriver, server: PeerDriver, sc: Scenario, out: Path) -> Job:
-    return Job(lambda progress: CellRunner(Cell(client, server, sc), out, progress),
-               exclusive=sc.exclusive, slots=slots(client.name) + slots(server.name) - 1)
-
-
 def cleaned_up(result: CellResult) -> CellResult:
     """The cell's result, once its namespaces and everything under its prefix are gone."""
     assert result.prefix not in run(["ip", "netns", "list"]).stdout
@@ -310,10 +305,9 @@ def probe_rows() -> list[tuple[str, str]]:
 PROBE_FAULTS = sorted({name for name, _ in probe_rows()})
 
 
-def probe_job(driver: PeerDriver, name: str, out: Path) -> Job:
+def probe_cell_job(driver: PeerDriver, name: str, out: Path) -> Job:
     (probe,) = select([name], slow=True)
-    return Job(lambda progress: ProbeCell(driver, probe, out, progress),
-               exclusive=probe.exclusive, slots=slots(driver.name))
+    return probe_job(driver, probe, out)
 
 
 PROBE_REASONS = {
@@ -356,16 +350,16 @@ def cells(request: pytest.FixtureRequest,
     for row in _selected(request, "test_action_catches_its_fault", "row"):
         key = control_key(row)
         if key not in jobs:
-            jobs[key] = cell_job(*peers(row, faulty=False), control_scenario(row),
+            jobs[key] = cell_job(Cell(*peers(row, faulty=False), control_scenario(row)),
                                  out / f"control-{len(jobs)}")
-        jobs[_id(row)] = cell_job(*peers(row, faulty=True), broken_scenario(row),
+        jobs[_id(row)] = cell_job(Cell(*peers(row, faulty=True), broken_scenario(row)),
                                   out / f"broken-{len(jobs)}")
     for name in _selected(request, "test_probes_catch_their_fault", "name"):
         for probe in (p for f, p in probe_rows() if f == name):
-            jobs[f"{name} {probe}"] = probe_job(fault_driver(name), probe,
-                                                out / f"probe-{len(jobs)}")
-        jobs[f"{name} control"] = probe_job(fault_driver(name), PROBE_CONTROL[name],
-                                            out / f"probe-{len(jobs)}")
+            jobs[f"{name} {probe}"] = probe_cell_job(fault_driver(name), probe,
+                                                     out / f"probe-{len(jobs)}")
+        jobs[f"{name} control"] = probe_cell_job(fault_driver(name), PROBE_CONTROL[name],
+                                                 out / f"probe-{len(jobs)}")
     results, interrupted = run_jobs(list(jobs.values()), default_jobs(), Quiet())
     assert not interrupted
     yield dict(zip(jobs, results, strict=True))
