@@ -30,6 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="iperf3 -t of each run (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=3, metavar="N",
                         help="runs of each pair x test (default: %(default)s)")
+    parser.add_argument("--max-steal", type=float, default=5.0, metavar="PERCENT",
+                        help="measure a run again when the hypervisor stole more than this "
+                        "share of the CPU during it (/proc/stat steal; default: %(default)s; "
+                        "100 never measures again)")
+    parser.add_argument("--remeasure", type=int, default=2, metavar="N",
+                        help="times one run may be measured again for --max-steal (default: "
+                        "%(default)s); the last one counts")
     parser.add_argument("--udp-rate", default="1G",
                         help="iperf3 -b of the UDP tests (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None,
@@ -109,6 +116,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.time < 1 or args.repeat < 1:
         print("error: --time and --repeat must be at least 1", file=sys.stderr)
         return 2
+    if not 0 <= args.max_steal <= 100 or args.remeasure < 0:
+        print("error: --max-steal must be a percentage (0-100) and --remeasure at least 0",
+              file=sys.stderr)
+        return 2
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
     drivers = _drivers()
@@ -129,7 +140,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     out = args.out or Path("results") / f"bench-{stamp}"
     options = BenchOptions(pairs=_pairs(_split(args.pairs), drivers),
                            tests=[TESTS[t] for t in tests], out=out, seconds=args.time,
-                           repeat=args.repeat, udp_rate=args.udp_rate, baselines=baselines)
+                           repeat=args.repeat, udp_rate=args.udp_rate, baselines=baselines,
+                           max_steal=None if args.max_steal >= 100 else args.max_steal,
+                           remeasure=args.remeasure)
     budget = len(options.pairs) * len(tests) * args.repeat * (args.time + 2)
     print(f"bench: {len(options.pairs)} pairs x {len(tests)} tests x {args.repeat} runs of "
           f"{args.time} s (about {budget // 60} min {budget % 60} s); output in {out}",

@@ -1,4 +1,6 @@
-"""CPU time of peer processes from /proc: utime + stime of every process in a session.
+"""CPU time of peer processes from /proc: utime + stime of every process in a session; and
+the host's CPU steal (time a virtual machine's CPUs were ready to run but the hypervisor ran
+something else: proc(5), /proc/stat ``steal``).
 
 Each peer runs as a background process in its own session (the harness starts it with
 ``start_new_session``), so the session id catches helper processes too; threads are counted
@@ -46,3 +48,29 @@ def process_cpu_seconds(pid: int, proc: Path = PROC) -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return (utime + stime) / clock_ticks()
+
+
+def host_cpu_ticks(proc: Path = PROC) -> tuple[int, int] | None:
+    """(all ticks, steal ticks) of every CPU so far, from the ``cpu`` line of /proc/stat
+    (user nice system idle iowait irq softirq steal; guest time is inside user and nice and
+    is not added again). None when it cannot be read."""
+    try:
+        with (proc / "stat").open() as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    try:
+        ticks = [int(v) for v in fields[1:9]]
+    except ValueError:
+        return None
+    return sum(ticks), ticks[7]
+
+
+def steal_percent(before: tuple[int, int] | None,
+                  after: tuple[int, int] | None) -> float | None:
+    """The share of CPU time stolen by the hypervisor between two :func:`host_cpu_ticks`."""
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    return round(100.0 * (after[1] - before[1]) / (after[0] - before[0]), 1)

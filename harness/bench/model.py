@@ -127,12 +127,14 @@ class Sample:
     client_cpu: float | None = None  # CPU-seconds of the client peer's processes in the run
     server_cpu: float | None = None
     tunnel_bytes: int | None = None  # encrypted bytes the server peer counted (wg show)
+    steal_percent: float | None = None  # the host's CPU steal during the run (/proc/stat)
+    set_aside: str | None = None  # why the run was measured again and is not counted
     error: str | None = None
     raw: str | None = None  # the iperf3 JSON file, relative to the run folder
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.mbps > 0
+        return self.error is None and self.mbps > 0 and self.set_aside is None
 
     @property
     def peer_cpu(self) -> float | None:
@@ -161,6 +163,15 @@ class Cell:
     def good(self) -> list[Sample]:
         return [s for s in self.samples if s.ok]
 
+    @property
+    def failed_runs(self) -> list[Sample]:
+        """Runs that failed (not those set aside to be measured again)."""
+        return [s for s in self.samples if not s.ok and s.set_aside is None]
+
+    @property
+    def set_aside(self) -> list[Sample]:
+        return [s for s in self.samples if s.set_aside is not None]
+
     def throughput(self) -> Summary | None:
         return summarize([s.mbps for s in self.good])
 
@@ -183,7 +194,8 @@ class Cell:
                               ("server_cpu_seconds", self.cpu("server")),
                               ("mbit_per_cpu_second", self.efficiency())):
             data[name] = summary.to_json() if summary else None
-        data["failed_runs"] = len(self.samples) - len(self.good)
+        data["failed_runs"] = len(self.failed_runs)
+        data["set_aside_runs"] = len(self.set_aside)
         return data
 
 
@@ -256,6 +268,21 @@ class BenchRun:
             if reference is not None and reference in self.pairs:
                 out[pair] = {test: self.ratio(pair, test, reference) for test in self.tests}
         return out
+
+    def steal_note(self) -> str:
+        """The host's CPU steal during the counted runs, and the runs measured again."""
+        counted = [s.steal_percent for c in self.cells for s in c.good
+                   if s.steal_percent is not None]
+        if not counted:
+            return ""
+        again = sum(len(c.set_aside) for c in self.cells)
+        limit = self.settings.get("max_steal_percent")
+        text = (f"host CPU steal during the counted runs: mean {sum(counted) / len(counted):.1f} %,"
+                f" at most {max(counted):.1f} %")
+        if limit is not None:
+            text += f"; {again} run{'' if again == 1 else 's'} measured again (steal over " \
+                    f"{limit:g} %)"
+        return text
 
     @property
     def failed(self) -> list[Cell]:

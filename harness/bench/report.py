@@ -150,6 +150,9 @@ def markdown(bench: BenchRun) -> str:
     lines += ["## Results", "", f"_{RATE_NOTE}._", "",
               "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_md(v) for v in row) + " |" for row in rows(bench)]
+    steal = bench.steal_note()
+    if steal:
+        lines += ["", f"_{steal.capitalize()}._"]
     for peer, ratio_head, body in ratio_tables(bench):
         lines += ["", f"## wgref ÷ {peer} (same run)", "",
                   "| " + " | ".join(ratio_head) + " |", "|" + "---|" * len(ratio_head)]
@@ -165,14 +168,23 @@ def markdown(bench: BenchRun) -> str:
         lines += ["", "## Not measured", ""]
         lines += [f"* **{_md(_label(p))}** — {status}: {_md(reason)}"
                   for p, status, reason in missing]
-    errors = [c for c in bench.cells if c.samples and len(c.good) < len(c.samples)]
+    errors = [c for c in bench.cells if c.failed_runs]
     if errors:
         lines += ["", "## Failed runs", ""]
         for cell in errors:
-            for sample in cell.samples:
-                if not sample.ok:
-                    lines.append(f"* {_md(_label(cell.pair))} {cell.test} run "
-                                 f"{sample.repetition}: {_md(sample.error or 'no data')[:300]}")
+            for sample in cell.failed_runs:
+                lines.append(f"* {_md(_label(cell.pair))} {cell.test} run "
+                             f"{sample.repetition}: {_md(sample.error or 'no data')[:300]}")
+    again = [c for c in bench.cells if c.set_aside]
+    if again:
+        lines += ["", "## Runs measured again", "",
+                  "_Set aside, not counted: the host (hypervisor) stole too much CPU during "
+                  "them._", ""]
+        for cell in again:
+            for sample in cell.set_aside:
+                lines.append(f"* {_md(_label(cell.pair))} {cell.test} run "
+                             f"{sample.repetition}: {fmt_rate(sample.mbps)} Mbit/s, "
+                             f"{_md(sample.set_aside or '')}")
     for baseline in bench.baselines:
         lines += ["", f"## Published baseline: {baseline['label']}", "",
                   f"{_md(baseline['description'])} Method: {baseline['method']}. "
@@ -210,6 +222,9 @@ def print_table(bench: BenchRun, console: Any = None) -> None:
         last = row[0]
         table.add_row(*row)
     console.print(table)
+    steal = bench.steal_note()
+    if steal:
+        console.print(steal, markup=False, highlight=False)
     for peer, ratio_head, body in ratio_tables(bench):
         ratios = Table(title=f"wgref ÷ {peer} in its place (mean, same run)")
         for name in ratio_head:

@@ -37,7 +37,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     out = tmp_path / "bench"
     result = harness("bench", "--pairs", "veth,wireguard-go:wireguard-go",
                      "--tests", "tcp-up,tcp-down-p4,udp-up", "--repeat", "1", "--time", "2",
-                     "--udp-rate", "200M", "--out", str(out), timeout=120)
+                     "--udp-rate", "200M", "--out", str(out), timeout=240)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     for name in ("bench.json", "bench.md", "bench.png"):
         assert (out / name).stat().st_size > 0, name
@@ -49,6 +49,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert cell["throughput_mbps"]["mean"] > 0
         sample = cell["samples"][0]
         assert sample["received_bytes"] > 0 and (out / sample["raw"]).is_file()
+        assert 0 <= sample["steal_percent"] <= 100  # the host's, during the run
         if cell["pair"] != "veth":
             assert sample["client_cpu"] > 0 and sample["server_cpu"] > 0
             assert cell["mbit_per_cpu_second"]["mean"] > 0
