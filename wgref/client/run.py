@@ -61,6 +61,13 @@ log = logging.getLogger("wgref.client")
 
 BATCH = 64
 SEND_BATCH = 64  # packets sealed and sent together (a super-packet's worth and more)
+# Reads of the queue per wake-up while it has packets, as the TUN interface reads its queue
+# until it is empty: each read finds only the two or three packets the host's TCP Small Queues
+# let through before their verdicts (verdicts.py), so one read per turn of the event loop paid
+# the loop, and a UDP read of a few ACKs, for every few packets. Measured (tcp-up, wireguard-go
+# server, thread CPU time per queued packet over that of cutting it): 8 reads 3.70-3.71, one
+# read 3.89, 4.6 % less CPU per byte; the UDP socket is read a quarter as often.
+QUEUE_READS = 8
 HOUSEKEEPING = 5.0  # flow expiry
 WATCH = 1.0  # the missing-handshake warning
 DEFAULT_QUEUE = 30567
@@ -297,12 +304,12 @@ class Client:
 
     # ----------------------------------------------------------------- outbound
 
-    def _read_queue(self, queue: NfQueue, now: float) -> None:
-        """One read of a queue in two passes: first every packet's verdict (sent at once, so
-        the kernel frees what is dropped and the host's TCP sends on while this process
-        encrypts), then the tunnelled packets cut, and sealed and sent SEND_BATCH at a time
-        (measured against sealing each super-packet apart, 0.86x against 0.80x of the TUN
-        interface, and against one burst per read, no different)."""
+    def _read_queue(self, queue: NfQueue, now: float) -> int:
+        """One read of a queue (how many packets it had) in two passes: first every packet's
+        verdict (sent at once, so the kernel frees what is dropped and the host's TCP sends on
+        while this process encrypts), then the tunnelled packets cut, and sealed and sent
+        SEND_BATCH at a time (measured against sealing each super-packet apart, 0.86x against
+        0.80x of the TUN interface, and against one burst per read, no different)."""
         batch = queue.receive(BATCH)
         self.counters["queued"] += len(batch)
         tunnelled: list[tuple[Flow, QueuedPacket, packet.Info]] = []
@@ -332,6 +339,7 @@ class Client:
             self.device.send_packets(packets, now, out)
         if out:
             self._flush(out, now)
+        return len(batch)
 
     def _queued(self, queue: NfQueue, item: QueuedPacket, now: float,
                 packets: list[bytes]) -> tuple[Flow, QueuedPacket, packet.Info] | None:
@@ -692,7 +700,9 @@ class Client:
     # ----------------------------------------------------------------- loop
 
     def _on_queue(self, queue: NfQueue, _mask: int) -> None:
-        self._read_queue(queue, time.monotonic())
+        for _ in range(QUEUE_READS):
+            if not self._read_queue(queue, time.monotonic()):
+                break
 
     def _on_udp(self, receiver: BatchReceiver, _mask: int) -> None:
         self._read_udp(receiver, time.monotonic())
