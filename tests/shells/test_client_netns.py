@@ -541,6 +541,54 @@ def test_iperf3_tcp_through_the_client(lab: ClientLab) -> None:
     assert int(str(lab.status()["flows_tunnel"])) >= 1
 
 
+LEAK_TABLE = """table ip wgc_leak {
+    chain out {
+        type filter hook output priority 300; policy accept;
+        oifname "wgcv1" ip daddr 10.99.0.0/24 counter
+    }
+}
+"""
+
+
+def _leaked(lab: ClientLab) -> int:
+    """Packets for the tunnel's subnet that left the client's namespace unencrypted (the
+    client queues and steals them before this chain's hook: it only sees those let out)."""
+    listing = lab.sh(lab.client_ns, "nft", "list", "table", "ip", "wgc_leak").stdout
+    found = re.search(r"counter packets (\d+)", listing)
+    assert found is not None, listing
+    return int(found.group(1))
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["upload", "download"])
+def test_conntrack_flush_mid_transfer_neither_leaks_nor_stalls(lab: ClientLab,
+                                                                reverse: bool) -> None:
+    """The client's conntrack entries are flushed (as `conntrack -F` does) in the middle of a
+    transfer. The next packet from the tunnel goes in through ``lo`` and starts the entry
+    again; it must mark it as the client's, or the host's packets (then in the entry's reply
+    direction) would be let out directly, outside the tunnel."""
+    lab.start_client(lab.config("#@ws:AllowedApps = iperf3\n"))
+    lab.sh(lab.client_ns, "nft", "-f", "-", stdin=LEAK_TABLE)
+    server = lab.spawn(lab.server_ns, ["iperf3", "-s", "-1", "-B", "10.99.0.1"], "iperf3s.log")
+    wait_for(lambda: bool(lab.sh(lab.server_ns, "ss", "-Hltn", "sport = :5201").stdout.strip())
+             or server.poll() is not None, 10, "iperf3 -s")
+    argv = ["iperf3", "-c", "10.99.0.1", "-t", "6", "-J", *(["-R"] if reverse else [])]
+    transfer = lab.spawn(lab.client_ns, argv, "iperf3c.log")
+    counter = "rx_bytes" if reverse else "tx_bytes"
+    wait_for(lambda: int(str(lab.status()[counter])) > 4 << 20 or transfer.poll() is not None,
+             15, "the transfer under way")
+    assert transfer.poll() is None, lab.log("iperf3c.log")
+    lab.sh(lab.client_ns, sys.executable, "-c",
+           "from wgref.client.conntrack import forget_marks; forget_marks()")
+    code = transfer.wait(timeout=40)
+    leaked = _leaked(lab)
+    assert leaked == 0, f"{leaked} packets for the tunnel's subnet left outside the tunnel"
+    report = json.loads(lab.log("iperf3c.log"))
+    assert code == 0 and "error" not in report, lab.log("iperf3c.log")[-2000:]
+    assert report["end"]["sum_received"]["bytes"] > 4 << 20
+    server.wait(timeout=15)
+    assert _marked_conntrack(lab)  # the connection's entry was started again, marked
+
+
 # ----------------------------------------------------------------- teardown
 
 

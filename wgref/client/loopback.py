@@ -8,6 +8,8 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
+from ..udp import SO_MARK
+
 log = logging.getLogger("wgref.client")
 
 SEND_WAIT = 0.5  # how long an injection waits for room in a full send buffer
@@ -44,7 +46,9 @@ class LoopbackInjector:
         self._link = bytes(12)  # lo's link header: zero addresses, then the EtherType
 
     @classmethod
-    def open(cls) -> LoopbackInjector | None:
+    def open(cls, mark: int) -> LoopbackInjector | None:
+        """``mark``: the packets' mark (SO_MARK), seen by the hooks they go through on the
+        way in."""
         if cls._strict_rp_filter():
             log.info("rp_filter is strict on lo: merged packets are injected with their "
                      "checksums computed")
@@ -56,6 +60,7 @@ class LoopbackInjector:
             return None
         try:
             sock.setsockopt(cls.SOL_PACKET, cls.PACKET_VNET_HDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
             sock.bind(("lo", 0))
         except OSError as exc:
             log.debug("no PACKET_VNET_HDR on lo: %s", exc)

@@ -123,6 +123,14 @@ def table_script(family: str, networks: Sequence[Network], rules: Rules) -> str:
         "    chain exec {\n"
         f"        type filter hook output priority {PRIORITY - 1}; policy accept;\n"
         "    }\n"
+        # Packets injected through lo (loopback.py: they skip the output hooks) mark their
+        # connection too: after a conntrack flush (`conntrack -F`) the next one starts the
+        # entry, and without the mark the host's packets, in its reply direction, would be
+        # taken for answers to a connection from outside and leave outside the tunnel.
+        "    chain injected {\n"
+        f"        type filter hook prerouting priority {PRIORITY}; policy accept;\n"
+        f'        iifname "lo" meta mark {OWN_MARK:#x} ct mark set ct mark or {CT_INJECTED:#x}\n'
+        "    }\n"
         "    chain output_bypass {\n"
         f"        type filter hook output priority {PRIORITY + 10}; policy accept;\n"
         f"        meta mark {BYPASS_MARK:#x} ct mark set ct mark or {CT_BYPASS:#x}"

@@ -184,7 +184,7 @@ class Client:
         except OSError as exc:
             log.debug("no IPv6 raw socket: %s", exc)
             self.raw6 = None
-        self.loopback = LoopbackInjector.open()
+        self.loopback = LoopbackInjector.open(nft.OWN_MARK)
         if self.loopback is not None:
             self._sockets.append(self.loopback.sock)
         self.status = status.listen(self.status_path)
