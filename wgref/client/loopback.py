@@ -33,8 +33,9 @@ class LoopbackInjector:
     their checksum partial (CHECKSUM_PARTIAL, trusted), as from a device with offloads, so
     neither the client nor the kernel sums 64 KiB. They skip the output hooks: a flow's
     first answer (never merged) goes through the raw socket, which marks its conntrack
-    entry. Not used where IPv4 reverse-path filtering is strict on ``lo`` (it would drop
-    them: the source is not routed through ``lo``)."""
+    entry; they carry the client's packet mark, with which the client's ``prerouting``
+    chain marks an entry they start (nft.py). Not used where IPv4 reverse-path filtering is
+    strict on ``lo`` (it would drop them: the source is not routed through ``lo``)."""
 
     LINK_HEADER = 14  # lo's (Ethernet) header, which the vnet header's offsets count
     SOL_PACKET = 263
@@ -63,7 +64,7 @@ class LoopbackInjector:
             sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
             sock.bind(("lo", 0))
         except OSError as exc:
-            log.debug("no PACKET_VNET_HDR on lo: %s", exc)
+            log.debug("no PACKET_VNET_HDR or SO_MARK on lo: %s", exc)
             sock.close()
             return None
         sock.setblocking(False)
