@@ -320,6 +320,14 @@ class ClientLab:
         result = self.sh(ns or self.client_ns, *argv, check=False, timeout=40)
         return (result.stdout.strip() or result.stderr.strip()).splitlines()[-1]
 
+    def iperf3_server(self) -> subprocess.Popen[bytes]:
+        """A one-off iperf3 server on the server's tunnel address, listening when returned."""
+        server = self.spawn(self.server_ns, ["iperf3", "-s", "-1", "-B", "10.99.0.1"],
+                            "iperf3s.log")
+        wait_for(lambda: bool(self.sh(self.server_ns, "ss", "-Hltn", "sport = :5201")
+                              .stdout.strip()) or server.poll() is not None, 10, "iperf3 -s")
+        return server
+
     def add_second_server(self) -> tuple[str, str]:
         """A second wireguard-go in the server namespace (port 51821, 10.98.0.1 on its
         tunnel, reached from the client ns by a direct route too); (its ifname, its key)."""
@@ -525,9 +533,7 @@ def test_ping_through_the_tunnel(lab: ClientLab) -> None:
 
 def test_iperf3_tcp_through_the_client(lab: ClientLab) -> None:
     lab.start_client(lab.config("#@ws:AllowedApps = iperf3\n"))
-    server = lab.spawn(lab.server_ns, ["iperf3", "-s", "-1", "-B", "10.99.0.1"], "iperf3s.log")
-    wait_for(lambda: bool(lab.sh(lab.server_ns, "ss", "-Hltn", "sport = :5201").stdout.strip())
-             or server.poll() is not None, 10, "iperf3 -s")
+    server = lab.iperf3_server()
     result = lab.sh(lab.client_ns, "iperf3", "-c", "10.99.0.1", "-t", "3", "-J", check=False,
                     timeout=40)
     server.wait(timeout=15)
@@ -568,9 +574,7 @@ def test_conntrack_flush_mid_transfer_neither_leaks_nor_stalls(lab: ClientLab,
     direction) would be let out directly, outside the tunnel."""
     lab.start_client(lab.config("#@ws:AllowedApps = iperf3\n"))
     lab.sh(lab.client_ns, "nft", "-f", "-", stdin=LEAK_TABLE)
-    server = lab.spawn(lab.server_ns, ["iperf3", "-s", "-1", "-B", "10.99.0.1"], "iperf3s.log")
-    wait_for(lambda: bool(lab.sh(lab.server_ns, "ss", "-Hltn", "sport = :5201").stdout.strip())
-             or server.poll() is not None, 10, "iperf3 -s")
+    server = lab.iperf3_server()
     argv = ["iperf3", "-c", "10.99.0.1", "-t", "6", "-J", *(["-R"] if reverse else [])]
     transfer = lab.spawn(lab.client_ns, argv, "iperf3c.log")
     counter = "rx_bytes" if reverse else "tx_bytes"
