@@ -7,8 +7,9 @@ import socket
 import struct
 
 import pytest
-from scapy.layers.inet import IP, TCP
+from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
+from scapy.packet import Packet
 
 from wgref.client import netlink as nl
 from wgref.client import offload, packet
@@ -93,13 +94,30 @@ def test_mss_option_read() -> None:
     assert info is not None and packet.mss_option(ack, info) is None
 
 
+def test_pure_ack() -> None:
+    def pure(pkt: Packet) -> bool:
+        raw = bytes(pkt)
+        info = packet.parse(raw)
+        assert info is not None
+        return packet.pure_ack(raw, info)
+
+    ip = IP(src="1.2.3.4", dst="5.6.7.8")
+    assert pure(ip / TCP(flags="A", options=[("Timestamp", (1, 2))]))
+    assert pure(IPv6(src="::1", dst="::2") / TCP(flags="A"))
+    assert not pure(ip / TCP(flags="A") / b"x")
+    assert not pure(ip / TCP(flags="FA"))
+    assert not pure(ip / TCP(flags="S"))
+    assert not pure(ip / UDP())
+
+
 @pytest.mark.parametrize("helper", [False, True], ids=["direct", "verdict-helper"])
 def test_verdicts_single_first_then_one_batch_drop(helper: bool) -> None:
     queue = NfQueue.__new__(NfQueue)
     ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     with ours, kernel:
         queue.number, queue.sock = 7, ours
-        queue._pending, queue._drop_upto, queue._nfgen = [], -1, nl.nfgen(0, 7)
+        queue._nfgen = nl.nfgen(0, 7)
+        queue._clear_verdicts()
         queue.writer = VerdictWriter(ours) if helper else None
         queue.drop(10)
         queue.verdict(11, NF_ACCEPT, 0x1234)
@@ -120,6 +138,52 @@ def test_verdicts_single_first_then_one_batch_drop(helper: bool) -> None:
     assert struct.unpack(">I", single[NFQA_MARK]) == (0x1234,)
     assert struct.unpack(">II", batch[NFQA_VERDICT_HDR]) == (NF_DROP, 12)
     assert all(bytes(p[2:4]) == (7).to_bytes(2, "big") for _k, _f, _s, p in sent)
+
+
+def _verdicts(sock: socket.socket, count: int) -> list[tuple[int, int, int]]:
+    """(message kind, verdict, packet id) of the next ``count`` verdict messages on ``sock``."""
+    sock.settimeout(5)
+    found: list[tuple[int, int, int]] = []
+    while len(found) < count:
+        for kind, _f, _s, payload in nl.messages(sock.recv(65536)):
+            verdict, packet_id = struct.unpack(">II", nl.attributes(payload[4:])[NFQA_VERDICT_HDR])
+            found.append((kind & 0xFF, verdict, packet_id))
+    return found
+
+
+def test_pure_acks_dropped_alone_past_the_helper() -> None:
+    """Drops of pure ACKs alone go straight to the queue, each by its own verdict: a batch
+    drop could overtake the helper and drop a packet it has yet to accept. A flush with
+    anything else goes through the helper, with the batch drop."""
+    queue = NfQueue.__new__(NfQueue)
+    ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with ours, kernel:
+        queue.number, queue.sock = 7, ours
+        queue._nfgen = nl.nfgen(0, 7)
+        queue._clear_verdicts()
+        queue.writer = VerdictWriter(ours)
+        handed: list[bytes] = []
+        send = queue.writer.send
+        queue.writer.send = lambda data: handed.append(data) or send(data)  # type: ignore[method-assign]
+        queue.verdict(11, NF_ACCEPT, 0x1234)
+        queue.drop(10, pure_ack=True)
+        queue.drop(12)
+        queue.flush()
+        assert len(handed) == 1
+        assert _verdicts(kernel, 2) == [(NFQNL_MSG_VERDICT, NF_ACCEPT, 11),
+                                        (NFQNL_MSG_VERDICT_BATCH, NF_DROP, 12)]
+        queue.drop(14, pure_ack=True)
+        queue.drop(13, pure_ack=True)
+        queue.flush()
+        assert len(handed) == 1  # not through the helper
+        assert _verdicts(kernel, 2) == [(NFQNL_MSG_VERDICT, NF_DROP, 14),
+                                        (NFQNL_MSG_VERDICT, NF_DROP, 13)]
+        queue.drop(15, pure_ack=True)
+        queue.drop(16)  # data: its freeing sends the socket's next segments
+        queue.flush()
+        assert len(handed) == 2
+        assert _verdicts(kernel, 1) == [(NFQNL_MSG_VERDICT_BATCH, NF_DROP, 16)]
+        queue.close()
 
 
 def queued_message(packet_id: int, payload: bytes, *, mark: int | None = None,
@@ -143,7 +207,8 @@ def _queue_on(sock: socket.socket) -> NfQueue:
     """An NfQueue reading from ``sock`` (one end of a socket pair) instead of the kernel."""
     queue = NfQueue.__new__(NfQueue)
     queue.number, queue.sock = 7, sock
-    queue._pending, queue._drop_upto, queue._nfgen = [], -1, nl.nfgen(0, 7)
+    queue._nfgen = nl.nfgen(0, 7)
+    queue._clear_verdicts()
     queue._slots = Slots(RECV_SLOTS, RECV_SIZE)
     queue._buffer = queue._slots.buffer
     queue._view = memoryview(queue._buffer)

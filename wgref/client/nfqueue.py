@@ -9,7 +9,11 @@ whole, flagged ``NFQA_SKB_GSO``, its transport checksum perhaps left partial
 single verdicts first, in order, then one ``NFQNL_MSG_VERDICT_BATCH`` that drops every packet
 up to the highest id given :meth:`NfQueue.drop` (nfnetlink_queue.c
 ``nfqnl_recv_verdict_batch``: it applies to every packet of the queue with an id up to that
-one, so the single verdicts must reach the kernel first, as they do in one buffer).
+one, so the single verdicts must reach the kernel first, as they do in one buffer). A queue
+with a verdict helper (:mod:`.verdicts`) hands it its verdicts, but for a flush that only
+drops pure ACKs (a download's): those go straight to the kernel, each in a verdict of its
+own, since a batch drop could overtake verdicts still with the helper. Measured at a fixed
+1 Gbit/s tcp-down (6 interleaved runs of 10 s): the client's CPU went from 8.70 to 8.18 s.
 """
 
 from __future__ import annotations
@@ -109,8 +113,7 @@ class NfQueue:
         self.number = number
         self.writer: VerdictWriter | None = None
         self._seq = 0
-        self._pending: list[bytes] = []
-        self._drop_upto = -1
+        self._clear_verdicts()
         self._slots = Slots(RECV_SLOTS, RECV_SIZE)
         self._buffer = self._slots.buffer
         self._view = memoryview(self._buffer)
@@ -222,30 +225,53 @@ class NfQueue:
                             bool(skb_info & NFQA_SKB_GSO),
                             bool(skb_info & NFQA_SKB_CSUMNOTREADY))
 
+    def _clear_verdicts(self) -> None:
+        self._pending: list[bytes] = []  # single verdicts, as netlink messages
+        self._drop_upto = -1  # the batch drop's packet id
+        self._pure_acks: list[int] = []  # the packets dropped that were pure ACKs
+        self._helped = False  # whether a verdict since the last flush sets off work
+
     def verdict(self, packet_id: int, verdict: int, mark: int | None = None) -> None:
         """A verdict for one packet, sent by the next :meth:`flush` (before the batch drop)."""
+        self._helped = True  # an accepted packet goes on through the stack in the sender
         body = self._nfgen + nl.attr(NFQA_VERDICT_HDR, _VERDICT.pack(verdict, packet_id))
         if mark is not None:
             body += nl.attr(NFQA_MARK, _BE32.pack(mark))
         self._pending.append(nl.message(_VERDICT_KIND, nl.NLM_F_REQUEST, 0, body))
 
-    def drop(self, packet_id: int) -> None:
+    def drop(self, packet_id: int, *, pure_ack: bool = False) -> None:
         """Drop this packet with the next :meth:`flush`'s batch verdict (which drops every
-        packet of the queue up to the highest such id that has no verdict yet)."""
+        packet of the queue up to the highest such id that has no verdict yet). ``pure_ack``:
+        a TCP ACK without data, whose freeing sets off nothing (tcp_output.c: the kernel
+        frees a pure ACK with ``__sock_wfree``, not ``tcp_wfree``, TCP Small Queues' hook)."""
+        if pure_ack:
+            self._pure_acks.append(packet_id)
+        else:
+            self._helped = True
         if packet_id > self._drop_upto:
             self._drop_upto = packet_id
 
     def flush(self) -> None:
         """Send the queued verdicts: the single ones, then the batch drop, several netlink
-        messages per datagram."""
+        messages per datagram; by the helper unless they only drop pure ACKs (handing them to
+        it, and waking it, would cost more than the drop: tcp-down's ACKs)."""
         pending, self._pending = self._pending, []
+        pure_acks, self._pure_acks = self._pure_acks, []
+        helper = self.writer if self._helped else None
+        self._helped = False
+        if helper is None and self.writer is not None and pure_acks:
+            # Each dropped alone: a batch drop would also drop packets whose verdicts the
+            # helper may not have written yet.
+            pending += [nl.message(_VERDICT_KIND, nl.NLM_F_REQUEST, 0, self._nfgen + nl.attr(
+                NFQA_VERDICT_HDR, _VERDICT.pack(NF_DROP, packet_id))) for packet_id in pure_acks]
+            self._drop_upto = -1
         if self._drop_upto >= 0:
             body = self._nfgen + nl.attr(NFQA_VERDICT_HDR, _VERDICT.pack(NF_DROP, self._drop_upto))
             pending.append(nl.message(_BATCH_KIND, nl.NLM_F_REQUEST, 0, body))
             self._drop_upto = -1
         for start in range(0, len(pending), 64):
             chunk = b"".join(pending[start : start + 64])
-            if self.writer is not None and self.writer.send(chunk):
+            if helper is not None and helper.send(chunk):
                 continue
             send_waiting(self.sock, functools.partial(self.sock.send, chunk), 1.0)
 

@@ -85,6 +85,13 @@ def parse(packet: bytes | bytearray) -> Info | None:
     return info
 
 
+def pure_ack(packet: bytes | bytearray, info: Info) -> bool:
+    """A TCP segment with ACK and no data, SYN, FIN or RST."""
+    start = info.header_len
+    return (info.proto == TCP and info.tcp_flags & 0x17 == 0x10
+            and len(packet) == start + (packet[start + 12] >> 4) * 4)
+
+
 def _pseudo(version: int, src: bytes, dst: bytes, proto: int, length: int) -> int:
     """The partial one's-complement sum of the pseudo header."""
     if version == 4:

@@ -372,7 +372,7 @@ class Client:
         if flow.decision == BYPASS:
             queue.verdict(item.packet_id, NF_ACCEPT, nft.BYPASS_MARK)
             return None
-        queue.drop(item.packet_id)
+        queue.drop(item.packet_id, pure_ack=packet.pure_ack(item.payload, info))
         if info.proto == packet.TCP and info.tcp_flags & 0x05:  # FIN or RST
             flow.closing = True
         return flow, item, info
