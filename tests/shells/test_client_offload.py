@@ -112,12 +112,9 @@ def test_pure_ack() -> None:
 
 @pytest.mark.parametrize("helper", [False, True], ids=["direct", "verdict-helper"])
 def test_verdicts_single_first_then_one_batch_drop(helper: bool) -> None:
-    queue = NfQueue.__new__(NfQueue)
     ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     with ours, kernel:
-        queue.number, queue.sock = 7, ours
-        queue._nfgen = nl.nfgen(0, 7)
-        queue._clear_verdicts()
+        queue = _queue_on(ours)
         queue.writer = VerdictWriter(ours) if helper else None
         queue.drop(10)
         queue.verdict(11, NF_ACCEPT, 0x1234)
@@ -155,12 +152,9 @@ def test_pure_acks_dropped_alone_past_the_helper() -> None:
     """Drops of pure ACKs alone go straight to the queue, each by its own verdict: a batch
     drop could overtake the helper and drop a packet it has yet to accept. A flush with
     anything else goes through the helper, with the batch drop."""
-    queue = NfQueue.__new__(NfQueue)
     ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     with ours, kernel:
-        queue.number, queue.sock = 7, ours
-        queue._nfgen = nl.nfgen(0, 7)
-        queue._clear_verdicts()
+        queue = _queue_on(ours)
         queue.writer = VerdictWriter(ours)
         handed: list[bytes] = []
         send = queue.writer.send
@@ -206,7 +200,7 @@ def queued_message(packet_id: int, payload: bytes, *, mark: int | None = None,
 def _queue_on(sock: socket.socket) -> NfQueue:
     """An NfQueue reading from ``sock`` (one end of a socket pair) instead of the kernel."""
     queue = NfQueue.__new__(NfQueue)
-    queue.number, queue.sock = 7, sock
+    queue.number, queue.sock, queue.writer = 7, sock, None
     queue._nfgen = nl.nfgen(0, 7)
     queue._clear_verdicts()
     queue._slots = Slots(RECV_SLOTS, RECV_SIZE)
