@@ -232,13 +232,19 @@ class NfQueue:
         self._pure_acks: list[int] = []  # the packets dropped that were pure ACKs
         self._helped = False  # whether a verdict since the last flush sets off work
 
-    def verdict(self, packet_id: int, verdict: int, mark: int | None = None) -> None:
-        """A verdict for one packet, sent by the next :meth:`flush` (before the batch drop)."""
-        self._helped = True  # an accepted packet goes on through the stack in the sender
+    def _verdict_message(self, kind: int, verdict: int, packet_id: int,
+                         mark: int | None = None) -> bytes:
+        """A verdict (``kind`` _VERDICT_KIND: for ``packet_id``; _BATCH_KIND: for every
+        packet of the queue up to it) as a netlink message."""
         body = self._nfgen + nl.attr(NFQA_VERDICT_HDR, _VERDICT.pack(verdict, packet_id))
         if mark is not None:
             body += nl.attr(NFQA_MARK, _BE32.pack(mark))
-        self._pending.append(nl.message(_VERDICT_KIND, nl.NLM_F_REQUEST, 0, body))
+        return nl.message(kind, nl.NLM_F_REQUEST, 0, body)
+
+    def verdict(self, packet_id: int, verdict: int, mark: int | None = None) -> None:
+        """A verdict for one packet, sent by the next :meth:`flush` (before the batch drop)."""
+        self._helped = True  # an accepted packet goes on through the stack in the sender
+        self._pending.append(self._verdict_message(_VERDICT_KIND, verdict, packet_id, mark))
 
     def drop(self, packet_id: int, *, pure_ack: bool = False) -> None:
         """Drop this packet with the next :meth:`flush`'s batch verdict (which drops every
@@ -263,12 +269,11 @@ class NfQueue:
         if helper is None and self.writer is not None and pure_acks:
             # Each dropped alone: a batch drop would also drop packets whose verdicts the
             # helper may not have written yet.
-            pending += [nl.message(_VERDICT_KIND, nl.NLM_F_REQUEST, 0, self._nfgen + nl.attr(
-                NFQA_VERDICT_HDR, _VERDICT.pack(NF_DROP, packet_id))) for packet_id in pure_acks]
+            pending += [self._verdict_message(_VERDICT_KIND, NF_DROP, packet_id)
+                        for packet_id in pure_acks]
             self._drop_upto = -1
         if self._drop_upto >= 0:
-            body = self._nfgen + nl.attr(NFQA_VERDICT_HDR, _VERDICT.pack(NF_DROP, self._drop_upto))
-            pending.append(nl.message(_BATCH_KIND, nl.NLM_F_REQUEST, 0, body))
+            pending.append(self._verdict_message(_BATCH_KIND, NF_DROP, self._drop_upto))
             self._drop_upto = -1
         for start in range(0, len(pending), 64):
             chunk = b"".join(pending[start : start + 64])
