@@ -259,14 +259,33 @@ class BenchRun:
         """reference peer -> :meth:`ratios` against it, for each reference pair measured."""
         return {peer: self.ratios(peer) for peer in self.reference_peers()}
 
+    def client_pairs(self) -> dict[str, str]:
+        """``wgref-client->PEER`` -> ``wgref->PEER`` for every client pair whose interface
+        pair ran too (same run, interleaved)."""
+        return {pair: reference for pair in self.pairs
+                if (reference := interface_pair(pair)) is not None and reference in self.pairs}
+
     def client_ratios(self) -> dict[str, dict[str, float | None]]:
-        """``wgref-client->PEER`` ÷ ``wgref->PEER`` per test, for every client pair whose
-        interface pair ran too (same run, interleaved): the transparent client's cost."""
-        out: dict[str, dict[str, float | None]] = {}
-        for pair in self.pairs:
-            reference = interface_pair(pair)
-            if reference is not None and reference in self.pairs:
-                out[pair] = {test: self.ratio(pair, test, reference) for test in self.tests}
+        """``wgref-client->PEER`` ÷ ``wgref->PEER`` per test (ratio of the means), for every
+        client pair whose interface pair ran too: the transparent client's cost."""
+        return {pair: {test: self.ratio(pair, test, reference) for test in self.tests}
+                for pair, reference in self.client_pairs().items()}
+
+    def client_ratio_runs(self) -> dict[str, dict[str, list[float]]]:
+        """pair -> test -> client ÷ interface of each repetition, in repetition order.
+
+        The bench interleaves repetition -> test -> pair, so a repetition's client run and
+        interface run were measured side by side under the same load: the spread of these
+        ratios is the machine's noise on the ratio itself, which the stdev of either side in
+        Mbit/s does not show. A repetition counts only if it succeeded on both sides."""
+        out: dict[str, dict[str, list[float]]] = {}
+        for pair, reference in self.client_pairs().items():
+            out[pair] = {}
+            for test in self.tests:
+                mine = _by_repetition(self.cell(pair, test))
+                theirs = _by_repetition(self.cell(reference, test))
+                out[pair][test] = [mine[rep] / theirs[rep] for rep in sorted(mine)
+                                   if theirs.get(rep)]
         return out
 
     def steal_note(self) -> str:
@@ -339,10 +358,18 @@ class BenchRun:
         data["ratios_vs_wireguard_go"] = self.ratios()
         data["ratios_vs_reference"] = self.reference_ratios()
         data["ratios_client_vs_interface"] = self.client_ratios()
+        data["client_ratio_runs"] = {
+            pair: {test: [round(r, 3) for r in ratios] for test, ratios in by_test.items()}
+            for pair, by_test in self.client_ratio_runs().items()}
         data["fraction_of_veth"] = {
             pair: {test: self.ratio(pair, test, RAW) for test in self.tests}
             for pair in self.pairs if pair != RAW}
         return data
+
+
+def _by_repetition(cell: Cell | None) -> dict[int, float]:
+    """Repetition -> Mbit/s of the counted runs (each > 0) of a cell."""
+    return {} if cell is None else {s.repetition: s.mbps for s in cell.good}
 
 
 # field name -> bench.json key (so that tolerant readers find "results" and "baselines")

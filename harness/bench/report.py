@@ -98,19 +98,29 @@ def ratio_tables(bench: BenchRun) -> list[tuple[str, list[str], list[list[str]]]
     return out
 
 
+CLIENT_RATIO_NOTE = ("Ratio of the means; in brackets, the lowest and highest ratio of a "
+                     "single repetition (the client's run ÷ the interface's run measured beside "
+                     "it): how far the ratio moves with the machine's noise")
+
+
+def fmt_ratio_range(ratios: list[float]) -> str:
+    """`` (0.85–0.95)``: the lowest and highest of the paired ratios; nothing for fewer than
+    two, since one ratio has no spread."""
+    if len(ratios) < 2:
+        return ""
+    return f" ({min(ratios):.2f}–{max(ratios):.2f})"
+
+
 def client_ratio_rows(bench: BenchRun) -> tuple[list[str], list[list[str]]]:
     """wgref-client->PEER ÷ wgref->PEER (the transparent client beside wgref's TUN
-    interface, same server, same run), with the stdev of each client cell in Mbit/s."""
+    interface, same server, same run), with the range of the per-repetition ratios."""
     header = ["wgref-client ÷ wgref (same server)", *bench.tests]
+    runs = bench.client_ratio_runs()
     body = []
     for pair, ratios in bench.client_ratios().items():
-        row = [_label(pair)]
-        for test in bench.tests:
-            cell = bench.cell(pair, test)
-            thr = cell.throughput() if cell else None
-            spread = f" (±{fmt_rate(thr.stdev)})" if thr is not None and thr.n > 1 else ""
-            row.append(fmt_ratio(ratios.get(test)) + spread)
-        body.append(row)
+        body.append([_label(pair), *(fmt_ratio(ratios.get(test))
+                                     + fmt_ratio_range(runs[pair].get(test, []))
+                                     for test in bench.tests)])
     return header, body
 
 
@@ -160,7 +170,7 @@ def markdown(bench: BenchRun) -> str:
     header, body = client_ratio_rows(bench)
     if body:
         lines += ["", "## wgref-client ÷ wgref's TUN interface (same server, same run)", "",
-                  "_± is the stdev of the client's runs in Mbit/s._", "",
+                  f"_{CLIENT_RATIO_NOTE}._", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in body]
     missing = not_measured(bench)
@@ -234,8 +244,8 @@ def print_table(bench: BenchRun, console: Any = None) -> None:
         console.print(ratios)
     header, body = client_ratio_rows(bench)
     if body:
-        client = Table(title="wgref-client ÷ wgref (mean, same run; ± stdev of the client in "
-                       "Mbit/s)")
+        client = Table(title="wgref-client ÷ wgref (mean, same run; per-repetition min–max)",
+                       caption=CLIENT_RATIO_NOTE, caption_justify="left")
         for name in header:
             client.add_column(name, justify="left" if name == header[0] else "right")
         for row in body:

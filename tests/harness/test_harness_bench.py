@@ -35,6 +35,7 @@ from harness.bench.model import (
     parse_pair,
 )
 from harness.bench.report import (
+    client_ratio_rows,
     markdown,
     print_table,
     ratio_rows,
@@ -435,6 +436,75 @@ def test_error_cell_row() -> None:
     cell.status, cell.reason = ERROR, "boom"
     row = next(r for r in rows(run) if r[0] == "wgref → wgref" and r[1] == "tcp-up")
     assert row[3] == "error" and "boom" in row[4]
+
+
+CLIENT_PAIR, INTERFACE_PAIR = "wgref-client->wireguard-go", "wgref->wireguard-go"
+
+
+def client_beside_interface() -> BenchRun:
+    """The transparent client and wgref's TUN interface to the same server, with repetitions
+    that cannot be paired: the client's run 2 failed, run 4 ran on the interface only, and the
+    interface's first try at run 2 was set aside (steal) and measured again."""
+    run = BenchRun(started="2026-01-01T00:00:00+00:00", pairs=[INTERFACE_PAIR, CLIENT_PAIR],
+                   tests=["tcp-up", "tcp-down"], settings={"seconds": 2, "repeat": 4})
+    interface_up = [Sample(1, mbps=500.0), Sample(2, mbps=100.0, set_aside="steal 30 %"),
+                    Sample(2, mbps=400.0), Sample(3, mbps=600.0), Sample(4, mbps=500.0)]
+    client_up = [Sample(1, mbps=450.0), Sample(2, error="iperf3 said no"),
+                 Sample(3, mbps=560.0)]
+    run.cells += [Cell(INTERFACE_PAIR, "tcp-up", samples=interface_up),
+                  Cell(CLIENT_PAIR, "tcp-up", samples=client_up),
+                  Cell(INTERFACE_PAIR, "tcp-down", samples=[Sample(1, mbps=800.0)]),
+                  Cell(CLIENT_PAIR, "tcp-down", samples=[Sample(1, mbps=400.0)])]
+    return run
+
+
+def test_client_ratios_paired_by_repetition() -> None:
+    run = client_beside_interface()
+    runs = run.client_ratio_runs()
+    assert set(runs) == {CLIENT_PAIR}
+    # runs 1 and 3 only: 450/500 and 560/600 (not 560/100: the set-aside try is not counted)
+    assert runs[CLIENT_PAIR]["tcp-up"] == pytest.approx([0.9, 560 / 600])
+    assert runs[CLIENT_PAIR]["tcp-down"] == pytest.approx([0.5])
+    # the headline is still the ratio of the means, over every counted run of each side
+    assert run.client_ratios()[CLIENT_PAIR]["tcp-up"] == pytest.approx(505 / 500)
+
+
+def test_client_ratio_runs_without_the_interface_pair() -> None:
+    run = client_beside_interface()
+    run.pairs.remove(INTERFACE_PAIR)
+    assert run.client_ratio_runs() == {}
+
+
+def test_client_ratio_cells_show_the_paired_range() -> None:
+    run = client_beside_interface()
+    header, body = client_ratio_rows(run)
+    assert header == ["wgref-client ÷ wgref (same server)", "tcp-up", "tcp-down"]
+    # one paired repetition in tcp-down: no range to show
+    assert body == [["wgref-client → wireguard-go", "1.01× (0.90–0.93)", "0.50×"]]
+    section = markdown(run).split("## wgref-client ÷ wgref's TUN interface")[1].split("##")[0]
+    assert "| wgref-client → wireguard-go | 1.01× (0.90–0.93) | 0.50× |" in section
+    assert "lowest and highest ratio of a single repetition" in section and "±" not in section
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    print_table(run, Console(file=buffer, width=200, color_system=None))
+    out = buffer.getvalue()
+    assert "(mean, same run; per-repetition min–max)" in out and "1.01× (0.90–0.93)" in out
+
+
+def test_client_ratio_runs_in_the_json(tmp_path: Path) -> None:
+    run = client_beside_interface()
+    paths = write_all(run, tmp_path, chart=False)
+    data = json.loads(paths["json"].read_text())
+    assert data["client_ratio_runs"] == {CLIENT_PAIR: {"tcp-up": [0.9, 0.933],
+                                                      "tcp-down": [0.5]}}
+    assert data["ratios_client_vs_interface"][CLIENT_PAIR]["tcp-up"] == pytest.approx(1.01)
+    # a bench.json from before the paired ratios: they are recomputed from its samples
+    del data["client_ratio_runs"]
+    paths["json"].write_text(json.dumps(data))
+    back = load_bench(paths["json"])
+    assert back.client_ratio_runs() == run.client_ratio_runs()
+    assert "1.01× (0.90–0.93)" in markdown(back)
 
 
 def test_chart_png(tmp_path: Path) -> None:

@@ -175,7 +175,7 @@ def test_bench_reports_the_client_beside_the_interface(tmp_path: Path) -> None:
     assert ratios["wgref-client->wireguard-go"]["tcp-down"] == pytest.approx(0.5)
     header, body = client_ratio_rows(run)
     assert header[1:] == ["tcp-up", "tcp-down"]
-    assert body == [["wgref-client → wireguard-go", "0.92× (±25.5)", "0.50× (±0.0)"]]
+    assert body == [["wgref-client → wireguard-go", "0.92× (0.90–0.93)", "0.50× (0.50–0.50)"]]
     assert "wgref-client ÷ wgref's TUN interface" in markdown(run)
     write_json(run, tmp_path / "bench.json")
     data = (tmp_path / "bench.json").read_text()
