@@ -142,13 +142,18 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _congestion(bench: BenchRun) -> str:
+    control = bench.host.get("tcp_congestion_control")
+    return f", TCP congestion control {control}" if control else ""
+
+
 def markdown(bench: BenchRun) -> str:
     s = bench.settings
     lines = [
         "# Throughput bench", "",
         f"Run {bench.started} – {bench.ended} ({bench.seconds:.0f} s) on "
         f"{bench.host.get('machine', '?')}, kernel {bench.host.get('kernel', '?')}, "
-        f"{bench.host.get('cpus', '?')} CPUs. iperf3 -t {s.get('seconds')}, "
+        f"{bench.host.get('cpus', '?')} CPUs{_congestion(bench)}. iperf3 -t {s.get('seconds')}, "
         f"{s.get('repeat')} repetitions ({s.get('order', '')}), UDP target rate "
         f"{s.get('udp_rate')}.", "",
         f"Topology: {bench.topology}.", "",

@@ -148,7 +148,8 @@ def run_bench(options: BenchOptions, drivers: dict[str, PeerDriver],
     bench = BenchRun(
         started=now_iso(), command=typed_command(), topology=TOPOLOGY,
         host={"kernel": platform.release(), "python": platform.python_version(),
-              "machine": platform.machine(), "cpus": str(_cpus())},
+              "machine": platform.machine(), "cpus": str(_cpus()),
+              "tcp_congestion_control": _congestion_control()},
         settings={"seconds": options.seconds, "repeat": options.repeat,
                   "udp_rate": options.udp_rate, "iperf3": "-J, TCP/UDP, -R for download",
                   "max_steal_percent": options.max_steal, "remeasure": options.remeasure,
@@ -215,6 +216,16 @@ def _cpus() -> int:
     import os
 
     return len(os.sched_getaffinity(0))
+
+
+def _congestion_control() -> str:
+    """The host's default TCP congestion control, which the topology's namespaces start with
+    (tcp_cong.c: a new namespace takes init_net's): the TCP tests' sender uses it, and
+    throughput against a published baseline depends on it (bbr paces, cubic does not)."""
+    try:
+        return Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip() or "?"
+    except OSError:
+        return "?"
 
 
 def _line(repetition: int, repeat: int, test: TestSpec, pair: PairSpec, sample: Sample) -> str:

@@ -392,6 +392,22 @@ def test_rows_and_markdown() -> None:
     assert "| WireSock VPN client 1.0.46 | BoringTun (user space) | 879 | 892 |" in text
 
 
+def test_congestion_control_in_the_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = synthetic()
+    run.host = {"machine": "x86_64", "kernel": "6.1", "cpus": "2",
+                "tcp_congestion_control": "bbr"}
+    assert "2 CPUs, TCP congestion control bbr. iperf3" in markdown(run)
+    del run.host["tcp_congestion_control"]  # a bench.json from before it was recorded
+    assert "2 CPUs. iperf3" in markdown(run)
+    from harness.bench import runner
+
+    wanted = Path("/proc/sys/net/ipv4/tcp_congestion_control")
+    if wanted.exists():
+        assert runner._congestion_control() == wanted.read_text().strip()
+    monkeypatch.setattr(runner, "Path", lambda _p: Path("/nonexistent/tcp_congestion_control"))
+    assert runner._congestion_control() == "?"
+
+
 def test_steal_in_the_outputs() -> None:
     run = synthetic()
     run.settings["max_steal_percent"] = 5.0
