@@ -15,6 +15,15 @@ drops pure ACKs (a download's): those go straight to the kernel, each in a verdi
 own, since a batch drop could overtake verdicts still with the helper. Measured at a fixed
 1 Gbit/s tcp-down, 6 interleaved runs: the client's CPU went from 8.70 to 8.18 s (10 s runs)
 and, on a faster day, from 5.95 to 5.84 s (8 s runs, lower in 5 of the 6 pairs).
+
+Why the host's packets are queued rather than copied out by a rule that also drops them
+(``log group N`` then ``drop``, nfnetlink_log), which would free each at once as the TUN device
+does and spare the verdicts: a netfilter drop at the output hook is an error to the sender
+(core.c ``nf_hook_slow`` returns -EPERM, ``ip_local_out`` hands it up), and TCP leaves such a
+segment unsent (tcp_output.c ``tcp_write_xmit`` stops at a failed ``tcp_transmit_skb`` before
+``tcp_event_new_data_sent``): it sends the same bytes again, merged with the next ones, and
+takes the peer's acknowledgment of them for one of data it never sent. Tried on 2026-12-03:
+the first bulk transfer stalled at once. A drop verdict comes after the send has succeeded.
 """
 
 from __future__ import annotations
