@@ -167,17 +167,18 @@ def _split_struct(version: int, tcp_off: int, th: int) -> struct.Struct:
     return layout
 
 
-def _split_tcp(packet: bytes | bytearray, mss: int, tcp_off: int) -> list[bytes]:
+def _split_tcp(frame: bytes | bytearray | memoryview, mss: int, tcp_off: int) -> list[bytes]:
     """Cut a TCP super-packet into segments of ``mss`` payload bytes, as the kernel's
     tcp_gso_segment would: IP lengths, IPv4 ids (+1 each) and checksums, TCP sequence
     numbers; FIN and PSH on the last segment only, CWR on the first only; TCP checksums."""
-    version = packet[0] >> 4
-    if tcp_off + 20 > len(packet):
+    if tcp_off + 20 > len(frame):
         raise ValueError("TSO frame shorter than its headers")
-    th = tcp_off + ((packet[tcp_off + 12] >> 4) << 2)
-    size = len(packet)
+    th = tcp_off + ((frame[tcp_off + 12] >> 4) << 2)
+    size = len(frame)
     if th > size or th - tcp_off < 20 or mss <= 0:
         raise ValueError("bad TSO frame")
+    packet = bytes(frame[:th])  # the headers; the payload is only read, through a view
+    version = packet[0] >> 4
     layout = _split_struct(version, tcp_off, th)
     seq0 = int.from_bytes(packet[tcp_off + 4 : tcp_off + 8], "big")
     flags = packet[tcp_off + 13]
@@ -199,7 +200,7 @@ def _split_tcp(packet: bytes | bytearray, mss: int, tcp_off: int) -> list[bytes]
         ip_a, ip_c = packet[0:4], packet[6 : tcp_off + 4]
         ip_const = ident = 0
     pack = layout.pack
-    payload = memoryview(packet)[th:]
+    payload = memoryview(frame)[th:]
     total = len(payload)
     # Per segment only the lengths, sequence number, flags, IPv4 id and the payload's own sum
     # differ: the payload sums are taken for all segments at once.

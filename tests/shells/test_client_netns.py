@@ -405,6 +405,19 @@ def _queued(lab: ClientLab) -> int:
     return int(str(lab.status()["queued"]))
 
 
+def _copied(lab: ClientLab) -> int:
+    return int(str(lab.status()["copied"]))
+
+
+def _sink(lab: ClientLab) -> str:
+    """The discard device and the routing rules that lead to it (wgref/client/sink.py), as
+    `ip` lists them: empty when none is there."""
+    found = [lab.sh(lab.client_ns, "ip", *argv, check=False).stdout.strip()
+             for argv in (("link", "show", "wgref-sink"), ("-4", "rule", "show", "table", "30567"),
+                          ("-6", "rule", "show", "table", "30567"))]
+    return "\n".join(line for line in found if line)
+
+
 # ----------------------------------------------------------------- per-application rules
 
 
@@ -427,11 +440,14 @@ def test_allowed_apps_tcp_udp_v4_v6(lab: ClientLab) -> None:
     before = _queued(lab)
     assert lab.run_app("appB", "tcp", "10.200.0.1", 2_000_000) == f"OK {DIRECT4}"
     assert _queued(lab) - before <= 3
-    # ...while a tunnelled one is all in user space (queued as GSO super-packets: fewer
-    # queued packets than segments, but every byte through the tunnel).
-    before, sent = _queued(lab), int(str(lab.status()["tx_bytes"]))
+    # ...while a tunnelled one is all in user space: its first packet queued, the rest copied
+    # out as GSO super-packets on their way to the discard device (fewer copies than
+    # segments, but every byte through the tunnel).
+    before, copied = _queued(lab), _copied(lab)
+    sent = int(str(lab.status()["tx_bytes"]))
     assert lab.run_app("appA", "tcp", "10.200.0.1", 200_000) == f"OK {TUNNEL4}"
-    assert _queued(lab) - before > 5
+    assert _queued(lab) - before <= 3
+    assert _copied(lab) - copied > 5
     assert int(str(lab.status()["tx_bytes"])) - sent > 200_000
     # the echo came back as merged packets received through lo (rp_filter is off here), the
     # ACKs and lone segments after the first answer too; the first plain ACK went through
@@ -440,7 +456,20 @@ def test_allowed_apps_tcp_udp_v4_v6(lab: ClientLab) -> None:
     doc = lab.status()
     assert int(str(doc["merged_through_lo"])) > 0
     assert int(str(doc["answers_through_lo"])) > 0
+    assert doc["discard_device"] == "wgref-sink" and doc["copies_lost"] == 0
     assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {TUNNEL4}"  # a short one too
+
+
+def test_without_the_discard_device_tunnelled_connections_are_queued(lab: ClientLab) -> None:
+    lab.start_client(lab.config("#@ws:AllowedApps = appA\n"), "--no-discard-device")
+    assert _sink(lab) == ""
+    assert lab.status()["discard_device"] is None
+    for host, tunnel in (("10.200.0.1", TUNNEL4), ("fd20::1", TUNNEL6)):
+        before = _queued(lab)
+        assert lab.run_app("appA", "tcp", host, 200_000) == f"OK {tunnel}"
+        assert _queued(lab) - before > 5  # GSO super-packets, each with its verdict
+    assert _copied(lab) == 0
+    assert lab.run_app("appB", "tcp", "10.200.0.1") == f"OK {DIRECT4}"
 
 
 def test_disallowed_apps(lab: ClientLab) -> None:
@@ -549,7 +578,7 @@ def test_iperf3_tcp_through_the_client(lab: ClientLab) -> None:
 
 LEAK_TABLE = """table ip wgc_leak {
     chain out {
-        type filter hook output priority 300; policy accept;
+        type filter hook postrouting priority 300; policy accept;
         oifname "wgcv1" ip daddr 10.99.0.0/24 counter
     }
 }
@@ -557,8 +586,9 @@ LEAK_TABLE = """table ip wgc_leak {
 
 
 def _leaked(lab: ClientLab) -> int:
-    """Packets for the tunnel's subnet that left the client's namespace unencrypted (the
-    client queues and steals them before this chain's hook: it only sees those let out)."""
+    """Packets for the tunnel's subnet that left the client's namespace unencrypted (those
+    the client queues and drops never get to this hook, those it copies get here routed to
+    the discard device)."""
     listing = lab.sh(lab.client_ns, "nft", "list", "table", "ip", "wgc_leak").stdout
     found = re.search(r"counter packets (\d+)", listing)
     assert found is not None, listing
@@ -600,20 +630,24 @@ def test_sigterm_removes_everything(lab: ClientLab) -> None:
     before = lab.tables()
     lab.start_client(lab.config("#@ws:AllowedApps = appA\n"))
     assert "wgref_client" in lab.tables()
+    assert "wgref-sink" in _sink(lab) and "fwmark" in _sink(lab)
     assert lab.run_app("appB", "udp", "10.200.0.1") == f"OK {DIRECT4}"  # a bypass flow
+    assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {TUNNEL4}"  # a tunnelled one
     assert _marked_conntrack(lab)
     helpers = lab.verdict_helpers()
     assert len(helpers) == 1
     assert lab.stop_client() == 0
     wait_for(lambda: _gone(helpers[0]), 5, "the verdict helper to exit with the client")
     assert lab.tables() == before
+    assert _sink(lab) == ""
     assert not lab.status_socket.exists()
     assert not _marked_conntrack(lab)
     assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {DIRECT4}"
 
 
 def test_client_sends_verdicts_itself_when_its_helper_dies(lab: ClientLab) -> None:
-    lab.start_client(lab.config("#@ws:AllowedApps = appA\n"))
+    # (the connections' data queued too, as without the discard device)
+    lab.start_client(lab.config("#@ws:AllowedApps = appA\n"), "--no-discard-device")
     assert lab.run_app("appA", "tcp", "10.200.0.1", size=200_000) == f"OK {TUNNEL4}"
     (helper,) = lab.verdict_helpers()
     os.kill(helper, signal.SIGTERM)
@@ -675,10 +709,10 @@ def _zombie(pid: int) -> bool:
 
 def _marked_conntrack(lab: ClientLab) -> list[str]:
     """conntrack entries of the client ns that carry one of the client's mark bits (bypass,
-    injected)."""
+    injected, tunnelled)."""
     table = lab.sh(lab.client_ns, "cat", "/proc/net/nf_conntrack").stdout
     return [line for line in table.splitlines()
-            if (m := re.search(r"mark=(\d+)", line)) and int(m.group(1)) & 0x60000000]
+            if (m := re.search(r"mark=(\d+)", line)) and int(m.group(1)) & 0x70000000]
 
 
 def test_kill9_then_cleanup(lab: ClientLab) -> None:
@@ -692,11 +726,14 @@ def test_kill9_then_cleanup(lab: ClientLab) -> None:
     # the verdict helper reads end-of-file when its client dies, and exits
     wait_for(lambda: all(_gone(pid) for pid in helpers), 5, "the verdict helper to exit")
     assert "wgref_client" in lab.tables() and lab.status_socket.exists()
-    # fail-open while down (no kill switch): the queue rules let packets through
+    assert "wgref-sink" in _sink(lab)
+    # fail-open while down (no kill switch): the queue rules let new flows' packets through
     assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {DIRECT4}"
     result = lab.wgref("--cleanup", "--socket", str(lab.status_socket))
     assert result.returncode == 0 and "removed" in result.stdout, result.stderr
     assert f"stale {lab.status_socket}" in result.stdout, result.stdout
+    assert "device wgref-sink" in result.stdout, result.stdout
+    assert _sink(lab) == ""
     assert not lab.status_socket.exists()
     assert not _marked_conntrack(lab)
     assert lab.tables() == before
@@ -723,6 +760,7 @@ def test_kill_switch(lab: ClientLab) -> None:
     assert lab.run_app("appA", "tcp", "10.200.0.1") == "ERROR timed out"  # no leak
     assert lab.run_app("appA", "udp", "10.200.0.1") == "TIMEOUT"
     assert lab.wgref("--cleanup").returncode == 0
+    assert _sink(lab) == ""
     assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {DIRECT4}"
 
 

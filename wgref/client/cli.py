@@ -9,7 +9,7 @@ import os
 import sys
 
 from .. import __version__, eventloop, loglevel
-from . import cgroup, conntrack, nft, status
+from . import cgroup, conntrack, nft, sink, status
 from .config import ClientConfigError, load
 from .run import DEFAULT_QUEUE, Client
 
@@ -38,8 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="with --status: print JSON")
     parser.add_argument("--cleanup", action="store_true",
                         help="remove what a crash or kill -9 left: the client's nftables "
-                        "tables (also turns a kill switch off), status sockets nobody answers "
-                        "on, the client's conntrack marks")
+                        "tables (also turns a kill switch off), its discard device, status "
+                        "sockets nobody answers on, the client's conntrack marks")
     parser.add_argument("--socket", help="the status socket (default /run/wgref/client-NAME.sock)")
     parser.add_argument("--queue", type=int, default=DEFAULT_QUEUE,
                         help=f"the NFQUEUE numbers: N for TCP, N+1 for the rest (default "
@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--kill-switch", action="store_true",
                         help="while the client is down, block new flows to the tunnelled "
                         "destinations instead of letting them go direct")
+    parser.add_argument("--no-discard-device", action="store_true",
+                        help="queue every packet of tunnelled TCP connections too, rather "
+                        "than copy them out and route them to the discard device "
+                        f"{sink.DEVICE} (see README)")
     parser.add_argument("--check", action="store_true", help="only check the config")
     parser.add_argument("--version", action="version", version=f"wgref v{__version__}")
     return parser
@@ -77,8 +81,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _cleanup(args: argparse.Namespace) -> int:
-    """What a crash or kill -9 leaves: the tables, status sockets nobody answers on, and the
-    client's conntrack marks."""
+    """What a crash or kill -9 leaves: the tables, the discard device, status sockets nobody
+    answers on, and the client's conntrack marks."""
     tables = nft.present()
     try:
         nft.remove()
@@ -86,6 +90,13 @@ def _cleanup(args: argparse.Namespace) -> int:
         sys.stderr.write(f"wgref client --cleanup: {exc}\n")
         return 1
     removed = list(tables)
+    if sink.present():
+        try:
+            sink.remove(nft.SINK_MARK)
+        except sink.SinkError as exc:
+            sys.stderr.write(f"wgref client --cleanup: {exc}\n")
+            return 1
+        removed.append(f"device {sink.DEVICE}")
     sockets = ([args.socket] if args.socket else
                [status.socket_path(args.config)] if args.config else status.stale_candidates())
     removed += [f"stale {path}" for path in sockets if status.remove_stale(path)]
@@ -181,7 +192,8 @@ def main(argv: list[str]) -> int:
     eventloop.serve_long_lived()
     try:
         client = Client(config, queue=args.queue, status_path=args.socket,
-                        forward=args.forward or None, kill_switch=args.kill_switch or None)
+                        forward=args.forward or None, kill_switch=args.kill_switch or None,
+                        discard_device=not args.no_discard_device)
     except (OSError, nft.NftError, ValueError) as exc:
         log.error("cannot start: %s", exc)
         sys.stderr.write(f"wgref client: cannot start: {exc}\n")

@@ -13,7 +13,7 @@ import socket
 import struct
 
 from . import netlink as nl
-from .nft import CT_BYPASS, CT_INJECTED
+from .nft import CT_BYPASS, CT_INJECTED, CT_TUNNEL
 
 NFNL_SUBSYS_CTNETLINK = 1
 IPCTNL_MSG_CT_DELETE = 2
@@ -34,7 +34,7 @@ def forget_marks() -> None:
     Raises OSError when conntrack refuses (or is not there)."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nl.NETLINK_NETFILTER) as sock:
         sock.bind((0, 0))
-        for seq, bit in enumerate((CT_BYPASS, CT_INJECTED), 1):
+        for seq, bit in enumerate((CT_BYPASS, CT_INJECTED, CT_TUNNEL), 1):
             sock.send(flush_message(bit, bit, seq))
             _answer(sock, seq)
 

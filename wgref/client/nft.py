@@ -24,8 +24,11 @@ FAMILIES = ("ip", "ip6")
 OWN_MARK = 0x77670001  # SO_MARK of the client's own sockets: never queued
 BYPASS_MARK = 0x77670002  # verdict mark of a bypass flow's first packet
 EXEC_MARK = 0x77670004  # packets of sockets in the client's cgroup (`wgref client exec`)
+TUNNEL_MARK = 0x77670008  # verdict mark of a tunnelled TCP connection's first packet
+SINK_MARK = 0x77670010  # a packet copied to the client and routed to the discard device
 CT_BYPASS = 0x20000000  # conntrack mark bit: the flow stays in the kernel
 CT_INJECTED = 0x40000000  # conntrack mark bit: the connection's first packet was injected
+CT_TUNNEL = 0x10000000  # conntrack mark bit: the host's packets are copied out and discarded
 PRIORITY = -90  # after conntrack (-200), mangle (-150) and dstnat (-100)
 NFT_TIMEOUT = 15.0
 
@@ -65,6 +68,9 @@ class Rules:
     exec_cgroup: int | None = None  # the cgroup id (level 1) whose sockets get EXEC_MARK
     dns4: bool = False  # queue every IPv4 DNS query (to redirect tunnelled applications')
     dns6: bool = False
+    # the NFLOG group that takes copies of tunnelled TCP connections' packets, which are then
+    # routed to the discard device (sink.py); None: they are queued, as other packets are
+    sink_group: int | None = None
 
 
 def _nft(script: str) -> None:
@@ -101,6 +107,8 @@ def table_script(family: str, networks: Sequence[Network], rules: Rules) -> str:
     # Answers of connections started from outside (not through the tunnel) go back directly.
     replies = f"        ct direction reply ct mark and {CT_INJECTED:#x} == 0 accept\n"
     dns = rules.dns4 if family == "ip" else rules.dns6
+    sunk = (f"        ct mark and {CT_TUNNEL:#x} == {CT_TUNNEL:#x} accept\n"
+            if rules.sink_group is not None else "")
     dns_rules = (
         "        udp dport 53 jump to_queue\n"
         "        tcp dport 53 jump to_queue_tcp\n"
@@ -117,6 +125,7 @@ def table_script(family: str, networks: Sequence[Network], rules: Rules) -> str:
         # in its reply direction)
         f"        meta mark {OWN_MARK:#x} ct mark set ct mark or {CT_INJECTED:#x} accept\n"
         f"        ct mark and {CT_BYPASS:#x} == {CT_BYPASS:#x} accept\n"
+        f"{sunk}"
         f"{replies}"
         '        oifname "lo" accept\n'
         f"        {family} daddr {local} accept\n" + dns_rules + queue_rules + "    }\n"
@@ -137,6 +146,21 @@ def table_script(family: str, networks: Sequence[Network], rules: Rules) -> str:
         " meta mark set 0x0\n"
         "    }\n"
     )
+    if rules.sink_group is not None:
+        # (a route chain: a new mark routes the packet again, to the discard device)
+        text += (
+            "    chain sink {\n"
+            f"        type route hook output priority {PRIORITY + 5}; policy accept;\n"
+            f"        meta mark {TUNNEL_MARK:#x} ct mark set ct mark or {CT_TUNNEL:#x}\n"
+            f"        ct mark and {CT_TUNNEL:#x} == {CT_TUNNEL:#x} meta l4proto tcp"
+            f" meta mark set {SINK_MARK:#x}\n"
+            "    }\n"
+            "    chain sink_copy {\n"
+            "        type filter hook postrouting priority 0; policy accept;\n"
+            f"        meta mark {SINK_MARK:#x} log group {rules.sink_group} snaplen 65535"
+            " queue-threshold 1\n"
+            "    }\n"
+        )
     if rules.forward:
         text += (
             "    chain forward {\n"

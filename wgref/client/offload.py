@@ -15,7 +15,8 @@ from typing import NamedTuple
 from .. import offload as shared
 
 
-def segment(packet: bytes | bytearray, tcp_off: int, payload_size: int) -> list[bytes]:
+def segment(packet: bytes | bytearray | memoryview, tcp_off: int,
+            payload_size: int) -> list[bytes]:
     """The TCP super-packet ``packet`` (its TCP header at ``tcp_off``) as segments of at most
     ``payload_size`` payload bytes each, with lengths, IPv4 ids, sequence numbers, flags and
     both checksums set as the kernel's TSO fallback would (the checksum fields of ``packet``

@@ -40,7 +40,7 @@ class Info:
     tcp_flags: int = 0
 
 
-def parse(packet: bytes | bytearray) -> Info | None:
+def parse(packet: bytes | bytearray | memoryview) -> Info | None:
     if len(packet) < 20:
         return None
     version = packet[0] >> 4
@@ -85,7 +85,7 @@ def parse(packet: bytes | bytearray) -> Info | None:
     return info
 
 
-def pure_ack(packet: bytes | bytearray, info: Info) -> bool:
+def pure_ack(packet: bytes | bytearray | memoryview, info: Info) -> bool:
     """A TCP segment with ACK and no data, SYN, FIN or RST."""
     start = info.header_len
     return (info.proto == TCP and info.tcp_flags & 0x17 == 0x10

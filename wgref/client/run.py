@@ -51,10 +51,11 @@ from ..results import (
     HandshakeInitiated,
 )
 from ..udp import SO_MARK, BatchReceiver, UdpSockets
-from . import cgroup, conntrack, nft, offload, packet, procs, status
+from . import cgroup, conntrack, nft, offload, packet, procs, sink, status
 from .config import ClientConfig, PeerConfig
 from .flows import BYPASS, TUNNEL, Flow, FlowTable
 from .loopback import LoopbackInjector, send_waiting
+from .nflog import NfLog
 from .nfqueue import HOOK_FORWARD, HOOK_PREROUTING, NF_ACCEPT, NfQueue, QueuedPacket
 
 log = logging.getLogger("wgref.client")
@@ -98,11 +99,14 @@ class ClientPeer:
 class Client:
     def __init__(self, config: ClientConfig, *, queue: int = DEFAULT_QUEUE,
                  status_path: str | None = None, forward: bool | None = None,
-                 kill_switch: bool | None = None) -> None:
+                 kill_switch: bool | None = None, discard_device: bool = True) -> None:
+        """``discard_device``: tunnelled TCP connections' packets are copied out and routed
+        to the discard device (:mod:`.sink`) rather than queued."""
         self.config = config
         self.forward = config.forward if forward is None else forward
         self.kill_switch = config.kill_switch if kill_switch is None else kill_switch
         self.queue_number = queue
+        self.use_sink = discard_device
         self.status_path = status_path or status.socket_path(config.path)
         self.started = time.monotonic()
         self.device = Device(config.private_key, mtu=config.mtu,
@@ -142,13 +146,15 @@ class Client:
         self.reassembler = packet.Reassembler()
         self.counters = {"queued": 0, "injected": 0, "unsolicited": 0, "inject_errors": 0,
                          "malformed": 0, "merged_through_lo": 0,
-                         "answers_through_lo": 0, "acks_thinned": 0}
+                         "answers_through_lo": 0, "acks_thinned": 0, "copied": 0}
         self._psk_warned = 0.0
         self._first_attempt: float | None = None
         self._sockets: list[socket.socket] = []
         self.udp = UdpSockets(self._source_gone)
         self.queue: NfQueue | None = None  # TCP, super-packets whole
         self.queue_other: NfQueue | None = None  # everything else
+        self.copies: NfLog | None = None  # tunnelled TCP connections' packets (sink.py)
+        self.sink_installed = False
         self.status: socket.socket | None = None
         self.tables_installed = False
         self.exec_cgroup: str | None = None  # its path, while the client owns it
@@ -200,6 +206,7 @@ class Client:
         # Bind the queue before any rule sends packets to it.
         self.queue = NfQueue(self.queue_number, gso=True, verdict_helper=True)
         self.queue_other = NfQueue(self.queue_number + 1)
+        sink_group = self._open_sink() if self.use_sink else None
         self.tables_installed = True
         nft.install(nft.Rules(
             self.queue_number,
@@ -212,12 +219,37 @@ class Client:
             exec_cgroup=exec_id,
             dns4=4 in self.dns,
             dns6=6 in self.dns,
+            sink_group=sink_group,
         ))
+        if self.copies is not None:
+            self.loop.add(self.copies.fileno(), self._on_copies)
         for queue in (self.queue, self.queue_other):
             self.loop.add(queue.fileno(), functools.partial(self._on_queue, queue))
         self.loop.add(self.status.fileno(), self._on_status)
         for fd, receiver in self.udp.receivers.items():
             self.loop.add(fd, functools.partial(self._on_udp, receiver))
+
+    def _open_sink(self) -> int | None:
+        """The copies' log group and the discard device; None, and the connections are
+        queued like other packets, when either cannot be had."""
+        try:
+            self.copies = NfLog(self.queue_number)
+            self.sink_installed = True
+            sink.install(nft.SINK_MARK, tuple(sorted(self.tunnel_src)))
+        except (OSError, sink.SinkError) as exc:
+            log.warning("no discard device (%s): the packets of tunnelled TCP connections are "
+                        "queued, as other packets are", exc)
+            if self.copies is not None:
+                self.copies.close()
+                self.copies = None
+            if self.sink_installed:
+                self.sink_installed = False
+                with contextlib.suppress(sink.SinkError):
+                    sink.remove(nft.SINK_MARK)
+            return None
+        log.debug("discard device %s: tunnelled TCP connections are copied out by NFLOG "
+                  "group %d", sink.DEVICE, self.queue_number)
+        return self.queue_number
 
     def _dns_servers(self) -> dict[int, bytes]:
         """The first ``DNS =`` server of each IP version that a peer's AllowedIPs cover
@@ -372,6 +404,11 @@ class Client:
         if flow.decision == BYPASS:
             queue.verdict(item.packet_id, NF_ACCEPT, nft.BYPASS_MARK)
             return None
+        if self.copies is not None and info.proto == packet.TCP and not flow.forwarded:
+            # on to the discard device, copied to the client on the way (sink.py), as are
+            # the connection's later packets: none of them is queued
+            queue.verdict(item.packet_id, NF_ACCEPT, nft.TUNNEL_MARK)
+            return None
         queue.drop(item.packet_id, pure_ack=packet.pure_ack(item.payload, info))
         if info.proto == packet.TCP and info.tcp_flags & 0x05:  # FIN or RST
             flow.closing = True
@@ -402,7 +439,7 @@ class Client:
         log.debug("%s: ICMP error tunnelled", self._describe(info))
         return True
 
-    def _outbound(self, flow: Flow, data: bytearray, info: packet.Info, gso: bool,
+    def _outbound(self, flow: Flow, data: bytearray | memoryview, info: packet.Info, gso: bool,
                   packets: list[bytes], *, valid: bool = False) -> None:
         """``valid``: the packet's checksums are complete (updated for the rewrite, not
         summed again)."""
@@ -417,13 +454,16 @@ class Client:
             if flow.peer_mss:
                 size = min(size, flow.peer_mss - (th - tcp_off - 20))
             # the headers rewritten in place: the 64 KiB are copied once, into the segments
-            data[:th] = packet.rewrite(data[:th], info, src=flow.nat_src, sport=sport,
-                                       dst=flow.nat_dst or None, checksums=False)
             try:
+                data[:th] = packet.rewrite(bytes(data[:th]), info, src=flow.nat_src,
+                                           sport=sport, dst=flow.nat_dst or None,
+                                           checksums=False)  # (a view: ValueError past its end)
                 packets += offload.segment(data, tcp_off, max(size, 8))
             except ValueError:
                 log.debug("dropped a malformed TCP super-packet")
             return
+        if isinstance(data, memoryview):  # a copy in the receive buffer (nflog.py)
+            data = bytearray(data)
         translation = flow.outbound_translation()
         if valid and len(data) <= mtu and translation.applies(info):
             translation.apply(data, info)  # the client's own copy of the queued packet
@@ -451,6 +491,54 @@ class Client:
                 self._inject(packet.too_big(data, original, mtu, flow.nat_src), flow.src)
             return
         packets += packet.fragment(rewritten, info, mtu)
+
+    def _read_copies(self, copies: NfLog, now: float) -> int:
+        """One read of the copies of tunnelled TCP connections' packets (how many)."""
+        batch = copies.receive(BATCH)
+        self.counters["copied"] += len(batch)
+        flows = self.flows.outbound
+        packets: list[bytes] = []
+        out = Batch()
+        for data in batch:
+            try:
+                info = packet.parse(data)
+                if info is None or info.proto != packet.TCP:
+                    self.counters["malformed"] += 1
+                    continue
+                flow = flows.get((info.proto, info.src, info.sport, info.dst, info.dport))
+                if flow is None or flow.decision != TUNNEL:
+                    flow = self._readopt(info, now)
+                    if flow is None:
+                        continue
+                flow.last_seen = now
+                flow.packets += 1
+                if info.tcp_flags & 0x05:  # FIN or RST
+                    flow.closing = True
+                self._outbound(flow, data, info, True, packets)
+            except Exception:
+                log.exception("dropped a copied packet that could not be handled")
+            if len(packets) >= SEND_BATCH:
+                self.device.send_packets(packets, now, out)
+                self._flush(out, now)
+                out, packets = Batch(), []
+        if packets:
+            self.device.send_packets(packets, now, out)
+        if out:
+            self._flush(out, now)
+        return len(batch)
+
+    def _readopt(self, info: packet.Info, now: float) -> Flow | None:
+        """A flow for a copied packet of a connection the client no longer knows (its flow
+        expired): conntrack marks it tunnelled, so it is tunnelled again."""
+        source = self.tunnel_src.get(info.version)
+        if source is None or self.routes.lookup(info.dst) is None:
+            self.counters["unsolicited"] += 1
+            return None
+        flow = self.flows.add(Flow(info.proto, info.version, info.src, info.sport, info.dst,
+                                   info.dport, TUNNEL, "conntrack marks it tunnelled",
+                                   nat_src=source), now)
+        log.info("%s: %s (%s)", self._describe(info), flow.decision, flow.reason)
+        return flow
 
     # ----------------------------------------------------------------- inbound
 
@@ -694,7 +782,9 @@ class Client:
             "kill_switch": self.kill_switch,
             "forward": self.forward,
             "exec_cgroup": os.path.basename(self.exec_cgroup) if self.exec_cgroup else None,
+            "discard_device": sink.DEVICE if self.copies is not None else None,
             **self.counters,
+            "copies_lost": 0 if self.copies is None else self.copies.lost,
         }
 
     # ----------------------------------------------------------------- loop
@@ -702,6 +792,12 @@ class Client:
     def _on_queue(self, queue: NfQueue, _mask: int) -> None:
         for _ in range(QUEUE_READS):
             if not self._read_queue(queue, time.monotonic()):
+                break
+
+    def _on_copies(self, _mask: int) -> None:
+        assert self.copies is not None
+        for _ in range(QUEUE_READS):
+            if not self._read_copies(self.copies, time.monotonic()):
                 break
 
     def _on_udp(self, receiver: BatchReceiver, _mask: int) -> None:
@@ -747,11 +843,14 @@ class Client:
     def close(self) -> None:
         """Undo everything: the tables (unless the kill switch keeps them), the queue, the
         sockets and the status socket. Safe to call more than once."""
+        kept = False
         if self.tables_installed:
             self.tables_installed = False
             if self.kill_switch:
-                log.info("kill switch: the nftables tables stay, so tunnelled destinations "
-                         "are blocked until the next start or `wgref client --cleanup`")
+                kept = True
+                log.info("kill switch: the nftables tables (and the discard device) stay, so "
+                         "tunnelled destinations are blocked until the next start or "
+                         "`wgref client --cleanup`")
             else:
                 try:
                     nft.remove()
@@ -761,10 +860,19 @@ class Client:
                     conntrack.forget_marks()
                 except OSError as exc:
                     log.warning("the conntrack marks of bypass flows stay: %s", exc)
+        if self.sink_installed and not kept:
+            self.sink_installed = False
+            try:
+                sink.remove(nft.SINK_MARK)
+            except sink.SinkError as exc:
+                log.error("could not remove the discard device: %s", exc)
         for queue in (self.queue, self.queue_other):
             if queue is not None:
                 queue.close()
         self.queue = self.queue_other = None
+        if self.copies is not None:
+            self.copies.close()
+            self.copies = None
         if self.status is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.status_path)
