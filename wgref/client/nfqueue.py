@@ -23,7 +23,9 @@ does and spare the verdicts: a netfilter drop at the output hook is an error to 
 segment unsent (tcp_output.c ``tcp_write_xmit`` stops at a failed ``tcp_transmit_skb`` before
 ``tcp_event_new_data_sent``): it sends the same bytes again, merged with the next ones, and
 takes the peer's acknowledgment of them for one of data it never sent. Tried on 2026-12-03:
-the first bulk transfer stalled at once. A drop verdict comes after the send has succeeded.
+the first bulk transfer stalled at once. A drop verdict comes after the send has succeeded,
+and so does a discard device's free: the client takes tunnelled TCP connections' packets that
+way (sink.py), leaving the queue their first packets.
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@ Outbound, a queued packet's flow is decided once (destination in AllowedIPs minu
 DisallowedIPs, then the owning application); a bypass flow's packet is accepted with a mark
 that nftables turns into a conntrack mark, so the rest of that flow never leaves the kernel. A
 tunnelled packet gets the tunnel address as source (and a free port if needed), the MSS clamp
-and new checksums, goes to :meth:`Device.send_packets`, and the original is dropped.
+and new checksums, goes to :meth:`Device.send_packets`, and the original is dropped. A
+tunnelled TCP connection's first packet is accepted instead, marked so that nftables routes
+it and the connection's later packets to the discard device (:mod:`.sink`), copying each to
+the client on the way (:mod:`.nflog`); the copies take the same path as queued packets.
 Inbound, the client's UDP socket reads the peer's datagrams; each delivered packet gets its
 flow's host address and port back and is injected through a raw socket (``IPPROTO_RAW``,
 header included) addressed to that host: for a local address the kernel loops it back and
