@@ -1,6 +1,6 @@
-"""The copies of tunnelled TCP connections' packets (wgref/client/nflog.py) and the discard
-device they are routed to (sink.py): the kernel's side in a namespace of the test's own, the
-cutting of a copy that stays in the receive buffer."""
+"""The discard device that tunnelled TCP connections' packets are routed to (sink.py) and the
+packet socket the client reads them from there (tap.py): the kernel's side in a namespace of
+the test's own; the cutting of a packet that stays in the receive buffer."""
 
 from __future__ import annotations
 
@@ -14,49 +14,55 @@ from scapy.layers.inet import IP, TCP
 from tests.netns import REPO, require_netns
 from wgref.client import offload
 
-# Run inside the namespace: a log group bound, a rule copying UDP to port 9 into it, four
-# datagrams sent over lo (the last as long as an IPv4 packet can be), the copies read back.
-_COPY_SCRIPT = """
+# Run inside the namespace: the discard device installed, a packet socket on it, three UDP
+# datagrams sent with the discard mark (the last as long as an IPv4 packet can be), one
+# without it; what the device was sent read back, then the device removed.
+_TAP_SCRIPT = """
 import json, select, socket, subprocess
-from wgref.client.nflog import NfLog
-copies = NfLog(77)
-subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-subprocess.run(["nft", "-f", "-"], check=True, text=True, input='''table ip copytest {
-    chain out {
-        type filter hook output priority 0; policy accept;
-        udp dport 9 log group 77 snaplen 65535 queue-threshold 1
-    }
-}
-''')
-sizes = [1, 3000, 65000, 65507]
-sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-for size in sizes:
-    sock.sendto(bytes([size % 251]) * size, ("127.0.0.1", 9))
-got = []
-while len(got) < len(sizes) and select.select([copies], [], [], 5)[0]:
-    got += [bytes(view) for view in copies.receive(64)]
+from wgref.client import nft, sink
 from wgref.client.packet import parse
-print(json.dumps({"lengths": [len(p) for p in got], "parsed": [parse(p) is not None for p in got],
-                  "whole": [p[28:] == bytes([s % 251]) * s for p, s in zip(got, sizes)],
-                  "lost": copies.lost}))
+from wgref.client.tap import PacketTap
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+sink.install(nft.SINK_MARK, (4, 6))
+tap = PacketTap(sink.DEVICE)
+sizes = [1, 3000, 65507]
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+plain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.setsockopt(socket.SOL_SOCKET, 36, nft.SINK_MARK)  # SO_MARK
+for size in sizes:
+    sock.sendto(bytes([size % 251]) * size, ("192.0.2.9", 9))
+try:
+    plain.sendto(b"x", ("192.0.2.9", 9))  # no route: not the device's
+except OSError:
+    pass
+got = []
+while select.select([tap], [], [], 2)[0]:
+    got += [bytes(view) for view in tap.receive(64)]
+found = {"lengths": [len(p) for p in got], "parsed": [parse(p) is not None for p in got],
+         "whole": [p[28:] == bytes([s % 251]) * s for p, s in zip(got, sizes)],
+         "lost": tap.dropped(), "present": sink.present()}
+tap.close()
+sink.remove(nft.SINK_MARK)
+found["left"] = sink.present()
+found["rules"] = subprocess.run(["ip", "rule"], capture_output=True, text=True).stdout
+print(json.dumps(found))
 """
 
 
-def test_nflog_copies_each_packet_whole() -> None:
+def test_the_discard_device_hands_its_packets_to_the_tap_whole() -> None:
     require_netns()
-    ns = f"wgt-copy-{uuid.uuid4().hex[:8]}"
+    ns = f"wgt-sink-{uuid.uuid4().hex[:8]}"
     subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True, timeout=10)
     try:
-        result = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", _COPY_SCRIPT],
+        result = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", _TAP_SCRIPT],
                                 capture_output=True, text=True, cwd=REPO, timeout=60,
                                 check=False)
         assert result.returncode == 0, result.stderr
         found = json.loads(result.stdout)
-        # nfnetlink_log.c: NFULNL_COPY_RANGE_MAX, 0xFFFF less an attribute header; TCP's
-        # super-packets are shorter (65,536 less TCP's header room), a longer packet's copy
-        # is cut short and its IP length says so
-        assert found == {"lengths": [29, 3028, 65028, 65531], "parsed": [True] * 3 + [False],
-                         "whole": [True] * 3 + [False], "lost": 0}
+        rules = found.pop("rules")
+        assert found == {"lengths": [29, 3028, 65535], "parsed": [True] * 3,
+                         "whole": [True] * 3, "lost": 0, "present": True, "left": False}
+        assert "30567" not in rules, rules
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
 

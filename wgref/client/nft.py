@@ -25,10 +25,10 @@ OWN_MARK = 0x77670001  # SO_MARK of the client's own sockets: never queued
 BYPASS_MARK = 0x77670002  # verdict mark of a bypass flow's first packet
 EXEC_MARK = 0x77670004  # packets of sockets in the client's cgroup (`wgref client exec`)
 TUNNEL_MARK = 0x77670008  # verdict mark of a tunnelled TCP connection's first packet
-SINK_MARK = 0x77670010  # a packet copied to the client and routed to the discard device
+SINK_MARK = 0x77670010  # a packet routed to the discard device (read there by the client)
 CT_BYPASS = 0x20000000  # conntrack mark bit: the flow stays in the kernel
 CT_INJECTED = 0x40000000  # conntrack mark bit: the connection's first packet was injected
-CT_TUNNEL = 0x10000000  # conntrack mark bit: the host's packets are copied out and discarded
+CT_TUNNEL = 0x10000000  # conntrack mark bit: the host's packets go to the discard device
 PRIORITY = -90  # after conntrack (-200), mangle (-150) and dstnat (-100)
 NFT_TIMEOUT = 15.0
 
@@ -68,9 +68,8 @@ class Rules:
     exec_cgroup: int | None = None  # the cgroup id (level 1) whose sockets get EXEC_MARK
     dns4: bool = False  # queue every IPv4 DNS query (to redirect tunnelled applications')
     dns6: bool = False
-    # the NFLOG group that takes copies of tunnelled TCP connections' packets, which are then
-    # routed to the discard device (sink.py); None: they are queued, as other packets are
-    sink_group: int | None = None
+    # tunnelled TCP connections' packets routed to the discard device (sink.py), not queued
+    sink: bool = False
 
 
 def _nft(script: str) -> None:
@@ -108,7 +107,7 @@ def table_script(family: str, networks: Sequence[Network], rules: Rules) -> str:
     replies = f"        ct direction reply ct mark and {CT_INJECTED:#x} == 0 accept\n"
     dns = rules.dns4 if family == "ip" else rules.dns6
     sunk = (f"        ct mark and {CT_TUNNEL:#x} == {CT_TUNNEL:#x} accept\n"
-            if rules.sink_group is not None else "")
+            if rules.sink else "")
     dns_rules = (
         "        udp dport 53 jump to_queue\n"
         "        tcp dport 53 jump to_queue_tcp\n"
@@ -146,7 +145,7 @@ def table_script(family: str, networks: Sequence[Network], rules: Rules) -> str:
         " meta mark set 0x0\n"
         "    }\n"
     )
-    if rules.sink_group is not None:
+    if rules.sink:
         # (a route chain: a new mark routes the packet again, to the discard device)
         text += (
             "    chain sink {\n"
@@ -154,11 +153,6 @@ def table_script(family: str, networks: Sequence[Network], rules: Rules) -> str:
             f"        meta mark {TUNNEL_MARK:#x} ct mark set ct mark or {CT_TUNNEL:#x}\n"
             f"        ct mark and {CT_TUNNEL:#x} == {CT_TUNNEL:#x} meta l4proto tcp"
             f" meta mark set {SINK_MARK:#x}\n"
-            "    }\n"
-            "    chain sink_copy {\n"
-            "        type filter hook postrouting priority 0; policy accept;\n"
-            f"        meta mark {SINK_MARK:#x} log group {rules.sink_group} snaplen 65535"
-            " queue-threshold 1\n"
             "    }\n"
         )
     if rules.forward:

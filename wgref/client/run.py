@@ -6,8 +6,8 @@ that nftables turns into a conntrack mark, so the rest of that flow never leaves
 tunnelled packet gets the tunnel address as source (and a free port if needed), the MSS clamp
 and new checksums, goes to :meth:`Device.send_packets`, and the original is dropped. A
 tunnelled TCP connection's first packet is accepted instead, marked so that nftables routes
-it and the connection's later packets to the discard device (:mod:`.sink`), copying each to
-the client on the way (:mod:`.nflog`); the copies take the same path as queued packets.
+it and the connection's later packets to the discard device (:mod:`.sink`), where the client
+reads them (:mod:`.tap`) and tunnels them as it does queued packets.
 Inbound, the client's UDP socket reads the peer's datagrams; each delivered packet gets its
 flow's host address and port back and is injected through a raw socket (``IPPROTO_RAW``,
 header included) addressed to that host: for a local address the kernel loops it back and
@@ -58,8 +58,8 @@ from . import cgroup, conntrack, nft, offload, packet, procs, sink, status
 from .config import ClientConfig, PeerConfig
 from .flows import BYPASS, TUNNEL, Flow, FlowTable
 from .loopback import LoopbackInjector, send_waiting
-from .nflog import NfLog
 from .nfqueue import HOOK_FORWARD, HOOK_PREROUTING, NF_ACCEPT, NfQueue, QueuedPacket
+from .tap import PacketTap
 
 log = logging.getLogger("wgref.client")
 
@@ -156,7 +156,7 @@ class Client:
         self.udp = UdpSockets(self._source_gone)
         self.queue: NfQueue | None = None  # TCP, super-packets whole
         self.queue_other: NfQueue | None = None  # everything else
-        self.copies: NfLog | None = None  # tunnelled TCP connections' packets (sink.py)
+        self.copies: PacketTap | None = None  # tunnelled TCP connections' packets (sink.py)
         self.sink_installed = False
         self.status: socket.socket | None = None
         self.tables_installed = False
@@ -209,7 +209,7 @@ class Client:
         # Bind the queue before any rule sends packets to it.
         self.queue = NfQueue(self.queue_number, gso=True, verdict_helper=True)
         self.queue_other = NfQueue(self.queue_number + 1)
-        sink_group = self._open_sink() if self.use_sink else None
+        sinking = self.use_sink and self._open_sink()
         self.tables_installed = True
         nft.install(nft.Rules(
             self.queue_number,
@@ -222,7 +222,7 @@ class Client:
             exec_cgroup=exec_id,
             dns4=4 in self.dns,
             dns6=6 in self.dns,
-            sink_group=sink_group,
+            sink=sinking,
         ))
         if self.copies is not None:
             self.loop.add(self.copies.fileno(), self._on_copies)
@@ -232,13 +232,13 @@ class Client:
         for fd, receiver in self.udp.receivers.items():
             self.loop.add(fd, functools.partial(self._on_udp, receiver))
 
-    def _open_sink(self) -> int | None:
-        """The copies' log group and the discard device; None, and the connections are
-        queued like other packets, when either cannot be had."""
+    def _open_sink(self) -> bool:
+        """The discard device and the packet socket that reads what is sent to it; False,
+        and the connections are queued like other packets, when either cannot be had."""
         try:
-            self.copies = NfLog(self.queue_number)
             self.sink_installed = True
             sink.install(nft.SINK_MARK, tuple(sorted(self.tunnel_src)))
+            self.copies = PacketTap(sink.DEVICE)
         except (OSError, sink.SinkError) as exc:
             log.warning("no discard device (%s): the packets of tunnelled TCP connections are "
                         "queued, as other packets are", exc)
@@ -249,10 +249,10 @@ class Client:
                 self.sink_installed = False
                 with contextlib.suppress(sink.SinkError):
                     sink.remove(nft.SINK_MARK)
-            return None
-        log.debug("discard device %s: tunnelled TCP connections are copied out by NFLOG "
-                  "group %d", sink.DEVICE, self.queue_number)
-        return self.queue_number
+            return False
+        log.debug("discard device %s: tunnelled TCP connections are read from it",
+                  sink.DEVICE)
+        return True
 
     def _dns_servers(self) -> dict[int, bytes]:
         """The first ``DNS =`` server of each IP version that a peer's AllowedIPs cover
@@ -465,7 +465,7 @@ class Client:
             except ValueError:
                 log.debug("dropped a malformed TCP super-packet")
             return
-        if isinstance(data, memoryview):  # a copy in the receive buffer (nflog.py)
+        if isinstance(data, memoryview):  # a packet in the receive buffer (tap.py)
             data = bytearray(data)
         translation = flow.outbound_translation()
         if valid and len(data) <= mtu and translation.applies(info):
@@ -495,8 +495,9 @@ class Client:
             return
         packets += packet.fragment(rewritten, info, mtu)
 
-    def _read_copies(self, copies: NfLog, now: float) -> int:
-        """One read of the copies of tunnelled TCP connections' packets (how many)."""
+    def _read_copies(self, copies: PacketTap, now: float) -> int:
+        """One read of the packets of tunnelled TCP connections sent to the discard device
+        (how many)."""
         batch = copies.receive(BATCH)
         self.counters["copied"] += len(batch)
         flows = self.flows.outbound
@@ -787,7 +788,7 @@ class Client:
             "exec_cgroup": os.path.basename(self.exec_cgroup) if self.exec_cgroup else None,
             "discard_device": sink.DEVICE if self.copies is not None else None,
             **self.counters,
-            "copies_lost": 0 if self.copies is None else self.copies.lost,
+            "copies_lost": 0 if self.copies is None else self.copies.dropped(),
         }
 
     # ----------------------------------------------------------------- loop

@@ -1,14 +1,14 @@
-"""The discard device: where the host's packets of a tunnelled TCP connection are routed once
-nftables has copied them to the client (:mod:`.nflog`).
+"""The discard device: where the host's packets of a tunnelled TCP connection are routed, for
+the client to read them there (:mod:`.tap`).
 
 An ifb device frees each packet that no tc action redirected to it as soon as it is sent
-(ifb.c ``ifb_xmit``; it takes GSO packets whole and needs no ARP), as the TUN device
-frees the packets the TUN interface reads (``tun_net_xmit`` orphans them), so the sending
-socket's TCP Small Queues allowance comes back at once, in the sender's own context. A queued
-packet holds it until its verdict (verdicts.py). Dropping the packet in netfilter instead
-would fail the send (nfqueue.py). The packets get there by policy routing: nftables sets
-:data:`~.nft.SINK_MARK` in a ``type route`` chain, which routes the packet again, and a rule
-sends that mark to a table whose only route is the device.
+(ifb.c ``ifb_xmit``; it takes GSO packets whole and needs no ARP), as the TUN device frees
+the packets the TUN interface reads (``tun_net_xmit`` orphans them): the send has succeeded,
+and the sending socket's TCP Small Queues allowance comes back at once, in the sender's own
+context. A queued packet holds it until its verdict (verdicts.py); dropping the packet in
+netfilter instead would fail the send (nfqueue.py). The packets get there by policy routing:
+nftables sets :data:`~.nft.SINK_MARK` in a ``type route`` chain, which routes the packet
+again, and a rule sends that mark to a table whose only route is the device.
 """
 
 from __future__ import annotations
