@@ -405,8 +405,8 @@ def _queued(lab: ClientLab) -> int:
     return int(str(lab.status()["queued"]))
 
 
-def _copied(lab: ClientLab) -> int:
-    return int(str(lab.status()["copied"]))
+def _from_sink(lab: ClientLab) -> int:
+    return int(str(lab.status()["from_discard_device"]))
 
 
 def _sink(lab: ClientLab) -> str:
@@ -440,14 +440,14 @@ def test_allowed_apps_tcp_udp_v4_v6(lab: ClientLab) -> None:
     before = _queued(lab)
     assert lab.run_app("appB", "tcp", "10.200.0.1", 2_000_000) == f"OK {DIRECT4}"
     assert _queued(lab) - before <= 3
-    # ...while a tunnelled one is all in user space: its first packet queued, the rest copied
-    # out as GSO super-packets on their way to the discard device (fewer copies than
-    # segments, but every byte through the tunnel).
-    before, copied = _queued(lab), _copied(lab)
+    # ...while a tunnelled one is all in user space: its first packet queued, the rest read
+    # from the discard device as GSO super-packets (fewer packets than segments, but every
+    # byte through the tunnel).
+    before, sunk = _queued(lab), _from_sink(lab)
     sent = int(str(lab.status()["tx_bytes"]))
     assert lab.run_app("appA", "tcp", "10.200.0.1", 200_000) == f"OK {TUNNEL4}"
     assert _queued(lab) - before <= 3
-    assert _copied(lab) - copied > 5
+    assert _from_sink(lab) - sunk > 5
     assert int(str(lab.status()["tx_bytes"])) - sent > 200_000
     # the echo came back as merged packets received through lo (rp_filter is off here), the
     # ACKs and lone segments after the first answer too; the first plain ACK went through
@@ -456,7 +456,7 @@ def test_allowed_apps_tcp_udp_v4_v6(lab: ClientLab) -> None:
     doc = lab.status()
     assert int(str(doc["merged_through_lo"])) > 0
     assert int(str(doc["answers_through_lo"])) > 0
-    assert doc["discard_device"] == "wgref-sink" and doc["copies_lost"] == 0
+    assert doc["discard_device"] == "wgref-sink" and doc["discard_device_dropped"] == 0
     assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {TUNNEL4}"  # a short one too
 
 
@@ -468,7 +468,7 @@ def test_without_the_discard_device_tunnelled_connections_are_queued(lab: Client
         before = _queued(lab)
         assert lab.run_app("appA", "tcp", host, 200_000) == f"OK {tunnel}"
         assert _queued(lab) - before > 5  # GSO super-packets, each with its verdict
-    assert _copied(lab) == 0
+    assert _from_sink(lab) == 0
     assert lab.run_app("appB", "tcp", "10.200.0.1") == f"OK {DIRECT4}"
 
 
@@ -587,8 +587,8 @@ LEAK_TABLE = """table ip wgc_leak {
 
 def _leaked(lab: ClientLab) -> int:
     """Packets for the tunnel's subnet that left the client's namespace unencrypted (those
-    the client queues and drops never get to this hook, those it copies get here routed to
-    the discard device)."""
+    the client queues and drops never get to this hook, those it reads from the discard
+    device get here routed to it)."""
     listing = lab.sh(lab.client_ns, "nft", "list", "table", "ip", "wgc_leak").stdout
     found = re.search(r"counter packets (\d+)", listing)
     assert found is not None, listing

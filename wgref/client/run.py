@@ -103,8 +103,8 @@ class Client:
     def __init__(self, config: ClientConfig, *, queue: int = DEFAULT_QUEUE,
                  status_path: str | None = None, forward: bool | None = None,
                  kill_switch: bool | None = None, discard_device: bool = True) -> None:
-        """``discard_device``: tunnelled TCP connections' packets are copied out and routed
-        to the discard device (:mod:`.sink`) rather than queued."""
+        """``discard_device``: tunnelled TCP connections' packets are routed to the discard
+        device (:mod:`.sink`) and read there rather than queued."""
         self.config = config
         self.forward = config.forward if forward is None else forward
         self.kill_switch = config.kill_switch if kill_switch is None else kill_switch
@@ -149,14 +149,14 @@ class Client:
         self.reassembler = packet.Reassembler()
         self.counters = {"queued": 0, "injected": 0, "unsolicited": 0, "inject_errors": 0,
                          "malformed": 0, "merged_through_lo": 0,
-                         "answers_through_lo": 0, "acks_thinned": 0, "copied": 0}
+                         "answers_through_lo": 0, "acks_thinned": 0, "from_discard_device": 0}
         self._psk_warned = 0.0
         self._first_attempt: float | None = None
         self._sockets: list[socket.socket] = []
         self.udp = UdpSockets(self._source_gone)
         self.queue: NfQueue | None = None  # TCP, super-packets whole
         self.queue_other: NfQueue | None = None  # everything else
-        self.copies: PacketTap | None = None  # tunnelled TCP connections' packets (sink.py)
+        self.tap: PacketTap | None = None  # tunnelled TCP connections' packets (sink.py)
         self.sink_installed = False
         self.status: socket.socket | None = None
         self.tables_installed = False
@@ -224,8 +224,8 @@ class Client:
             dns6=6 in self.dns,
             sink=sinking,
         ))
-        if self.copies is not None:
-            self.loop.add(self.copies.fileno(), self._on_copies)
+        if self.tap is not None:
+            self.loop.add(self.tap.fileno(), self._on_tap)
         for queue in (self.queue, self.queue_other):
             self.loop.add(queue.fileno(), functools.partial(self._on_queue, queue))
         self.loop.add(self.status.fileno(), self._on_status)
@@ -238,13 +238,13 @@ class Client:
         try:
             self.sink_installed = True
             sink.install(nft.SINK_MARK, tuple(sorted(self.tunnel_src)))
-            self.copies = PacketTap(sink.DEVICE)
+            self.tap = PacketTap(sink.DEVICE)
         except (OSError, sink.SinkError) as exc:
             log.warning("no discard device (%s): the packets of tunnelled TCP connections are "
                         "queued, as other packets are", exc)
-            if self.copies is not None:
-                self.copies.close()
-                self.copies = None
+            if self.tap is not None:
+                self.tap.close()
+                self.tap = None
             if self.sink_installed:
                 self.sink_installed = False
                 with contextlib.suppress(sink.SinkError):
@@ -407,9 +407,9 @@ class Client:
         if flow.decision == BYPASS:
             queue.verdict(item.packet_id, NF_ACCEPT, nft.BYPASS_MARK)
             return None
-        if self.copies is not None and info.proto == packet.TCP and not flow.forwarded:
-            # on to the discard device, copied to the client on the way (sink.py), as are
-            # the connection's later packets: none of them is queued
+        if self.tap is not None and info.proto == packet.TCP and not flow.forwarded:
+            # on to the discard device, where the client reads it (sink.py), as it does the
+            # connection's later packets: none of them is queued
             queue.verdict(item.packet_id, NF_ACCEPT, nft.TUNNEL_MARK)
             return None
         queue.drop(item.packet_id, pure_ack=packet.pure_ack(item.payload, info))
@@ -495,11 +495,11 @@ class Client:
             return
         packets += packet.fragment(rewritten, info, mtu)
 
-    def _read_copies(self, copies: PacketTap, now: float) -> int:
+    def _read_tap(self, tap: PacketTap, now: float) -> int:
         """One read of the packets of tunnelled TCP connections sent to the discard device
         (how many)."""
-        batch = copies.receive(BATCH)
-        self.counters["copied"] += len(batch)
+        batch = tap.receive(BATCH)
+        self.counters["from_discard_device"] += len(batch)
         flows = self.flows.outbound
         packets: list[bytes] = []
         out = Batch()
@@ -520,7 +520,8 @@ class Client:
                     flow.closing = True
                 self._outbound(flow, data, info, True, packets)
             except Exception:
-                log.exception("dropped a copied packet that could not be handled")
+                log.exception("dropped a packet of the discard device that could not be "
+                              "handled")
             if len(packets) >= SEND_BATCH:
                 self.device.send_packets(packets, now, out)
                 self._flush(out, now)
@@ -532,8 +533,9 @@ class Client:
         return len(batch)
 
     def _readopt(self, info: packet.Info, now: float) -> Flow | None:
-        """A flow for a copied packet of a connection the client no longer knows (its flow
-        expired): conntrack marks it tunnelled, so it is tunnelled again."""
+        """A flow for a packet of a connection the client no longer knows (its flow expired,
+        or an earlier run of the client tunnelled it): conntrack marks it tunnelled, so it is
+        tunnelled again."""
         source = self.tunnel_src.get(info.version)
         if source is None or self.routes.lookup(info.dst) is None:
             self.counters["unsolicited"] += 1
@@ -786,9 +788,9 @@ class Client:
             "kill_switch": self.kill_switch,
             "forward": self.forward,
             "exec_cgroup": os.path.basename(self.exec_cgroup) if self.exec_cgroup else None,
-            "discard_device": sink.DEVICE if self.copies is not None else None,
+            "discard_device": sink.DEVICE if self.tap is not None else None,
             **self.counters,
-            "copies_lost": 0 if self.copies is None else self.copies.dropped(),
+            "discard_device_dropped": 0 if self.tap is None else self.tap.dropped(),
         }
 
     # ----------------------------------------------------------------- loop
@@ -798,10 +800,10 @@ class Client:
             if not self._read_queue(queue, time.monotonic()):
                 break
 
-    def _on_copies(self, _mask: int) -> None:
-        assert self.copies is not None
+    def _on_tap(self, _mask: int) -> None:
+        assert self.tap is not None
         for _ in range(QUEUE_READS):
-            if not self._read_copies(self.copies, time.monotonic()):
+            if not self._read_tap(self.tap, time.monotonic()):
                 break
 
     def _on_udp(self, receiver: BatchReceiver, _mask: int) -> None:
@@ -874,9 +876,9 @@ class Client:
             if queue is not None:
                 queue.close()
         self.queue = self.queue_other = None
-        if self.copies is not None:
-            self.copies.close()
-            self.copies = None
+        if self.tap is not None:
+            self.tap.close()
+            self.tap = None
         if self.status is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.status_path)

@@ -132,7 +132,8 @@ def render(doc: dict[str, Any]) -> str:
         f"  tunnel addresses: {', '.join(doc.get('addresses', []))}",
         f"  listening port: {doc.get('listen_port')}",
         f"  flows: {doc.get('flows_tunnel', 0)} tunnelled, {doc.get('flows_bypass', 0)} direct",
-        f"  packets: {doc.get('queued', 0)} queued, {doc.get('copied', 0)} copied, "
+        f"  packets: {doc.get('queued', 0)} queued, "
+        f"{doc.get('from_discard_device', 0)} read from the discard device, "
         f"{doc.get('injected', 0)} injected",
     ]
     for peer in doc.get("peers") or [doc]:
