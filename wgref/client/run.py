@@ -359,7 +359,6 @@ class Client:
             if work is not None:
                 tunnelled.append(work)
         queue.flush()
-        out = Batch()
         for flow, item, info in tunnelled:
             try:
                 self._outbound(flow, item.payload, info, item.gso, packets,
@@ -367,14 +366,19 @@ class Client:
             except Exception:
                 log.exception("dropped a queued packet that could not be handled")
             if len(packets) >= SEND_BATCH:
-                self.device.send_packets(packets, now, out)
-                self._flush(out, now)
-                out, packets = Batch(), []
+                self._send(packets, now)
+                packets = []
+        self._send(packets, now)
+        return len(batch)
+
+    def _send(self, packets: list[bytes], now: float) -> None:
+        """Seal ``packets`` and send the datagrams (UDP_SEGMENT trains), with whatever else
+        the device asks for."""
+        out = Batch()
         if packets:
             self.device.send_packets(packets, now, out)
         if out:
             self._flush(out, now)
-        return len(batch)
 
     def _queued(self, queue: NfQueue, item: QueuedPacket, now: float,
                 packets: list[bytes]) -> tuple[Flow, QueuedPacket, packet.Info] | None:
@@ -502,7 +506,6 @@ class Client:
         self.counters["from_discard_device"] += len(batch)
         flows = self.flows.outbound
         packets: list[bytes] = []
-        out = Batch()
         for data in batch:
             try:
                 info = packet.parse(data)
@@ -523,13 +526,9 @@ class Client:
                 log.exception("dropped a packet of the discard device that could not be "
                               "handled")
             if len(packets) >= SEND_BATCH:
-                self.device.send_packets(packets, now, out)
-                self._flush(out, now)
-                out, packets = Batch(), []
-        if packets:
-            self.device.send_packets(packets, now, out)
-        if out:
-            self._flush(out, now)
+                self._send(packets, now)
+                packets = []
+        self._send(packets, now)
         return len(batch)
 
     def _readopt(self, info: packet.Info, now: float) -> Flow | None:
