@@ -51,8 +51,8 @@ def _parser() -> argparse.ArgumentParser:
                         "destinations instead of letting them go direct")
     parser.add_argument("--no-discard-device", action="store_true",
                         help="queue every packet of tunnelled TCP connections too, rather "
-                        "than copy them out and route them to the discard device "
-                        f"{sink.DEVICE} (see README)")
+                        f"than route them to the discard device {sink.DEVICE} and read "
+                        "them there (see README)")
     parser.add_argument("--check", action="store_true", help="only check the config")
     parser.add_argument("--version", action="version", version=f"wgref v{__version__}")
     return parser

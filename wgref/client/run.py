@@ -156,8 +156,8 @@ class Client:
         self.udp = UdpSockets(self._source_gone)
         self.queue: NfQueue | None = None  # TCP, super-packets whole
         self.queue_other: NfQueue | None = None  # everything else
-        self.tap: PacketTap | None = None  # tunnelled TCP connections' packets (sink.py)
-        self.sink_installed = False
+        # tunnelled TCP connections' packets, while the discard device is there (sink.py)
+        self.tap: PacketTap | None = None
         self.status: socket.socket | None = None
         self.tables_installed = False
         self.exec_cgroup: str | None = None  # its path, while the client owns it
@@ -236,19 +236,13 @@ class Client:
         """The discard device and the packet socket that reads what is sent to it; False,
         and the connections are queued like other packets, when either cannot be had."""
         try:
-            self.sink_installed = True
             sink.install(nft.SINK_MARK, tuple(sorted(self.tunnel_src)))
             self.tap = PacketTap(sink.DEVICE)
         except (OSError, sink.SinkError) as exc:
             log.warning("no discard device (%s): the packets of tunnelled TCP connections are "
                         "queued, as other packets are", exc)
-            if self.tap is not None:
-                self.tap.close()
-                self.tap = None
-            if self.sink_installed:
-                self.sink_installed = False
-                with contextlib.suppress(sink.SinkError):
-                    sink.remove(nft.SINK_MARK)
+            with contextlib.suppress(sink.SinkError):
+                sink.remove(nft.SINK_MARK)  # what of it was made
             return False
         log.debug("discard device %s: tunnelled TCP connections are read from it",
                   sink.DEVICE)
@@ -865,19 +859,18 @@ class Client:
                     conntrack.forget_marks()
                 except OSError as exc:
                     log.warning("the conntrack marks of bypass flows stay: %s", exc)
-        if self.sink_installed and not kept:
-            self.sink_installed = False
-            try:
-                sink.remove(nft.SINK_MARK)
-            except sink.SinkError as exc:
-                log.error("could not remove the discard device: %s", exc)
+        if self.tap is not None:
+            self.tap.close()
+            self.tap = None
+            if not kept:
+                try:
+                    sink.remove(nft.SINK_MARK)
+                except sink.SinkError as exc:
+                    log.error("could not remove the discard device: %s", exc)
         for queue in (self.queue, self.queue_other):
             if queue is not None:
                 queue.close()
         self.queue = self.queue_other = None
-        if self.tap is not None:
-            self.tap.close()
-            self.tap = None
         if self.status is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.status_path)
