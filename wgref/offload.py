@@ -138,14 +138,26 @@ def checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
     return 0xFFFF - total
 
 
-def _finish_checksum(packet: bytes, start: int, offset: int) -> bytes:
-    """NEEDS_CSUM: fold the bytes from ``start`` (the field already holds the pseudo-header
-    sum) and store the complement at ``start + offset``."""
-    at = start + offset
-    if start >= len(packet) or at + 2 > len(packet):
+def _completed(packet: bytes | bytearray, start: int, offset: int) -> bytes:
+    """NEEDS_CSUM: the checksum field's value once the bytes from ``start`` (the field
+    already holds the pseudo-header sum) are folded in, for ``start + offset``."""
+    if start >= len(packet) or start + offset + 2 > len(packet):
         raise ValueError("checksum offsets outside the packet")
     value = checksum(memoryview(packet)[start:]) or 0xFFFF  # never UDP's "no checksum"
-    return packet[:at] + value.to_bytes(2, "big") + packet[at + 2 :]
+    return value.to_bytes(2, "big")
+
+
+def _finish_checksum(packet: bytes, start: int, offset: int) -> bytes:
+    """:func:`finish_checksum` of a copy."""
+    at = start + offset
+    return packet[:at] + _completed(packet, start, offset) + packet[at + 2 :]
+
+
+def finish_checksum(packet: bytearray, start: int, offset: int) -> None:
+    """Complete, in place, a transport checksum the sender left to the device
+    (``VIRTIO_NET_HDR_F_NEEDS_CSUM``: from ``start``, stored at ``start + offset``)."""
+    at = start + offset
+    packet[at : at + 2] = _completed(packet, start, offset)
 
 
 # ----------------------------------------------------------------- TSO: split on read

@@ -410,11 +410,12 @@ def _from_sink(lab: ClientLab) -> int:
 
 
 def _sink(lab: ClientLab) -> str:
-    """The discard device and the routing rules that lead to it (wgref/client/sink.py), as
+    """The discard devices and the routing rules that lead to them (wgref/client/sink.py), as
     `ip` lists them: empty when none is there."""
     found = [lab.sh(lab.client_ns, "ip", *argv, check=False).stdout.strip()
-             for argv in (("link", "show", "wgref-sink"), ("-4", "rule", "show", "table", "30567"),
-                          ("-6", "rule", "show", "table", "30567"))]
+             for argv in (("link", "show", "wgref-sink"), ("link", "show", "wgref-sink-udp"),
+                          *((f"-{v}", "rule", "show", "table", t)
+                            for v in (4, 6) for t in ("30567", "30568")))]
     return "\n".join(line for line in found if line)
 
 
@@ -456,14 +457,15 @@ def test_allowed_apps_tcp_udp_v4_v6(lab: ClientLab) -> None:
     doc = lab.status()
     assert int(str(doc["merged_through_lo"])) > 0
     assert int(str(doc["answers_through_lo"])) > 0
-    assert doc["discard_device"] == "wgref-sink" and doc["discard_device_dropped"] == 0
+    assert doc["discard_devices"] == ["wgref-sink", "wgref-sink-udp"]
+    assert doc["discard_device_dropped"] == 0
     assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {TUNNEL4}"  # a short one too
 
 
 def test_without_the_discard_device_tunnelled_connections_are_queued(lab: ClientLab) -> None:
     lab.start_client(lab.config("#@ws:AllowedApps = appA\n"), "--no-discard-device")
     assert _sink(lab) == ""
-    assert lab.status()["discard_device"] is None
+    assert lab.status()["discard_devices"] == []
     for host, tunnel in (("10.200.0.1", TUNNEL4), ("fd20::1", TUNNEL6)):
         before = _queued(lab)
         assert lab.run_app("appA", "tcp", host, 200_000) == f"OK {tunnel}"
@@ -576,6 +578,49 @@ def test_iperf3_tcp_through_the_client(lab: ClientLab) -> None:
     assert int(str(lab.status()["flows_tunnel"])) >= 1
 
 
+GSO_SEND = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_UDP, 103, 1000)  # UDP_SEGMENT: one send, three datagrams
+s.settimeout(3)
+s.connect((sys.argv[1], int(sys.argv[2])))
+s.send(bytes(range(250)) * 12)
+print(sorted(len(s.recv(4096)) for _ in range(3)))
+"""
+
+
+def test_udp_flows_are_read_from_their_discard_device(lab: ClientLab) -> None:
+    """A tunnelled UDP flow's datagrams go to wgref-sink-udp, whose transmit checksumming is
+    off: the kernel completes each checksum (the sender left it to the device) and cuts a
+    UDP GSO send into datagrams before the client reads them; none is queued but the
+    flow's first."""
+    lab.start_client(lab.config("#@ws:AllowedApps = iperf3\n"))
+    server = lab.iperf3_server()
+    queued, sunk = _queued(lab), _from_sink(lab)
+    result = lab.sh(lab.client_ns, "iperf3", "-c", "10.99.0.1", "-u", "-b", "20M", "-l",
+                    "1200", "-t", "2", "-J", check=False, timeout=40)
+    server.wait(timeout=15)
+    assert result.returncode == 0, result.stdout[-2000:] + lab.log("client.log")
+    end = json.loads(result.stdout)["end"]["sum_received"]
+    # each datagram that arrived passed the server's checksum check (udp.c drops the rest)
+    assert end["packets"] > 2000 and end["lost_percent"] < 5, end
+    assert _from_sink(lab) - sunk >= end["packets"]
+    # iperf3's control connection and the UDP flow: their first packets only
+    assert _queued(lab) - queued <= 6
+    doc = lab.status()
+    assert doc["discard_device_dropped"] == 0 and doc["malformed"] == 0, doc
+    script = lab.tmp / "gso.py"
+    script.write_text(GSO_SEND)
+    assert lab.stop_client() == 0
+    lab.start_client(lab.config())  # every application
+    sunk = _from_sink(lab)
+    result = lab.sh(lab.client_ns, sys.executable, str(script), "10.99.0.1", str(PORT),
+                    check=False)
+    # the echo server's three answers: "10.99.0.2\n" and 1,000 bytes each
+    assert result.stdout.strip() == "[1010, 1010, 1010]", result.stdout + result.stderr
+    assert _from_sink(lab) - sunk == 3
+
+
 LEAK_TABLE = """table ip wgc_leak {
     chain out {
         type filter hook postrouting priority 300; policy accept;
@@ -630,7 +675,8 @@ def test_sigterm_removes_everything(lab: ClientLab) -> None:
     before = lab.tables()
     lab.start_client(lab.config("#@ws:AllowedApps = appA\n"))
     assert "wgref_client" in lab.tables()
-    assert "wgref-sink" in _sink(lab) and "fwmark" in _sink(lab)
+    assert "wgref-sink" in _sink(lab) and "wgref-sink-udp" in _sink(lab)
+    assert "ipproto udp lookup 30568" in _sink(lab) and "lookup 30567" in _sink(lab)
     assert lab.run_app("appB", "udp", "10.200.0.1") == f"OK {DIRECT4}"  # a bypass flow
     assert lab.run_app("appA", "tcp", "10.200.0.1") == f"OK {TUNNEL4}"  # a tunnelled one
     assert _marked_conntrack(lab)
@@ -732,7 +778,8 @@ def test_kill9_then_cleanup(lab: ClientLab) -> None:
     result = lab.wgref("--cleanup", "--socket", str(lab.status_socket))
     assert result.returncode == 0 and "removed" in result.stdout, result.stderr
     assert f"stale {lab.status_socket}" in result.stdout, result.stdout
-    assert "device wgref-sink" in result.stdout, result.stdout
+    assert "device wgref-sink," in result.stdout and "device wgref-sink-udp" in result.stdout, \
+        result.stdout
     assert _sink(lab) == ""
     assert not lab.status_socket.exists()
     assert not _marked_conntrack(lab)

@@ -443,16 +443,18 @@ def test_table_script() -> None:
 
 
 def test_table_script_with_the_discard_device() -> None:
-    """Tunnelled TCP connections: never queued once marked, routed again to the discard
-    device by a mark set in a route chain after the queue's."""
+    """Tunnelled TCP connections and UDP flows: never queued once marked, routed again to
+    the discard devices by a mark set in a route chain after the queue's; an ICMP error about
+    one (it shares the connection's conntrack entry and mark) is still queued."""
     rules = nft.Rules(7, [ipaddress.IPv4Network("10.0.0.0/8")], [], sink=True)
     text = nft.table_script("ip", rules.allowed4, rules)
-    skip = f"ct mark and {nft.CT_TUNNEL:#x} == {nft.CT_TUNNEL:#x} accept"
+    skip = (f"ct mark and {nft.CT_TUNNEL:#x} == {nft.CT_TUNNEL:#x}"
+            " meta l4proto { tcp, udp } accept")
     assert text.index("chain output {") < text.index(skip) < text.index("jump to_queue_tcp")
-    sink = text.split("chain sink {")[1].split("}")[0]
+    sink = text.split("chain sink {")[1].split("\n    }")[0]
     assert f"type route hook output priority {nft.PRIORITY + 5}" in sink
     assert f"meta mark {nft.TUNNEL_MARK:#x} ct mark set ct mark or {nft.CT_TUNNEL:#x}" in sink
-    assert f"meta l4proto tcp meta mark set {nft.SINK_MARK:#x}" in sink
+    assert f"meta l4proto {{ tcp, udp }} meta mark set {nft.SINK_MARK:#x}" in sink
 
 
 def test_netlink_roundtrip() -> None:

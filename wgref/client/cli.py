@@ -50,9 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="while the client is down, block new flows to the tunnelled "
                         "destinations instead of letting them go direct")
     parser.add_argument("--no-discard-device", action="store_true",
-                        help="queue every packet of tunnelled TCP connections too, rather "
-                        f"than route them to the discard device {sink.DEVICE} and read "
-                        "them there (see README)")
+                        help="queue every packet of tunnelled TCP connections and UDP flows "
+                        f"too, rather than route them to the discard devices "
+                        f"{' and '.join(sink.DEVICES)} and read them there (see README)")
     parser.add_argument("--check", action="store_true", help="only check the config")
     parser.add_argument("--version", action="version", version=f"wgref v{__version__}")
     return parser
@@ -96,7 +96,7 @@ def _cleanup(args: argparse.Namespace) -> int:
         except sink.SinkError as exc:
             sys.stderr.write(f"wgref client --cleanup: {exc}\n")
             return 1
-        removed.append(f"device {sink.DEVICE}")
+        removed += [f"device {device}" for device in sink.DEVICES]
     sockets = ([args.socket] if args.socket else
                [status.socket_path(args.config)] if args.config else status.stale_candidates())
     removed += [f"stale {path}" for path in sockets if status.remove_stale(path)]

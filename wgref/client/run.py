@@ -5,9 +5,9 @@ DisallowedIPs, then the owning application); a bypass flow's packet is accepted 
 that nftables turns into a conntrack mark, so the rest of that flow never leaves the kernel. A
 tunnelled packet gets the tunnel address as source (and a free port if needed), the MSS clamp
 and new checksums, goes to :meth:`Device.send_packets`, and the original is dropped. A
-tunnelled TCP connection's first packet is accepted instead, marked so that nftables routes
-it and the connection's later packets to the discard device (:mod:`.sink`), where the client
-reads them (:mod:`.tap`) and tunnels them as it does queued packets.
+tunnelled TCP connection's or UDP flow's first packet is accepted instead, marked so that
+nftables routes it and the flow's later packets to the discard device (:mod:`.sink`), where
+the client reads them (:mod:`.tap`) and tunnels them as it does queued packets.
 Inbound, the client's UDP socket reads the peer's datagrams; each delivered packet gets its
 flow's host address and port back and is injected through a raw socket (``IPPROTO_RAW``,
 header included) addressed to that host: for a local address the kernel loops it back and
@@ -43,7 +43,7 @@ from ..allowedips import AllowedIPs
 from ..allowedips_calc import subtract
 from ..device import Device
 from ..eventloop import EventLoop
-from ..offload import ZERO_VNET_HDR
+from ..offload import ZERO_VNET_HDR, finish_checksum
 from ..peer import Peer
 from ..results import (
     Batch,
@@ -72,6 +72,8 @@ SEND_BATCH = 64  # packets sealed and sent together (a super-packet's worth and 
 # server, thread CPU time per queued packet over that of cutting it): 8 reads 3.70-3.71, one
 # read 3.89, 4.6 % less CPU per byte; the UDP socket is read a quarter as often.
 QUEUE_READS = 8
+# protocols whose tunnelled flows go to the discard device rather than the queue
+SUNK = (packet.TCP, packet.UDP)
 HOUSEKEEPING = 5.0  # flow expiry
 WATCH = 1.0  # the missing-handshake warning
 DEFAULT_QUEUE = 30567
@@ -103,8 +105,8 @@ class Client:
     def __init__(self, config: ClientConfig, *, queue: int = DEFAULT_QUEUE,
                  status_path: str | None = None, forward: bool | None = None,
                  kill_switch: bool | None = None, discard_device: bool = True) -> None:
-        """``discard_device``: tunnelled TCP connections' packets are routed to the discard
-        device (:mod:`.sink`) and read there rather than queued."""
+        """``discard_device``: tunnelled TCP connections' and UDP flows' packets are routed
+        to the discard devices (:mod:`.sink`) and read there rather than queued."""
         self.config = config
         self.forward = config.forward if forward is None else forward
         self.kill_switch = config.kill_switch if kill_switch is None else kill_switch
@@ -156,8 +158,9 @@ class Client:
         self.udp = UdpSockets(self._source_gone)
         self.queue: NfQueue | None = None  # TCP, super-packets whole
         self.queue_other: NfQueue | None = None  # everything else
-        # tunnelled TCP connections' packets, while the discard device is there (sink.py)
-        self.tap: PacketTap | None = None
+        # tunnelled TCP connections' and UDP flows' packets, one packet socket on each of
+        # the discard devices while they are there (sink.py)
+        self.taps: list[PacketTap] = []
         self.status: socket.socket | None = None
         self.tables_installed = False
         self.exec_cgroup: str | None = None  # its path, while the client owns it
@@ -224,8 +227,8 @@ class Client:
             dns6=6 in self.dns,
             sink=sinking,
         ))
-        if self.tap is not None:
-            self.loop.add(self.tap.fileno(), self._on_tap)
+        for tap in self.taps:
+            self.loop.add(tap.fileno(), functools.partial(self._on_tap, tap))
         for queue in (self.queue, self.queue_other):
             self.loop.add(queue.fileno(), functools.partial(self._on_queue, queue))
         self.loop.add(self.status.fileno(), self._on_status)
@@ -233,20 +236,27 @@ class Client:
             self.loop.add(fd, functools.partial(self._on_udp, receiver))
 
     def _open_sink(self) -> bool:
-        """The discard device and the packet socket that reads what is sent to it; False,
-        and the connections are queued like other packets, when either cannot be had."""
+        """The discard devices and the packet sockets that read what is sent to them; False,
+        and the flows are queued like other packets, when any of them cannot be had."""
         try:
             sink.install(nft.SINK_MARK, tuple(sorted(self.tunnel_src)))
-            self.tap = PacketTap(sink.DEVICE)
+            for device in sink.DEVICES:
+                self.taps.append(PacketTap(device))
         except (OSError, sink.SinkError) as exc:
-            log.warning("no discard device (%s): the packets of tunnelled TCP connections are "
-                        "queued, as other packets are", exc)
+            log.warning("no discard device (%s): the packets of tunnelled TCP connections and "
+                        "UDP flows are queued, as other packets are", exc)
+            self._close_taps()
             with contextlib.suppress(sink.SinkError):
                 sink.remove(nft.SINK_MARK)  # what of it was made
             return False
-        log.debug("discard device %s: tunnelled TCP connections are read from it",
-                  sink.DEVICE)
+        log.debug("discard devices %s: tunnelled TCP connections and UDP flows are read "
+                  "from them", ", ".join(sink.DEVICES))
         return True
+
+    def _close_taps(self) -> None:
+        for tap in self.taps:
+            tap.close()
+        self.taps = []
 
     def _dns_servers(self) -> dict[int, bytes]:
         """The first ``DNS =`` server of each IP version that a peer's AllowedIPs cover
@@ -405,9 +415,9 @@ class Client:
         if flow.decision == BYPASS:
             queue.verdict(item.packet_id, NF_ACCEPT, nft.BYPASS_MARK)
             return None
-        if self.tap is not None and info.proto == packet.TCP and not flow.forwarded:
+        if self.taps and info.proto in SUNK and not flow.forwarded:
             # on to the discard device, where the client reads it (sink.py), as it does the
-            # connection's later packets: none of them is queued
+            # flow's later packets: none of them is queued
             queue.verdict(item.packet_id, NF_ACCEPT, nft.TUNNEL_MARK)
             return None
         queue.drop(item.packet_id, pure_ack=packet.pure_ack(item.payload, info))
@@ -494,16 +504,17 @@ class Client:
         packets += packet.fragment(rewritten, info, mtu)
 
     def _read_tap(self, tap: PacketTap, now: float) -> int:
-        """One read of the packets of tunnelled TCP connections sent to the discard device
-        (how many)."""
+        """One read of the packets of tunnelled TCP connections and UDP flows sent to the
+        discard device (how many)."""
         batch = tap.receive(BATCH)
         self.counters["from_discard_device"] += len(batch)
         flows = self.flows.outbound
+        mtu = self.config.mtu
         packets: list[bytes] = []
-        for data in batch:
+        for data, csum_start, csum_offset in batch:
             try:
                 info = packet.parse(data)
-                if info is None or info.proto != packet.TCP:
+                if info is None or info.proto not in SUNK or info.fragment:
                     self.counters["malformed"] += 1
                     continue
                 flow = flows.get((info.proto, info.src, info.sport, info.dst, info.dport))
@@ -515,7 +526,13 @@ class Client:
                 flow.packets += 1
                 if info.tcp_flags & 0x05:  # FIN or RST
                     flow.closing = True
-                self._outbound(flow, data, info, True, packets)
+                if len(data) > mtu:  # a TCP super-packet: its segments are summed as cut
+                    self._outbound(flow, data, info, True, packets)
+                    continue
+                copy = bytearray(data)
+                if csum_start >= 0:  # left to the device (tap.py)
+                    finish_checksum(copy, csum_start, csum_offset)
+                self._outbound(flow, copy, info, False, packets, valid=True)
             except Exception:
                 log.exception("dropped a packet of the discard device that could not be "
                               "handled")
@@ -781,9 +798,9 @@ class Client:
             "kill_switch": self.kill_switch,
             "forward": self.forward,
             "exec_cgroup": os.path.basename(self.exec_cgroup) if self.exec_cgroup else None,
-            "discard_device": sink.DEVICE if self.tap is not None else None,
+            "discard_devices": [tap.device for tap in self.taps],
             **self.counters,
-            "discard_device_dropped": 0 if self.tap is None else self.tap.dropped(),
+            "discard_device_dropped": sum(tap.dropped() for tap in self.taps),
         }
 
     # ----------------------------------------------------------------- loop
@@ -793,10 +810,9 @@ class Client:
             if not self._read_queue(queue, time.monotonic()):
                 break
 
-    def _on_tap(self, _mask: int) -> None:
-        assert self.tap is not None
+    def _on_tap(self, tap: PacketTap, _mask: int) -> None:
         for _ in range(QUEUE_READS):
-            if not self._read_tap(self.tap, time.monotonic()):
+            if not self._read_tap(tap, time.monotonic()):
                 break
 
     def _on_udp(self, receiver: BatchReceiver, _mask: int) -> None:
@@ -859,14 +875,13 @@ class Client:
                     conntrack.forget_marks()
                 except OSError as exc:
                     log.warning("the conntrack marks of bypass flows stay: %s", exc)
-        if self.tap is not None:
-            self.tap.close()
-            self.tap = None
+        if self.taps:
+            self._close_taps()
             if not kept:
                 try:
                     sink.remove(nft.SINK_MARK)
                 except sink.SinkError as exc:
-                    log.error("could not remove the discard device: %s", exc)
+                    log.error("could not remove the discard devices: %s", exc)
         for queue in (self.queue, self.queue_other):
             if queue is not None:
                 queue.close()

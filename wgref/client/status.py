@@ -133,7 +133,7 @@ def render(doc: dict[str, Any]) -> str:
         f"  listening port: {doc.get('listen_port')}",
         f"  flows: {doc.get('flows_tunnel', 0)} tunnelled, {doc.get('flows_bypass', 0)} direct",
         f"  packets: {doc.get('queued', 0)} queued, "
-        f"{doc.get('from_discard_device', 0)} read from the discard device, "
+        f"{doc.get('from_discard_device', 0)} read from the discard devices, "
         f"{doc.get('injected', 0)} injected",
     ]
     for peer in doc.get("peers") or [doc]:
