@@ -29,7 +29,9 @@ SINK_MARK = 0x77670010  # a packet routed to the discard device (read there by t
 CT_BYPASS = 0x20000000  # conntrack mark bit: the flow stays in the kernel
 CT_INJECTED = 0x40000000  # conntrack mark bit: the connection's first packet was injected
 CT_TUNNEL = 0x10000000  # conntrack mark bit: the host's packets go to the discard device
-SUNK = "{ tcp, udp }"  # the protocols whose tunnelled flows go there (run.py SUNK)
+# the protocols (IP protocol numbers) whose tunnelled flows go there
+SUNK = {6: "tcp", 17: "udp"}
+_SUNK_SET = "{ " + ", ".join(SUNK.values()) + " }"
 PRIORITY = -90  # after conntrack (-200), mangle (-150) and dstnat (-100)
 NFT_TIMEOUT = 15.0
 
@@ -108,8 +110,8 @@ def table_script(family: str, networks: Sequence[Network], rules: Rules) -> str:
     replies = f"        ct direction reply ct mark and {CT_INJECTED:#x} == 0 accept\n"
     dns = rules.dns4 if family == "ip" else rules.dns6
     # (an ICMP error shares its connection's conntrack entry, and mark: queued, not let out)
-    sunk = (f"        ct mark and {CT_TUNNEL:#x} == {CT_TUNNEL:#x} meta l4proto {SUNK} accept\n"
-            if rules.sink else "")
+    sunk = (f"        ct mark and {CT_TUNNEL:#x} == {CT_TUNNEL:#x}"
+            f" meta l4proto {_SUNK_SET} accept\n" if rules.sink else "")
     dns_rules = (
         "        udp dport 53 jump to_queue\n"
         "        tcp dport 53 jump to_queue_tcp\n"
@@ -153,7 +155,7 @@ def table_script(family: str, networks: Sequence[Network], rules: Rules) -> str:
             "    chain sink {\n"
             f"        type route hook output priority {PRIORITY + 5}; policy accept;\n"
             f"        meta mark {TUNNEL_MARK:#x} ct mark set ct mark or {CT_TUNNEL:#x}\n"
-            f"        ct mark and {CT_TUNNEL:#x} == {CT_TUNNEL:#x} meta l4proto {SUNK}"
+            f"        ct mark and {CT_TUNNEL:#x} == {CT_TUNNEL:#x} meta l4proto {_SUNK_SET}"
             f" meta mark set {SINK_MARK:#x}\n"
             "    }\n"
         )

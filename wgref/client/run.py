@@ -72,8 +72,6 @@ SEND_BATCH = 64  # packets sealed and sent together (a super-packet's worth and 
 # server, thread CPU time per queued packet over that of cutting it): 8 reads 3.70-3.71, one
 # read 3.89, 4.6 % less CPU per byte; the UDP socket is read a quarter as often.
 QUEUE_READS = 8
-# protocols whose tunnelled flows go to the discard device rather than the queue
-SUNK = (packet.TCP, packet.UDP)
 HOUSEKEEPING = 5.0  # flow expiry
 WATCH = 1.0  # the missing-handshake warning
 DEFAULT_QUEUE = 30567
@@ -415,7 +413,7 @@ class Client:
         if flow.decision == BYPASS:
             queue.verdict(item.packet_id, NF_ACCEPT, nft.BYPASS_MARK)
             return None
-        if self.taps and info.proto in SUNK and not flow.forwarded:
+        if self.taps and info.proto in nft.SUNK and not flow.forwarded:
             # on to the discard device, where the client reads it (sink.py), as it does the
             # flow's later packets: none of them is queued
             queue.verdict(item.packet_id, NF_ACCEPT, nft.TUNNEL_MARK)
@@ -514,7 +512,7 @@ class Client:
         for data, csum_start, csum_offset in batch:
             try:
                 info = packet.parse(data)
-                if info is None or info.proto not in SUNK or info.fragment:
+                if info is None or info.proto not in nft.SUNK or info.fragment:
                     self.counters["malformed"] += 1
                     continue
                 flow = flows.get((info.proto, info.src, info.sport, info.dst, info.dport))
@@ -526,13 +524,14 @@ class Client:
                 flow.packets += 1
                 if info.tcp_flags & 0x05:  # FIN or RST
                     flow.closing = True
-                if len(data) > mtu:  # a TCP super-packet: its segments are summed as cut
+                if len(data) > mtu:  # a TCP super-packet, its segments summed as they are
+                    # cut; anything else summed again, then fragmented or refused
                     self._outbound(flow, data, info, True, packets)
-                    continue
-                copy = bytearray(data)
-                if csum_start >= 0:  # left to the device (tap.py)
-                    finish_checksum(copy, csum_start, csum_offset)
-                self._outbound(flow, copy, info, False, packets, valid=True)
+                else:
+                    copy = bytearray(data)
+                    if csum_start >= 0:  # left to the device (tap.py)
+                        finish_checksum(copy, csum_start, csum_offset)
+                    self._outbound(flow, copy, info, False, packets, valid=True)
             except Exception:
                 log.exception("dropped a packet of the discard device that could not be "
                               "handled")
