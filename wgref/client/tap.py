@@ -1,19 +1,17 @@
-"""The packets sent to the discard device, read with a packet socket bound to it.
+"""The packets sent to the discard devices, read with a packet socket bound to each.
 
 The kernel hands every packet socket listening on a device a clone of each packet the device
-sends (dev.c ``dev_queue_xmit_nit``), before the device's own transmit (which for the discard
+sends (dev.c ``dev_queue_xmit_nit``), before the device's own transmit (which for a discard
 device frees it: sink.py). A clone shares the packet's data, so nothing is copied in the
-sender's context: the one copy is the read's, as for a TUN device. A packet comes with the
-Ethernet header the device's neighbour gave it (``SOCK_RAW``: ``PACKET_VNET_HDR`` needs it),
-then the IP packet, a GSO super-packet whole. Packets the
-socket has no room for are dropped, as on a full TUN queue (``PACKET_STATISTICS`` counts
-them).
+sender's context: the one copy is the read's, as for a TUN device. Packets the socket has no
+room for are dropped, as on a full TUN queue (``PACKET_STATISTICS`` counts them).
 
 Each packet comes after a ``virtio_net_hdr`` (``PACKET_VNET_HDR``, af_packet.c
 ``packet_rcv_vnet``), as a TUN device with ``IFF_VNET_HDR`` hands its packets over: the one
 way to tell a transport checksum the sender left to the device
 (``VIRTIO_NET_HDR_F_NEEDS_CSUM``: the field holds the pseudo-header's sum) from a complete
-one.
+one. Then the Ethernet header the device's neighbour gave it (``SOCK_RAW``: the kernel
+refuses ``PACKET_VNET_HDR`` on ``SOCK_DGRAM``), then the IP packet, a GSO super-packet whole.
 """
 
 from __future__ import annotations
